@@ -1,0 +1,124 @@
+//! A loaded plugin: compiled, checked against the world, ready to instantiate.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, types::ComponentItem};
+
+use super::bindings::{DetectorPluginPre, PluginInfo};
+use super::error::LoadError;
+use super::instance::Instance;
+use super::{CallError, Limits, Runtime, SUPPORTED_WIT_VERSIONS};
+
+/// The interface a detector exports, without its version.
+const DETECTOR_INTERFACE: &str = "routewatch:detector/detector";
+
+/// A detector component, compiled and pre-linked. Cheap to clone; instances are independent.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    info: PluginInfo,
+    sha256: String,
+    pre: DetectorPluginPre<super::HostState>,
+    limits: Limits,
+}
+
+impl Plugin {
+    /// Name, version, description, metrics read and configuration schema.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// Hex SHA-256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// A fresh instance with default configuration and empty state.
+    pub fn instantiate(&self) -> Result<Instance, CallError> {
+        Instance::new(&self.inner.pre, self.inner.info.name.clone(), self.inner.limits)
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.info.name)
+            .field("version", &self.inner.info.version)
+            .finish()
+    }
+}
+
+pub(super) fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Plugin, LoadError> {
+    check_header(bytes)?;
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    let engine = &runtime.engine;
+    let compile = || Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    let component = match &runtime.cache {
+        Some(cache) => cache.get_or_compile(engine, &sha, compile)?,
+        None => compile()?,
+    };
+    check_exports(&component, engine)?;
+    let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+    let pre = DetectorPluginPre::new(pre).map_err(|e| LoadError::NotADetector(format!("{e:#}")))?;
+
+    // A first instance tells us who the plugin says it is, and proves it can start.
+    let mut probe = Instance::new(&pre, String::from("(loading)"), runtime.limits)?;
+    let info = probe.info()?;
+    check_info(&info)?;
+    Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits }) })
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule),
+        Some([0, b'a', b's', b'm', ..]) => Ok(()),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+/// Finds the detector export and checks its version before type-checking, so that a plugin
+/// built for another WIT version is told so, not handed a list of mismatched types.
+fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let detector = names.iter().find_map(|name| {
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        (interface == DETECTOR_INTERFACE).then_some(version)
+    });
+    match detector {
+        Some(version) if SUPPORTED_WIT_VERSIONS.contains(&version) => Ok(()),
+        Some(version) => Err(LoadError::UnsupportedVersion { found: version.to_owned() }),
+        None if names.is_empty() => {
+            Err(LoadError::NotADetector(format!("it exports no interfaces; expected {DETECTOR_INTERFACE}")))
+        }
+        None => Err(LoadError::NotADetector(format!(
+            "it exports {}; expected {DETECTOR_INTERFACE}@{}",
+            names.join(", "),
+            SUPPORTED_WIT_VERSIONS[0]
+        ))),
+    }
+}
+
+fn check_info(info: &PluginInfo) -> Result<(), LoadError> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 64
+        && info.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(LoadError::BadInfo(format!("name {:?} must be 1 to 64 of [a-z0-9_-]", info.name)));
+    }
+    if info.version.is_empty() || info.version.len() > 64 {
+        return Err(LoadError::BadInfo(format!("version {:?} must be 1 to 64 characters", info.version)));
+    }
+    if serde_json::from_str::<serde_json::Value>(&info.config_schema).is_err() {
+        return Err(LoadError::BadInfo("config_schema is not JSON".into()));
+    }
+    Ok(())
+}

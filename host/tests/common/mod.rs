@@ -1,0 +1,74 @@
+//! Shared by the host's integration tests: where the plugin components are, and series to
+//! feed them.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use routewatch_host::runtime::{Batch, Column, Limits, Plugin, Runtime, RuntimeConfig};
+
+/// The directory `cargo xtask build` puts components in: `<target>/wasm32-wasip2/plugin`,
+/// found from this test binary's own path (`<target>/release/deps/<test>`), so it works
+/// whatever `CARGO_TARGET_DIR` is.
+pub fn plugin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe.ancestors().nth(3).expect("test binary lives in <target>/<profile>/deps");
+    target.join("wasm32-wasip2").join("plugin")
+}
+
+/// Path of a built component, by crate name with underscores (e.g. `routewatch_arima`).
+pub fn component(name: &str) -> PathBuf {
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the plugins first with `cargo xtask build`", path.display());
+    path
+}
+
+/// A runtime with small limits, so that evil plugins are stopped quickly.
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        limits: Limits { cpu_budget: Duration::from_millis(200), memory_bytes: 64 << 20, ..Limits::default() },
+    })
+    .expect("runtime starts")
+}
+
+pub fn arima(runtime: &Runtime) -> Plugin {
+    runtime.load_file(&component("routewatch_arima")).expect("ARIMA component loads")
+}
+
+/// One series as a batch of one router and one metric, timestamps a minute apart.
+pub fn series_batch(values: &[f64], first_index: usize) -> Batch {
+    Batch {
+        routers: vec![7; values.len()],
+        timestamps: (first_index..first_index + values.len()).map(|i| i as i64 * 60_000).collect(),
+        columns: vec![Column { metric: "cpu_util".into(), values: values.to_vec() }],
+    }
+}
+
+/// Deterministic Gaussian noise (Box-Muller over a xorshift generator).
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    pub fn gaussian(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// A daily cycle sampled every 5 minutes (288 samples a day) with noise of sd 0.2 around an
+/// amplitude of 3: the shape of a router's traffic or CPU.
+pub fn seasonal(n: usize, seed: u64) -> Vec<f64> {
+    let mut noise = Noise::new(seed);
+    (0..n).map(|t| 10.0 + 3.0 * (t as f64 * std::f64::consts::TAU / 288.0).sin() + 0.2 * noise.gaussian()).collect()
+}

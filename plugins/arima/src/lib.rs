@@ -1,0 +1,170 @@
+//! ARIMA anomaly detector: one ARIMA(p,d,q) model per (router, metric) series.
+//!
+//! Each series collects a warm-up window, then:
+//! 1. chooses `d` by KPSS tests and `p`, `q` by AICc over a small grid (Hannan-Rissanen
+//!    screening), and fits the chosen order by conditional sum of squares (Nelder-Mead);
+//! 2. forecasts every next sample one step ahead and scores the residual against a robust,
+//!    outlier-clipped scale, so a point scores 0.5 exactly at `threshold` robust standard
+//!    deviations;
+//! 3. reports spikes and dips at once, and a level shift once `level_shift_after` anomalies
+//!    in a row sit on the same side, after which it follows the new level;
+//! 4. refits every `refit_every` samples on a window in which anomalies were replaced by
+//!    their forecasts.
+//!
+//! The detector code is plain Rust: the same [`Arima`] type runs natively in tests and
+//! benchmarks, and as a Wasm component through [`routewatch_plugin_sdk::export_detector!`].
+
+mod config;
+pub mod model;
+mod optimize;
+mod series;
+
+use routewatch_plugin_sdk::{Anomaly, Batch, Detector, Info, Output};
+
+pub use config::Config;
+use series::Series;
+
+routewatch_plugin_sdk::export_detector!(Arima);
+
+/// Snapshot layout version; bump when [`State`] changes shape.
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Largest router id accepted; ids index arrays, so an absurd one must not allocate gigabytes.
+const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
+
+/// The ARIMA detector.
+#[derive(Debug, Default)]
+pub struct Arima {
+    state: State,
+}
+
+/// Everything a snapshot carries, plus an index rebuilt from it.
+#[derive(Debug, Default, Clone)]
+struct State {
+    config: Config,
+    /// Metric names seen so far, in order of first sight; a metric's id is its position.
+    metrics: Vec<String>,
+    /// Every series, in order of first sight, with its (router, metric id).
+    series: Vec<(u32, u32, Series)>,
+    /// `index[metric][router]` is 1 + the series' position in `series`, or 0 for none.
+    /// Router ids are dense (see the WIT contract), so arrays beat hashing here.
+    index: Vec<Vec<u32>>,
+}
+
+impl State {
+    fn metric_id(&mut self, name: &str) -> usize {
+        match self.metrics.iter().position(|m| m == name) {
+            Some(id) => id,
+            None => {
+                self.metrics.push(name.to_owned());
+                self.index.push(Vec::new());
+                self.metrics.len() - 1
+            }
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = vec![Vec::new(); self.metrics.len()];
+        for (position, (router, metric, _)) in self.series.iter().enumerate() {
+            *slot(&mut self.index[*metric as usize], *router) = position as u32 + 1;
+        }
+    }
+}
+
+/// The index entry of `router`, growing the index as needed.
+fn slot(index: &mut Vec<u32>, router: u32) -> &mut u32 {
+    let at = router as usize;
+    if at >= index.len() {
+        index.resize(at + 1, 0);
+    }
+    &mut index[at]
+}
+
+impl Detector for Arima {
+    fn info() -> Info {
+        Info {
+            name: "arima".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Per-series ARIMA(p,d,q) one-step forecasts; flags residuals beyond a robust \
+                          threshold as spikes, dips and level shifts"
+                .into(),
+            metrics: Vec::new(),
+            config_schema: Config::SCHEMA.into(),
+        }
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.state.config = Config::parse(config)?;
+        Ok(())
+    }
+
+    fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), String> {
+        let state = &mut self.state;
+        out.scores.reserve(batch.points());
+        for (column_index, column) in batch.columns.iter().enumerate() {
+            let watched = state.config.metrics.is_empty() || state.config.metrics.iter().any(|m| m == column.metric);
+            if !watched {
+                out.scores.extend(std::iter::repeat_n(0.0, batch.rows()));
+                continue;
+            }
+            let metric = state.metric_id(column.metric);
+            let index = &mut state.index[metric];
+            for (row, ((&router, &ts), &value)) in
+                batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
+            {
+                if router > MAX_ROUTER_ID {
+                    return Err(format!("router id {router} is over {MAX_ROUTER_ID}; ids must be dense"));
+                }
+                let entry = slot(index, router);
+                if *entry == 0 {
+                    state.series.push((router, metric as u32, Series::default()));
+                    *entry = state.series.len() as u32;
+                }
+                let series = &mut state.series[*entry as usize - 1].2;
+                let verdict = series.observe(ts, value, &state.config);
+                out.scores.push(verdict.score as f32);
+                if let Some((kind, reason)) = verdict.anomaly {
+                    out.anomalies.push(Anomaly {
+                        row: row as u32,
+                        column: column_index as u32,
+                        observed: value,
+                        expected: verdict.expected,
+                        lower: verdict.lower,
+                        upper: verdict.upper,
+                        score: verdict.score,
+                        kind,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        let body = (&self.state.config, &self.state.metrics, &self.state.series);
+        bytes.extend(postcard::to_allocvec(&body).expect("state always serialises"));
+        bytes
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, body)) => {
+                let (config, metrics, series): (Config, Vec<String>, Vec<(u32, u32, Series)>) =
+                    postcard::from_bytes(body).map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
+                if series.iter().any(|(router, metric, _)| *router > MAX_ROUTER_ID || *metric as usize >= metrics.len())
+                {
+                    return Err("corrupt ARIMA snapshot: a series refers to an unknown router or metric".into());
+                }
+                self.state = State { config, metrics, series, index: Vec::new() };
+                self.state.rebuild_index();
+                Ok(())
+            }
+            Some((version, _)) => {
+                Err(format!("ARIMA snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"))
+            }
+            None => Err("empty ARIMA snapshot".into()),
+        }
+    }
+}

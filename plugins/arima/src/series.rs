@@ -1,0 +1,210 @@
+//! One (router, metric) series: warm-up, fit, one-step forecasts, scoring and refits.
+
+use std::collections::VecDeque;
+
+use routewatch_plugin_sdk::{AnomalyKind, score_from_z};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::model::{Filter, Fit, Order, Precision, auto_fit, css, difference, fit_order};
+
+/// For Gaussian residuals, `E|r| * sqrt(pi / 2)` is the standard deviation.
+const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// For Gaussian residuals, `1.4826 * MAD` is the standard deviation.
+const MAD_TO_SD: f64 = 1.482_602_218_505_602;
+
+/// What one observation came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub score: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// Set when the point is anomalous.
+    pub anomaly: Option<(AnomalyKind, String)>,
+}
+
+impl Verdict {
+    /// A point that was not scored (warm-up, missing value, out of order).
+    fn unscored() -> Verdict {
+        Verdict { score: 0.0, expected: f64::NAN, lower: f64::NAN, upper: f64::NAN, anomaly: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Model {
+    fit: Fit,
+    filter: Filter,
+}
+
+/// A run of consecutive anomalies on one side of the forecast.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Run {
+    /// +1 above, -1 below, 0 no run.
+    side: i8,
+    len: usize,
+    residual_sum: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    last_ts: i64,
+    /// Recent values in model space (observed minus `offset`), anomalies replaced by their
+    /// forecasts so that one bad sample does not bend the next fit.
+    history: VecDeque<f64>,
+    model: Option<Model>,
+    /// Accumulated level shifts: the model follows `value - offset`.
+    offset: f64,
+    /// Robust scale of one-step residuals.
+    scale: f64,
+    /// Standard deviation of the history at the last fit.
+    spread: f64,
+    since_fit: usize,
+    run: Run,
+}
+
+impl Default for Series {
+    fn default() -> Series {
+        Series {
+            last_ts: i64::MIN,
+            history: VecDeque::new(),
+            model: None,
+            offset: 0.0,
+            scale: 0.0,
+            spread: 0.0,
+            since_fit: 0,
+            run: Run::default(),
+        }
+    }
+}
+
+impl Series {
+    /// Scores one sample and learns from it.
+    pub fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+        if !value.is_finite() || ts <= self.last_ts {
+            // A gap or a replayed sample: nothing to learn, nothing to say.
+            return Verdict::unscored();
+        }
+        self.last_ts = ts;
+        let Some(model) = &mut self.model else {
+            self.remember(value, config);
+            if self.history.len() >= config.warmup {
+                self.refit(config, None);
+            }
+            return Verdict::unscored();
+        };
+
+        let forecast = model.filter.forecast(&model.fit);
+        let expected = forecast.y + self.offset;
+        let residual = value - expected;
+        let scale = self.scale.max(scale_floor(self.spread, expected));
+        let z = residual.abs() / scale;
+        let score = score_from_z(z, config.threshold);
+        let band = config.threshold * scale;
+        let mut verdict = Verdict { score, expected, lower: expected - band, upper: expected + band, anomaly: None };
+        // Huber-style: an outlier moves the scale only as far as one at the threshold would.
+        self.scale += config.scale_alpha * (residual.abs().min(band) * MEAN_ABS_TO_SD - self.scale);
+
+        if z < config.threshold {
+            self.run = Run::default();
+            let y = value - self.offset;
+            let w = model.filter.differenced(&model.fit, y);
+            model.filter.push(w, residual, y);
+            self.remember(value, config);
+        } else {
+            let side = if residual > 0.0 { 1 } else { -1 };
+            if self.run.side != side {
+                self.run = Run { side, len: 0, residual_sum: 0.0 };
+            }
+            self.run.len += 1;
+            self.run.residual_sum += residual;
+            // Learn the forecast instead of the outlier, and only a clipped step of its size.
+            model.filter.push(forecast.w, 0.0, forecast.y);
+            self.history.push_back(forecast.y);
+            self.trim(config);
+
+            let sd = residual / scale;
+            verdict.anomaly = Some(if self.run.len >= config.level_shift_after {
+                let shift = self.run.residual_sum / self.run.len as f64;
+                self.offset += shift;
+                let len = self.run.len;
+                self.run = Run::default();
+                (AnomalyKind::LevelShift, format!("level moved by {shift:+.4} over the last {len} samples"))
+            } else if side > 0 {
+                (AnomalyKind::Spike, format!("{value:.4} is {sd:.1} sd above the forecast {expected:.4}"))
+            } else {
+                (AnomalyKind::Dip, format!("{value:.4} is {:.1} sd below the forecast {expected:.4}", -sd))
+            });
+        }
+
+        self.since_fit += 1;
+        if self.since_fit >= config.warmup / 2 && self.drifted() {
+            self.refit(config, None);
+        } else if self.since_fit >= config.refit_every {
+            // A routine refit keeps the order: choosing it again costs ten times as much.
+            let order = self.model.as_ref().map(|m| m.fit.order);
+            self.refit(config, order);
+        }
+        verdict
+    }
+
+    /// Whether residuals have outgrown the model: the series changed character since the fit.
+    fn drifted(&self) -> bool {
+        self.model.as_ref().is_some_and(|m| self.scale > 2.0 * m.fit.sigma2.sqrt().max(0.01 * self.spread))
+    }
+
+    fn remember(&mut self, value: f64, config: &Config) {
+        self.history.push_back(value - self.offset);
+        self.trim(config);
+    }
+
+    fn trim(&mut self, config: &Config) {
+        while self.history.len() > config.window {
+            self.history.pop_front();
+        }
+    }
+
+    /// Refits on the history (choosing the order again unless one is given), then re-runs
+    /// the filter over the history to reach the present.
+    fn refit(&mut self, config: &Config, order: Option<Order>) {
+        self.since_fit = 0;
+        let history = self.history.make_contiguous();
+        let fit = match order {
+            Some(order) => fit_order(history, order, Precision::Online),
+            None => auto_fit(history, config.max_p, config.max_d, config.max_q),
+        };
+        let Some(fit) = fit else { return };
+        let mean = history.iter().sum::<f64>() / history.len() as f64;
+        self.spread = (history.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / history.len() as f64).sqrt();
+        let filter = Filter::warm(&fit, history.iter().copied());
+        if self.model.is_none() {
+            self.scale = robust_scale(&fit, history);
+        }
+        self.model = Some(Model { fit, filter });
+    }
+}
+
+/// The least residual scale a point is judged against. A model of a very smooth series
+/// (a clean daily curve) can predict it far better than the data's precision deserves;
+/// claiming no more than 1% of the series' own spread keeps rounding from looking like
+/// an anomaly. A series that never moves (BGP sessions, say) has no spread, and then any
+/// change is news: only a tiny floor against dividing by zero remains.
+fn scale_floor(spread: f64, expected: f64) -> f64 {
+    (0.01 * spread).max(1e-9 + 1e-6 * expected.abs())
+}
+
+/// The scale a fresh model starts from: MAD of its residuals, or their mean absolute value
+/// when more than half are exactly zero (counts that rarely move).
+fn robust_scale(fit: &Fit, history: &[f64]) -> f64 {
+    let w = difference(history, fit.order.d);
+    let mut resid = Vec::with_capacity(w.len());
+    css(&w, fit.order.p, fit.order.q, fit.mean, &fit.ar, &fit.ma, Some(&mut resid));
+    let mut abs: Vec<f64> = resid[fit.order.p.min(resid.len())..].iter().map(|r| r.abs()).collect();
+    if abs.is_empty() {
+        return 0.0;
+    }
+    let mid = abs.len() / 2;
+    let (_, median, _) = abs.select_nth_unstable_by(mid, f64::total_cmp);
+    let mad = *median * MAD_TO_SD;
+    if mad > 0.0 { mad } else { abs.iter().sum::<f64>() / abs.len() as f64 * MEAN_ABS_TO_SD }
+}

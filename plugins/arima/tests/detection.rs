@@ -1,0 +1,138 @@
+//! The ARIMA detector run natively on synthetic series: what it must find and what it must not.
+//! (The host's tests run the same checks through the Wasm component.)
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+use routewatch_arima::Arima;
+use routewatch_plugin_sdk::{AnomalyKind, Batch, Detector, Output};
+
+/// A seasonal series: a period-60 cycle plus Gaussian noise of sd 0.2.
+fn seasonal(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 0.2).unwrap();
+    (0..n).map(|t| 10.0 + 3.0 * (t as f64 * std::f64::consts::TAU / 60.0).sin() + noise.sample(&mut rng)).collect()
+}
+
+/// Feeds one series in batches of 100 and returns (scores, anomalies as (index, kind)).
+fn run(detector: &mut Arima, values: &[f64]) -> (Vec<f32>, Vec<(usize, AnomalyKind)>) {
+    let mut scores = Vec::new();
+    let mut anomalies = Vec::new();
+    for (chunk_index, chunk) in values.chunks(100).enumerate() {
+        let start = chunk_index * 100;
+        let routers = vec![1; chunk.len()];
+        let ts: Vec<i64> = (start..start + chunk.len()).map(|t| t as i64 * 60_000).collect();
+        let batch = Batch::new(&routers, &ts, vec![("cpu_util", chunk)]);
+        let mut out = Output::default();
+        detector.process(&batch, &mut out).unwrap();
+        assert_eq!(out.scores.len(), chunk.len());
+        scores.extend(out.scores);
+        anomalies.extend(out.anomalies.iter().map(|a| (start + a.row as usize, a.kind)));
+    }
+    (scores, anomalies)
+}
+
+#[test]
+fn flags_a_spike_at_onset_and_nothing_after() {
+    let mut values = seasonal(1000, 1);
+    values[500] += 3.0;
+    let (scores, anomalies) = run(&mut Arima::default(), &values);
+    assert_eq!(anomalies, vec![(500, AnomalyKind::Spike)], "scores around: {:?}", &scores[495..510]);
+    assert!(scores[500] > 0.99);
+}
+
+#[test]
+fn flags_a_level_shift_within_two_points_and_follows_the_new_level() {
+    let mut values = seasonal(1200, 2);
+    values[700..].iter_mut().for_each(|v| *v += 2.0);
+    let (_, anomalies) = run(&mut Arima::default(), &values);
+    assert_eq!(anomalies.first(), Some(&(700, AnomalyKind::Spike)), "{anomalies:?}");
+    assert!(anomalies.contains(&(702, AnomalyKind::LevelShift)), "{anomalies:?}");
+    assert!(anomalies.iter().all(|(i, _)| (700..=702).contains(i)), "settles after the shift: {anomalies:?}");
+}
+
+#[test]
+fn flags_a_dip_as_a_dip() {
+    let mut values = seasonal(800, 3);
+    values[400] -= 3.0;
+    let (_, anomalies) = run(&mut Arima::default(), &values);
+    assert_eq!(anomalies, vec![(400, AnomalyKind::Dip)]);
+}
+
+#[test]
+fn stays_quiet_on_ten_thousand_points_of_stationary_noise() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let noise = Normal::new(50.0, 5.0).unwrap();
+    let values: Vec<f64> = (0..10_000).map(|_| noise.sample(&mut rng)).collect();
+    let (scores, anomalies) = run(&mut Arima::default(), &values);
+    assert!(anomalies.is_empty(), "{anomalies:?}");
+    assert!(scores.iter().all(|s| (0.0..0.5).contains(s)));
+}
+
+#[test]
+fn a_restored_snapshot_continues_exactly() {
+    let values = seasonal(900, 4);
+    let mut original = Arima::default();
+    run(&mut original, &values[..600]);
+    let mut copy = Arima::default();
+    copy.restore(&original.snapshot()).unwrap();
+    assert_eq!(copy.snapshot(), original.snapshot());
+    assert_eq!(run(&mut copy, &values[600..]), run(&mut original, &values[600..]));
+}
+
+#[test]
+fn refuses_corrupt_snapshots_and_keeps_its_state() {
+    let mut detector = Arima::default();
+    run(&mut detector, &seasonal(300, 5));
+    let before = detector.snapshot();
+    for bad in [&[][..], &[9, 1, 2][..], &[1, 255, 255, 255][..]] {
+        assert!(detector.restore(bad).is_err());
+        assert_eq!(detector.snapshot(), before);
+    }
+}
+
+#[test]
+fn scores_missing_and_replayed_samples_zero_without_learning() {
+    let values = seasonal(400, 6);
+    let mut detector = Arima::default();
+    run(&mut detector, &values);
+    let before = detector.snapshot();
+    let batch = Batch::new(&[1, 1], &[0, 400 * 60_000], vec![("cpu_util", &[99.0, f64::NAN][..])]);
+    let mut out = Output::default();
+    detector.process(&batch, &mut out).unwrap();
+    assert_eq!(out.scores, vec![0.0, 0.0]);
+    assert!(out.anomalies.is_empty());
+    assert_eq!(detector.snapshot(), before);
+}
+
+#[test]
+fn series_are_independent_per_router_and_metric() {
+    let values = seasonal(400, 7);
+    let mut spiked = values.clone();
+    spiked[300] += 5.0;
+    let mut detector = Arima::default();
+    for (start, (a, b)) in values.chunks(100).zip(spiked.chunks(100)).enumerate() {
+        let n = a.len();
+        let routers: Vec<u32> = (0..n).map(|_| 1).chain((0..n).map(|_| 2)).collect();
+        let ts: Vec<i64> = (0..2 * n).map(|i| ((start * 100 + i % n) * 60_000) as i64).collect();
+        let ab: Vec<f64> = a.iter().chain(b).copied().collect();
+        let batch = Batch::new(&routers, &ts, vec![("cpu_util", &ab[..]), ("temp_c", &ab[..])]);
+        let mut out = Output::default();
+        detector.process(&batch, &mut out).unwrap();
+        let flagged: Vec<(u32, u32)> = out.anomalies.iter().map(|a| (routers[a.row as usize], a.column)).collect();
+        let expected = if start == 3 { vec![(2, 0), (2, 1)] } else { vec![] };
+        assert_eq!(flagged, expected, "batch {start}");
+    }
+}
+
+#[test]
+fn configuration_is_validated_and_applied() {
+    let mut detector = Arima::default();
+    assert!(detector.configure(r#"{"threshold": 0}"#).is_err());
+    detector.configure(r#"{"metrics": ["temp_c"]}"#).unwrap();
+    let mut values = seasonal(400, 8);
+    values[300] += 5.0;
+    let (scores, anomalies) = run(&mut detector, &values);
+    assert!(anomalies.is_empty(), "cpu_util is not watched");
+    assert!(scores.iter().all(|s| *s == 0.0));
+}

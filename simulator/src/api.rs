@@ -1,0 +1,344 @@
+//! The REST API. Handlers are thin: they parse, lock the engine briefly, and shape the answer.
+//! Every error is JSON: `{"error": "<code>", "reason": "<what was wrong>"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use routewatch_telemetry::{FaultKind, Record, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::engine::{ConfigPatch, Engine, EngineError, FaultRequest, RuntimeConfig};
+use crate::faults::FaultView;
+use crate::fleet::Profile;
+use crate::lock;
+use crate::metrics;
+
+/// What the handlers share. Explicit, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Mutex<Engine>>,
+    pub registry: Arc<Registry>,
+    /// "real-time" or "fast".
+    pub mode: &'static str,
+    /// "kafka", "file" or "none".
+    pub sink: &'static str,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/routers", get(list_routers))
+        .route("/routers/simulate", get(simulate))
+        .route("/routers/{id}", get(get_router))
+        .route("/routers/{id}/restart", post(restart_router))
+        .route("/routers/{id}/faults", delete(clear_router_faults))
+        .route("/faults", get(list_faults).post(inject_fault))
+        .route("/faults/{id}", get(get_fault).delete(clear_fault))
+        .route("/config", get(get_config).patch(patch_config))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// A request the API refuses, with the reason.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+    MethodNotAllowed,
+    /// An extractor refused the request (bad JSON, wrong content type, bad query).
+    Rejected(StatusCode, String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::UnknownRouter(_) | EngineError::UnknownFault(_) => ApiError::NotFound(err.to_string()),
+            EngineError::FaultEnded(_) => ApiError::Conflict(err.to_string()),
+            EngineError::Invalid { .. } => ApiError::BadRequest(err.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        // A body that parses but does not fit (unknown kind, negative count) is as much a bad
+        // request as one that does not parse: one status for both is easier on clients.
+        let status = match r.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        ApiError::Rejected(status, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::Rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::Rejected(r.status(), r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, reason) = match self {
+            ApiError::BadRequest(r) => (StatusCode::BAD_REQUEST, "bad_request", r),
+            ApiError::NotFound(r) => (StatusCode::NOT_FOUND, "not_found", r),
+            ApiError::Conflict(r) => (StatusCode::CONFLICT, "conflict", r),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method".into())
+            }
+            ApiError::Rejected(status, r) if status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                (status, "unsupported_media_type", r)
+            }
+            ApiError::Rejected(status, r) => (status, "bad_request", r),
+        };
+        (status, Json(json!({ "error": code, "reason": reason }))).into_response()
+    }
+}
+
+/// `Json` whose rejections are JSON errors too.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint; see the simulator README for the API".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let engine = lock(&s.engine);
+    Json(json!({
+        "status": "ok",
+        "mode": s.mode,
+        "sink": s.sink,
+        "routers": engine.config().routers,
+        "ticks": engine.ticks(),
+        "event_time": engine.now(),
+    }))
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    let body = metrics::render(&s.registry);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+/// The whole fleet's latest samples in one document.
+#[derive(Serialize)]
+struct Simulation {
+    ts: i64,
+    interval_ms: u64,
+    routers: usize,
+    records: Vec<Record>,
+}
+
+async fn simulate(State(s): State<AppState>) -> Json<Simulation> {
+    // Copy under the lock, serialise after releasing it.
+    let engine = lock(&s.engine);
+    let records = if engine.ticks() == 0 { Vec::new() } else { engine.records().to_vec() };
+    Json(Simulation { ts: engine.now(), interval_ms: engine.config().interval_ms, routers: records.len(), records })
+}
+
+#[derive(Serialize)]
+struct RouterSummary {
+    id: String,
+    role: Role,
+    site: &'static str,
+    region: &'static str,
+    vendor: &'static str,
+    capacity_bps: f64,
+    bgp_sessions: u32,
+    /// Ids of the faults active on this router.
+    faults: Vec<String>,
+}
+
+impl RouterSummary {
+    fn new(p: &Profile, faults: Vec<String>) -> Self {
+        RouterSummary {
+            id: p.id.clone(),
+            role: p.role,
+            site: p.site,
+            region: p.region,
+            vendor: p.vendor,
+            capacity_bps: p.capacity_bps,
+            bgp_sessions: p.bgp_sessions,
+            faults,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterQuery {
+    role: Option<Role>,
+    site: Option<String>,
+    region: Option<String>,
+    vendor: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+const DEFAULT_LIMIT: usize = 1_000;
+const MAX_LIMIT: usize = 100_000;
+
+fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::BadRequest("limit must be at least 1".into())),
+        n if n > MAX_LIMIT => Err(ApiError::BadRequest(format!("limit {n} is over {MAX_LIMIT}"))),
+        n => Ok(n),
+    }
+}
+
+async fn list_routers(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<RouterQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = check_limit(q.limit)?;
+    let engine = lock(&s.engine);
+    let mut faults: HashMap<u32, Vec<String>> = HashMap::new();
+    for f in engine.faults().active() {
+        faults.entry(f.router_index).or_default().push(f.event.id.clone());
+    }
+    let matching = engine.fleet().profiles().iter().filter(|p| {
+        q.role.is_none_or(|r| r == p.role)
+            && q.site.as_deref().is_none_or(|x| x == p.site)
+            && q.region.as_deref().is_none_or(|x| x == p.region)
+            && q.vendor.as_deref().is_none_or(|x| x == p.vendor)
+    });
+    let mut total = 0;
+    let mut page = Vec::new();
+    for p in matching {
+        if total >= q.offset && page.len() < limit {
+            page.push(RouterSummary::new(p, faults.remove(&p.index).unwrap_or_default()));
+        }
+        total += 1;
+    }
+    Ok(Json(json!({ "total": total, "offset": q.offset, "limit": limit, "routers": page })))
+}
+
+async fn get_router(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<serde_json::Value>> {
+    let engine = lock(&s.engine);
+    let index = engine.lookup(&id)?;
+    let profile = &engine.fleet().profiles()[index as usize];
+    let active: Vec<FaultView> = engine
+        .faults()
+        .active()
+        .iter()
+        .filter(|f| f.router_index == index)
+        .map(|f| FaultView { event: f.event.clone(), active: true, source: f.source })
+        .collect();
+    let latest = (engine.ticks() > 0).then(|| engine.records()[index as usize].clone());
+    let summary = RouterSummary::new(profile, active.iter().map(|f| f.event.id.clone()).collect());
+    Ok(Json(json!({ "router": summary, "latest": latest, "active_faults": active })))
+}
+
+async fn restart_router(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<serde_json::Value>> {
+    let (at, cleared) = lock(&s.engine).restart(&id)?;
+    Ok(Json(json!({ "router": id, "restarted_at": at, "cleared": cleared })))
+}
+
+async fn clear_router_faults(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let cleared = lock(&s.engine).clear_router(&id)?;
+    Ok(Json(json!({ "router": id, "cleared": cleared })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultQuery {
+    active: Option<bool>,
+    router: Option<String>,
+    kind: Option<FaultKind>,
+    limit: Option<usize>,
+}
+
+async fn list_faults(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<FaultQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = check_limit(q.limit)?;
+    let engine = lock(&s.engine);
+    if let Some(router) = &q.router {
+        engine.lookup(router)?;
+    }
+    let mut faults: Vec<FaultView> = engine
+        .faults()
+        .all()
+        .filter(|f| {
+            q.active.is_none_or(|a| a == f.active)
+                && q.router.as_deref().is_none_or(|r| r == f.event.router)
+                && q.kind.is_none_or(|k| k == f.event.kind)
+        })
+        .collect();
+    // The newest `limit`, oldest first.
+    let total = faults.len();
+    faults.drain(..total.saturating_sub(limit));
+    Ok(Json(json!({ "total": total, "faults": faults })))
+}
+
+async fn inject_fault(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<FaultRequest>,
+) -> ApiResult<(StatusCode, Json<FaultView>)> {
+    let view = lock(&s.engine).inject(&req)?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn get_fault(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<FaultView>> {
+    lock(&s.engine).faults().get(&id).map(Json).ok_or_else(|| EngineError::UnknownFault(id).into())
+}
+
+async fn clear_fault(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<FaultView>> {
+    Ok(Json(lock(&s.engine).clear(&id)?))
+}
+
+#[derive(Serialize)]
+struct ConfigView {
+    #[serde(flatten)]
+    config: RuntimeConfig,
+    seed: u64,
+    mode: &'static str,
+}
+
+async fn get_config(State(s): State<AppState>) -> Json<ConfigView> {
+    let engine = lock(&s.engine);
+    Json(ConfigView { config: engine.config().clone(), seed: engine.seed(), mode: s.mode })
+}
+
+async fn patch_config(State(s): State<AppState>, ApiJson(patch): ApiJson<ConfigPatch>) -> ApiResult<Json<ConfigView>> {
+    let mut engine = lock(&s.engine);
+    let config = engine.reconfigure(&patch)?;
+    Ok(Json(ConfigView { config, seed: engine.seed(), mode: s.mode }))
+}

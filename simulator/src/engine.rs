@@ -1,0 +1,291 @@
+//! The simulation engine: the fleet, its faults, the random fault schedule and event time.
+//! Everything that changes the simulation goes through here, so the REST API and the runner
+//! share one `Mutex<Engine>`.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Poisson};
+use routewatch_telemetry::{FaultKind, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::faults::{self, FaultBook, FaultNotice, FaultView, NewFault, Source};
+use crate::fleet::{Fleet, Profile};
+
+/// Largest fleet the engine accepts (memory stays around 1 KB per router).
+pub const MAX_ROUTERS: u32 = 1_000_000;
+/// Interval limits, ms.
+pub const MIN_INTERVAL_MS: u64 = 10;
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// Upper limit of the random fault rate, faults per router per day.
+pub const MAX_FAULT_RATE: f64 = 1_000.0;
+
+/// What can be changed while the simulation runs (`GET|PATCH /config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    /// Number of routers.
+    pub routers: u32,
+    /// Sample interval (event time between samples), ms.
+    pub interval_ms: u64,
+    /// Random faults per router per day (0 disables the schedule).
+    pub fault_rate: f64,
+}
+
+/// A partial update of the runtime config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    pub routers: Option<u32>,
+    pub interval_ms: Option<u64>,
+    pub fault_rate: Option<f64>,
+}
+
+/// Why the engine refused a request. The API maps each to an HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("router {0:?} does not exist (ids are rtr-000000 to the fleet size - 1)")]
+    UnknownRouter(String),
+    #[error("fault {0:?} does not exist")]
+    UnknownFault(String),
+    #[error("fault {0} has already ended")]
+    FaultEnded(String),
+    #[error("{field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+    EngineError::Invalid { field, reason: reason.into() }
+}
+
+impl RuntimeConfig {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !(1..=MAX_ROUTERS).contains(&self.routers) {
+            return Err(invalid("routers", format!("{} is outside 1..={MAX_ROUTERS}", self.routers)));
+        }
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&self.interval_ms) {
+            return Err(invalid(
+                "interval_ms",
+                format!("{} is outside {MIN_INTERVAL_MS}..={MAX_INTERVAL_MS}", self.interval_ms),
+            ));
+        }
+        if !(self.fault_rate.is_finite() && (0.0..=MAX_FAULT_RATE).contains(&self.fault_rate)) {
+            return Err(invalid("fault_rate", format!("{} is outside 0..={MAX_FAULT_RATE}", self.fault_rate)));
+        }
+        Ok(())
+    }
+}
+
+/// A request to inject a fault (`POST /faults`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    pub kind: FaultKind,
+    /// The target router; a random one when absent.
+    pub router: Option<String>,
+    /// Seconds of event time; the kind's typical length when absent.
+    pub duration_s: Option<f64>,
+    /// Kind-specific strength (see `faults::spec`); the kind's default when absent.
+    pub magnitude: Option<f64>,
+}
+
+/// The simulation.
+#[derive(Debug)]
+pub struct Engine {
+    seed: u64,
+    config: RuntimeConfig,
+    fleet: Fleet,
+    faults: FaultBook,
+    /// Draws the random schedule and the flapping faults' per-sample state.
+    rng: ChaCha8Rng,
+    /// Event time of the latest sample, or of the start before the first one.
+    now: i64,
+    ticks: u64,
+}
+
+impl Engine {
+    /// A new engine whose first sample will be at `start` (epoch ms).
+    pub fn new(seed: u64, config: RuntimeConfig, start: i64) -> Result<Engine, EngineError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(u64::MAX);
+        Ok(Engine {
+            seed,
+            fleet: Fleet::new(seed, config.routers),
+            config,
+            faults: FaultBook::default(),
+            rng,
+            now: start,
+            ticks: 0,
+        })
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Event time of the latest sample (the start time before the first tick).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Event time of the next sample.
+    pub fn next_ts(&self) -> i64 {
+        if self.ticks == 0 { self.now } else { self.now + self.config.interval_ms as i64 }
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub fn faults(&self) -> &FaultBook {
+        &self.faults
+    }
+
+    /// Each router's latest sample.
+    pub fn records(&self) -> &[Record] {
+        self.fleet.records()
+    }
+
+    /// Produces one sample per router at event time `ts`: ends expired faults, draws new ones
+    /// from the schedule, then steps the fleet.
+    pub fn tick(&mut self, ts: i64) {
+        let dt_ms = if self.ticks == 0 { self.config.interval_ms as i64 } else { (ts - self.now).max(0) };
+        self.faults.expire(ts);
+        self.schedule(ts, dt_ms);
+        let mut effects = self.faults.effects(ts, &mut self.rng);
+        self.fleet.step(ts, self.config.interval_ms, |i| effects.remove(&i));
+        self.now = ts;
+        self.ticks += 1;
+    }
+
+    /// Draws the faults that start at `ts`: a Poisson number for the fleet over the last step,
+    /// each on a uniformly chosen router with a random kind, magnitude and duration.
+    fn schedule(&mut self, ts: i64, dt_ms: i64) {
+        let expected = self.config.fault_rate * f64::from(self.config.routers) * dt_ms as f64 / 86_400_000.0;
+        if expected <= 0.0 {
+            return;
+        }
+        let count = Poisson::new(expected).map(|p| p.sample(&mut self.rng) as u64).unwrap_or(0);
+        for _ in 0..count {
+            let index = self.rng.random_range(0..self.config.routers);
+            let kind = FaultKind::ALL[self.rng.random_range(0..FaultKind::ALL.len())];
+            let spec = faults::spec(kind);
+            let magnitude = self.rng.random_range(spec.random_magnitude.0..=spec.random_magnitude.1);
+            let duration_s = self.rng.random_range(spec.random_duration_s.0..=spec.random_duration_s.1).round();
+            // One fault of a kind per router at a time keeps the ground truth unambiguous.
+            if self.faults.has_active(index, kind) {
+                continue;
+            }
+            self.faults.start(NewFault {
+                kind,
+                router_index: index,
+                router: &self.fleet.profiles()[index as usize].id,
+                start: ts,
+                duration_ms: (duration_s * 1000.0) as i64,
+                magnitude: (magnitude * 1000.0).round() / 1000.0,
+                source: Source::Schedule,
+            });
+        }
+    }
+
+    /// Injects a fault that starts with the next sample.
+    pub fn inject(&mut self, req: &FaultRequest) -> Result<FaultView, EngineError> {
+        let spec = faults::spec(req.kind);
+        let index = match &req.router {
+            Some(id) => self.lookup(id)?,
+            None => self.rng.random_range(0..self.config.routers),
+        };
+        let duration_s = match req.duration_s {
+            Some(d) if !d.is_finite() || d <= 0.0 => {
+                return Err(invalid("duration_s", format!("{d} must be a positive number of seconds")));
+            }
+            Some(d) if d > 7.0 * 86_400.0 => {
+                return Err(invalid("duration_s", format!("{d} is over 7 days")));
+            }
+            Some(d) => d,
+            None => (spec.random_duration_s.0 + spec.random_duration_s.1) / 2.0,
+        };
+        let magnitude = req.magnitude.unwrap_or(spec.default_magnitude);
+        let (lo, hi) = spec.magnitude_limits;
+        if !(magnitude.is_finite() && magnitude > lo && magnitude <= hi) {
+            return Err(invalid(
+                "magnitude",
+                format!("{magnitude} is outside ({lo}, {hi}] for {} ({})", req.kind.name(), spec.magnitude_unit),
+            ));
+        }
+        let start = self.next_ts();
+        Ok(self.faults.start(NewFault {
+            kind: req.kind,
+            router_index: index,
+            router: &self.fleet.profiles()[index as usize].id,
+            start,
+            duration_ms: (duration_s * 1000.0) as i64,
+            magnitude,
+            source: Source::Api,
+        }))
+    }
+
+    /// Ends a fault: the next sample is free of it.
+    pub fn clear(&mut self, id: &str) -> Result<FaultView, EngineError> {
+        let at = self.next_ts();
+        match self.faults.end(id, at) {
+            Some(view) => Ok(view),
+            None if self.faults.get(id).is_some() => Err(EngineError::FaultEnded(id.to_owned())),
+            None => Err(EngineError::UnknownFault(id.to_owned())),
+        }
+    }
+
+    /// Ends every fault on a router.
+    pub fn clear_router(&mut self, router: &str) -> Result<Vec<FaultView>, EngineError> {
+        let index = self.lookup(router)?;
+        let at = self.next_ts();
+        Ok(self.faults.end_router(index, at))
+    }
+
+    /// Restarts a router: its faults end and its BGP sessions re-establish from zero.
+    pub fn restart(&mut self, router: &str) -> Result<(i64, Vec<FaultView>), EngineError> {
+        let index = self.lookup(router)?;
+        let at = self.next_ts();
+        let cleared = self.faults.end_router(index, at);
+        self.fleet.restart(index, at);
+        Ok((at, cleared))
+    }
+
+    /// Applies a config change; a shrinking fleet ends the faults of the routers it drops.
+    pub fn reconfigure(&mut self, patch: &ConfigPatch) -> Result<RuntimeConfig, EngineError> {
+        let next = RuntimeConfig {
+            routers: patch.routers.unwrap_or(self.config.routers),
+            interval_ms: patch.interval_ms.unwrap_or(self.config.interval_ms),
+            fault_rate: patch.fault_rate.unwrap_or(self.config.fault_rate),
+        };
+        next.validate()?;
+        if next.routers < self.config.routers {
+            let at = self.next_ts();
+            self.faults.end_beyond(next.routers, at);
+        }
+        self.fleet.resize(next.routers);
+        self.config = next.clone();
+        Ok(next)
+    }
+
+    pub fn lookup(&self, id: &str) -> Result<u32, EngineError> {
+        self.fleet.lookup(id).ok_or_else(|| EngineError::UnknownRouter(id.to_owned()))
+    }
+
+    pub fn profile(&self, id: &str) -> Result<&Profile, EngineError> {
+        let index = self.lookup(id)?;
+        Ok(&self.fleet.profiles()[index as usize])
+    }
+
+    /// Hands over the ground-truth changes since the last call.
+    pub fn take_notices(&mut self) -> Vec<FaultNotice> {
+        self.faults.take_notices()
+    }
+}

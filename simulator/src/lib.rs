@@ -1,0 +1,41 @@
+//! routewatch-simulator: a fleet of simulated routers with injected faults and ground truth.
+//!
+//! * [`fleet`]: router profiles and the metric dynamics (cycles, noise, correlations).
+//! * [`faults`]: fault kinds, their effects, and the ground-truth book.
+//! * [`engine`]: the simulation state that the runner and the REST API share.
+//! * [`runner`]: the clock (real time or fast event time) driving a [`sink::Sink`].
+//! * [`sink`]: Kafka, JSON-lines files, or nothing.
+//! * [`api`]: the REST API; [`metrics`]: Prometheus.
+//!
+//! See `simulator/README.md` for usage.
+
+pub mod api;
+pub mod encode;
+pub mod engine;
+pub mod faults;
+pub mod fleet;
+pub mod metrics;
+pub mod runner;
+pub mod sink;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use engine::{Engine, RuntimeConfig};
+
+/// Locks a mutex, carrying on after a panic elsewhere: every engine operation leaves the
+/// state consistent between statements that could panic, so the data is still usable.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything the REST API needs, built around a shared engine.
+pub fn app_state(
+    engine: Arc<Mutex<Engine>>,
+    metrics: &metrics::SimMetrics,
+    router_gauges_max: u32,
+    mode: &'static str,
+    sink: &'static str,
+) -> api::AppState {
+    let registry = Arc::new(metrics.registry(engine.clone(), router_gauges_max));
+    api::AppState { engine, registry, mode, sink }
+}
