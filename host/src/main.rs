@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_host::replay::{self, InputFormat, ReplayOptions, ReplayPlugin};
+
+mod demo;
 use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -20,6 +23,73 @@ struct Cli {
 enum Command {
     /// Run detector plugins over a recorded file and write a score per point and the anomalies.
     Replay(ReplayArgs),
+    /// Consume telemetry from Kafka, run the detectors, produce anomalies (the streaming host).
+    Run(RunArgs),
+    /// Everything on one machine: an embedded broker, the simulator and the host, with live
+    /// anomalies in the terminal.
+    Demo(demo::DemoArgs),
+}
+
+/// Flags of `routewatch run`. Each overrides the configuration file; each can also come
+/// from the environment variable shown.
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration file (every key optional; see the README).
+    #[arg(long, env = "ROUTEWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "ROUTEWATCH_BROKERS")]
+    brokers: Option<String>,
+    /// Consumer group; hosts in one group share the partitions.
+    #[arg(long, env = "ROUTEWATCH_GROUP_ID")]
+    group_id: Option<String>,
+    /// Detector component to run; repeat for several (replaces the file's list).
+    #[arg(long = "plugin", short = 'p', env = "ROUTEWATCH_PLUGINS", value_delimiter = ',')]
+    plugins: Vec<PathBuf>,
+    /// Plugin configuration as NAME=JSON or NAME=@FILE.
+    #[arg(long = "plugin-config", value_name = "NAME=JSON")]
+    plugin_configs: Vec<String>,
+    /// Address of the HTTP API (health, metrics, anomalies).
+    #[arg(long, env = "ROUTEWATCH_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    #[arg(long, env = "ROUTEWATCH_METRICS_TOPIC")]
+    metrics_topic: Option<String>,
+    #[arg(long, env = "ROUTEWATCH_ANOMALIES_TOPIC")]
+    anomalies_topic: Option<String>,
+    #[arg(long, env = "ROUTEWATCH_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
+    #[arg(long, env = "ROUTEWATCH_STATE_TOPIC")]
+    state_topic: Option<String>,
+    /// Partitions of topics created at start-up.
+    #[arg(long, env = "ROUTEWATCH_PARTITIONS")]
+    partitions: Option<i32>,
+    /// Retention of created topics, in hours.
+    #[arg(long, env = "ROUTEWATCH_RETENTION_HOURS")]
+    retention_hours: Option<u64>,
+    /// Do not create missing topics.
+    #[arg(long)]
+    no_create_topics: bool,
+    /// Most records in one batch.
+    #[arg(long, env = "ROUTEWATCH_BATCH_RECORDS")]
+    batch_records: Option<usize>,
+    /// Longest a record waits for its batch to fill, in milliseconds.
+    #[arg(long, env = "ROUTEWATCH_LINGER_MS")]
+    linger_ms: Option<u64>,
+    /// Seconds between saves of each partition's detector state.
+    #[arg(long, env = "ROUTEWATCH_SNAPSHOT_INTERVAL_SECS")]
+    snapshot_interval_secs: Option<u64>,
+    /// CPU budget of one plugin call, in milliseconds.
+    #[arg(long, env = "ROUTEWATCH_CPU_BUDGET_MS")]
+    cpu_budget_ms: Option<u64>,
+    /// Memory cap of one plugin instance, in MiB.
+    #[arg(long, env = "ROUTEWATCH_MEMORY_MIB")]
+    memory_mib: Option<usize>,
+    /// Directory for compiled components.
+    #[arg(long, env = "ROUTEWATCH_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Extra librdkafka setting for every client, as KEY=VALUE; repeat for several.
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    kafka: Vec<String>,
 }
 
 #[derive(Args)]
@@ -95,7 +165,68 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Run(args) => run_pipeline(args),
+        Command::Demo(args) => demo::run(args),
     }
+}
+
+/// The configuration file (or defaults) with the flags and environment on top.
+fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
+    let mut config = match &args.config {
+        Some(path) => PipelineConfig::from_file(path)?,
+        None => PipelineConfig { cache_dir: Some(default_cache_dir()), ..PipelineConfig::default() },
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(value) = args.$field { config.$field = value; } )* };
+    }
+    set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
+    set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
+    if args.cache_dir.is_some() {
+        config.cache_dir = args.cache_dir;
+    }
+    if !args.plugins.is_empty() {
+        config.plugins = args.plugins;
+    }
+    if args.no_create_topics {
+        config.create_topics = false;
+    }
+    for setting in &args.kafka {
+        let Some((key, value)) = setting.split_once('=') else { bail!("--kafka {setting:?} must be KEY=VALUE") };
+        config.kafka.insert(key.to_owned(), value.to_owned());
+    }
+    for (name, json) in parse_configs(&args.plugin_configs)? {
+        let value = serde_json::from_str(&json).with_context(|| format!("--plugin-config for {name} is not JSON"))?;
+        config.plugin_config.insert(name, value);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn run_pipeline(args: RunArgs) -> Result<ExitCode> {
+    let config = pipeline_config(args)?;
+    let pipeline = Pipeline::start(config)?;
+    eprintln!("routewatch: HTTP API on http://{} (/metrics, /anomalies, /healthz)", pipeline.http_addr());
+    wait_for_signal(&pipeline)?;
+    pipeline.shutdown()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Blocks until SIGINT or SIGTERM, or until the pipeline stops by itself.
+fn wait_for_signal(pipeline: &Pipeline) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => if pipeline.is_finished() { break },
+            }
+        }
+        eprintln!("routewatch: stopping (finishing batches, saving state, committing offsets)");
+        Ok(())
+    })
 }
 
 fn run_replay(args: ReplayArgs) -> Result<ExitCode> {

@@ -80,6 +80,10 @@ struct Cli {
     /// Do not serve REST (useful for generating data sets).
     #[arg(long, env = "ROUTEWATCH_SIM_NO_API")]
     no_api: bool,
+    /// Do not create missing topics (for brokers without the CreateTopics API, such as
+    /// librdkafka's mock cluster).
+    #[arg(long, env = "ROUTEWATCH_SIM_NO_CREATE_TOPICS")]
+    no_create_topics: bool,
     /// Export per-router Prometheus series only while the fleet has at most this many routers.
     #[arg(long, env = "ROUTEWATCH_SIM_ROUTER_GAUGES_MAX", default_value_t = DEFAULT_ROUTER_GAUGES_MAX)]
     router_gauges_max: u32,
@@ -117,9 +121,11 @@ async fn main() -> Result<()> {
     let metrics = SimMetrics::default();
 
     let (sink, sink_name): (Box<dyn Sink>, &'static str) = if let Some(brokers) = &cli.brokers {
-        sink::ensure_topics(brokers, &[(&cli.metrics_topic, cli.partitions), (&cli.faults_topic, 1)])
-            .await
-            .with_context(|| format!("creating topics on {brokers}"))?;
+        if !cli.no_create_topics {
+            sink::ensure_topics(brokers, &[(&cli.metrics_topic, cli.partitions), (&cli.faults_topic, 1)])
+                .await
+                .with_context(|| format!("creating topics on {brokers}"))?;
+        }
         let mut opts = KafkaOptions::new(brokers);
         opts.metrics_topic = cli.metrics_topic.clone();
         opts.faults_topic = cli.faults_topic.clone();

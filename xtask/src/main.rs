@@ -17,8 +17,19 @@ use clap::{Parser, Subcommand};
 
 /// Plugin crates built as Wasm components. The testing ones are deliberately broken detectors
 /// that the host's containment tests load.
-const PLUGINS: &[&str] =
-    &["routewatch-arima", "routewatch-test-evil", "routewatch-test-wrong-world", "routewatch-test-wrong-version"];
+const PLUGINS: &[&str] = &[
+    "routewatch-arima",
+    "routewatch-test-evil",
+    "routewatch-test-wrong-world",
+    "routewatch-test-wrong-version",
+    "routewatch-lstm",
+    "routewatch-seasonal",
+    "routewatch-fleet-outlier",
+    "routewatch-changepoint",
+];
+
+/// The detectors the demo runs, by component file name.
+const DEFAULT_PLUGINS: &[&str] = &["routewatch_arima"];
 
 #[derive(Parser)]
 #[command(about = "routewatch build, test, demo and benchmark tasks")]
@@ -37,10 +48,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build everything and run the demo.
+    /// Build everything and run the demo: embedded broker, simulator, host, live anomalies.
     Demo,
     /// Build everything and run the benchmarks; figures go to BENCHMARKS.md.
     Bench,
+    /// Build everything, then score every detector on a simulated labelled fleet (BENCHMARKS.md).
+    Quality {
+        /// Extra arguments for `routewatch-quality quality` (see its --help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -61,8 +78,20 @@ fn main() -> Result<()> {
         }
         Task::Bench => {
             build()?;
+            let report = root.join("BENCHMARKS.md");
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "arima_throughput"])
-                .env("ROUTEWATCH_BENCH_WRITE", root.join("BENCHMARKS.md")))
+                .env("ROUTEWATCH_BENCH_WRITE", &report))?;
+            run(cargo(&["bench", "-p", "routewatch-simulator", "--bench", "sim_throughput"])
+                .env("ROUTEWATCH_BENCH_WRITE", &report)
+                .env("ROUTEWATCH_TANSU", broker::ensure_tansu()?))
+        }
+        Task::Quality { args } => {
+            // Detection quality on a labelled fleet, then each detector's speed through Wasm.
+            build()?;
+            let report = root.join("BENCHMARKS.md");
+            let quality = ["run", "--release", "--quiet", "-p", "routewatch-quality", "--"];
+            run(cargo(&quality).args(["quality", "--write"]).arg(&report).args(&args))?;
+            run(cargo(&quality).args(["speed", "--write"]).arg(&report))
         }
     }
 }
@@ -74,51 +103,21 @@ fn build() -> Result<()> {
         plugins.args(["-p", plugin]);
     }
     run(&mut plugins)?;
-    run(&mut cargo(&["build", "--release", "-p", "routewatch-host"]))
+    run(&mut cargo(&["build", "--release", "-p", "routewatch-host", "-p", "routewatch-simulator"]))
 }
 
-/// The demo until the Kafka pipeline lands: a replay of a synthetic series through ARIMA.
+/// The one-command demo: an embedded broker, the simulator and the host with the default
+/// detectors, anomalies printed live (`routewatch demo`).
 fn demo(root: &Path) -> Result<()> {
-    let out = root.join("target").join("demo");
-    std::fs::create_dir_all(&out)?;
-    let input = out.join("demo-series.csv");
-    std::fs::write(&input, demo_series())?;
-    let plugin = plugin_dir()?.join("routewatch_arima.wasm");
-    run(cargo(&["run", "--release", "--quiet", "-p", "routewatch-host", "--", "replay"])
-        .arg("--plugin")
-        .arg(&plugin)
-        .arg("--input")
-        .arg(&input)
-        .arg("--scores")
-        .arg(out.join("scores.csv"))
-        .arg("--anomalies")
-        .arg("-"))?;
-    println!("scores for every point: {}", out.join("scores.csv").display());
-    Ok(())
-}
-
-/// A day of one-minute CPU samples with a daily cycle, noise, a spike and a level shift.
-fn demo_series() -> String {
-    let mut csv = String::from("timestamp,value\n");
-    let start = 1_764_000_000_i64;
-    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
-    for i in 0..1440_i64 {
-        // xorshift: a dependency-free, deterministic noise source for a demo series.
-        noise ^= noise << 13;
-        noise ^= noise >> 7;
-        noise ^= noise << 17;
-        let jitter = (noise % 1000) as f64 / 1000.0 - 0.5;
-        let phase = i as f64 / 1440.0 * std::f64::consts::TAU;
-        let mut value = 0.45 + 0.2 * phase.sin() + 0.02 * jitter;
-        if i == 600 {
-            value += 0.3;
-        }
-        if i >= 1000 {
-            value += 0.15;
-        }
-        csv.push_str(&format!("{},{value:.4}\n", start + i * 60));
+    let bin = target_dir()?.join("release");
+    let plugins = plugin_dir()?;
+    let mut cmd = Command::new(bin.join("routewatch"));
+    cmd.arg("demo").arg("--simulator").arg(bin.join("routewatch-sim"));
+    for plugin in DEFAULT_PLUGINS {
+        cmd.arg("--plugin").arg(plugins.join(format!("{plugin}.wasm")));
     }
-    csv
+    cmd.current_dir(root);
+    run(&mut cmd)
 }
 
 fn ensure_wasm_target() -> Result<()> {

@@ -16,12 +16,17 @@ fn seasonal(n: usize, seed: u64) -> Vec<f64> {
 
 /// Feeds one series in batches of 100 and returns (scores, anomalies as (index, kind)).
 fn run(detector: &mut Arima, values: &[f64]) -> (Vec<f32>, Vec<(usize, AnomalyKind)>) {
+    run_from(detector, values, 0)
+}
+
+/// As [`run`], for values that continue a series at sample `first`; indices are relative.
+fn run_from(detector: &mut Arima, values: &[f64], first: usize) -> (Vec<f32>, Vec<(usize, AnomalyKind)>) {
     let mut scores = Vec::new();
     let mut anomalies = Vec::new();
     for (chunk_index, chunk) in values.chunks(100).enumerate() {
         let start = chunk_index * 100;
         let routers = vec![1; chunk.len()];
-        let ts: Vec<i64> = (start..start + chunk.len()).map(|t| t as i64 * 60_000).collect();
+        let ts: Vec<i64> = (first + start..first + start + chunk.len()).map(|t| t as i64 * 60_000).collect();
         let batch = Batch::new(&routers, &ts, vec![("cpu_util", chunk)]);
         let mut out = Output::default();
         detector.process(&batch, &mut out).unwrap();
@@ -77,7 +82,7 @@ fn a_restored_snapshot_continues_exactly() {
     let mut copy = Arima::default();
     copy.restore(&original.snapshot()).unwrap();
     assert_eq!(copy.snapshot(), original.snapshot());
-    assert_eq!(run(&mut copy, &values[600..]), run(&mut original, &values[600..]));
+    assert_eq!(run_from(&mut copy, &values[600..], 600), run_from(&mut original, &values[600..], 600));
 }
 
 #[test]
@@ -135,4 +140,21 @@ fn configuration_is_validated_and_applied() {
     let (scores, anomalies) = run(&mut detector, &values);
     assert!(anomalies.is_empty(), "cpu_util is not watched");
     assert!(scores.iter().all(|s| *s == 0.0));
+}
+
+#[test]
+fn snapshots_stay_small_and_a_restored_series_refits_once_its_window_refills() {
+    let values = seasonal(3000, 9);
+    let mut original = Arima::default();
+    run(&mut original, &values[..1000]);
+    let snapshot = original.snapshot();
+    assert!(snapshot.len() < 400, "one series' snapshot is {} bytes", snapshot.len());
+
+    let mut restored = Arima::default();
+    restored.restore(&snapshot).unwrap();
+    let mut spiked = values[1000..].to_vec();
+    spiked[1500] += 3.0;
+    let (scores, anomalies) = run_from(&mut restored, &spiked, 1000);
+    assert!(scores[0] > 0.0, "scored at once after the restore");
+    assert_eq!(anomalies, vec![(1500, AnomalyKind::Spike)], "still detecting after its refits");
 }

@@ -3,11 +3,13 @@
 //! `configure({"mode": M})` picks the misbehaviour that `process` shows:
 //! `ok` (scores 0, a well-behaved control), `loop` (never returns), `alloc` (allocates until
 //! stopped), `panic`, `stack` (unbounded recursion), `oversized` (more output than input),
-//! `nan` (NaN scores), `poison` (panics only on batches holding the value 666).
+//! `nan` (NaN scores), `poison` (panics only on batches holding the value 666), and `mark`
+//! (well-behaved, but reports every row of the first column as an anomaly: a probe that
+//! lets pipeline tests count exactly which records were processed).
 
 use std::hint::black_box;
 
-use routewatch_plugin_sdk::{Batch, Detector, Info, Output};
+use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output};
 
 routewatch_plugin_sdk::export_detector!(Evil);
 
@@ -17,12 +19,12 @@ pub struct Evil {
     hoard: Vec<Vec<u8>>,
 }
 
-const MODES: &[&str] = &["ok", "loop", "alloc", "panic", "stack", "oversized", "nan", "poison"];
+const MODES: &[&str] = &["ok", "loop", "alloc", "panic", "stack", "oversized", "nan", "poison", "mark"];
 
 impl Detector for Evil {
     fn info() -> Info {
         let mut info = Info::new("evil", "0.1.0", "misbehaves on purpose; for containment tests only");
-        info.config_schema = r#"{"type":"object","properties":{"mode":{"enum":["ok","loop","alloc","panic","stack","oversized","nan","poison"]}},"additionalProperties":false}"#.into();
+        info.config_schema = r#"{"type":"object","properties":{"mode":{"enum":["ok","loop","alloc","panic","stack","oversized","nan","poison","mark"]}},"additionalProperties":false}"#.into();
         info
     }
 
@@ -58,6 +60,22 @@ impl Detector for Evil {
                     panic!("evil plugin choked on the poison value 666");
                 }
                 out.scores.resize(batch.points(), 0.0);
+            }
+            "mark" => {
+                out.scores.resize(batch.points(), 0.0);
+                for (row, &value) in batch.columns.first().map(|c| c.values).unwrap_or_default().iter().enumerate() {
+                    out.anomalies.push(Anomaly {
+                        row: row as u32,
+                        column: 0,
+                        observed: value,
+                        expected: value,
+                        lower: value,
+                        upper: value,
+                        score: 0.0,
+                        kind: AnomalyKind::Other,
+                        reason: "marked".into(),
+                    });
+                }
             }
             _ => out.scores.resize(batch.points(), 0.0),
         }

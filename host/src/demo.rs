@@ -1,0 +1,162 @@
+//! `routewatch demo`: librdkafka's mock cluster in-process, the simulator as a child process,
+//! and the streaming host, with anomalies printed as they are found.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::replay::format_ts;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Detector components to run.
+    #[arg(long = "plugin", short = 'p', required = true)]
+    plugins: Vec<PathBuf>,
+    /// The simulator binary (default: `routewatch-sim` beside this one).
+    #[arg(long)]
+    simulator: Option<PathBuf>,
+    /// Routers in the simulated fleet.
+    #[arg(long, default_value_t = 1000)]
+    routers: usize,
+    /// Random faults per router per day (the demo's fleet is unlucky, so something happens).
+    #[arg(long, default_value_t = 20.0)]
+    fault_rate: f64,
+    /// Partitions of the metrics topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// The host's HTTP API.
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// The simulator's REST API.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    simulator_listen: SocketAddr,
+    /// Samples before ARIMA's first fit; short, so the demo detects within a minute.
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+}
+
+const TOPICS: [&str; 5] =
+    ["router-metrics", "router-faults", "router-anomalies", "router-metrics-dlq", "routewatch-state"];
+
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+    let brokers = cluster.bootstrap_servers();
+    for topic in TOPICS {
+        let partitions = if topic == "routewatch-state" { 1 } else { args.partitions };
+        cluster.create_topic(topic, partitions, 1).with_context(|| format!("creating {topic}"))?;
+    }
+
+    let simulator = args
+        .simulator
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("routewatch-sim"));
+    let mut sim = Simulator::start(&simulator, &brokers, &args)?;
+
+    let mut config = PipelineConfig {
+        brokers: brokers.clone(),
+        group_id: "routewatch-demo".into(),
+        create_topics: false,
+        partitions: args.partitions,
+        plugins: args.plugins.clone(),
+        listen: args.listen,
+        linger_ms: 100,
+        snapshot_interval_secs: 30,
+        ..PipelineConfig::default()
+    };
+    config
+        .plugin_config
+        .insert("arima".into(), serde_json::json!({"warmup": args.warmup, "window": (args.warmup * 4).max(120)}));
+    let pipeline = Pipeline::start(config)?;
+
+    println!("routewatch demo: {} simulated routers, broker {brokers} (librdkafka mock cluster)", args.routers);
+    println!("  host       http://{}/metrics  http://{}/anomalies", pipeline.http_addr(), pipeline.http_addr());
+    println!("  simulator  http://{}/routers/simulate  http://{}/faults", args.simulator_listen, args.simulator_listen);
+    println!(
+        "  inject a fault: curl -X POST http://{}/faults -H 'content-type: application/json' \\",
+        args.simulator_listen
+    );
+    println!("                   -d '{{\"kind\":\"cpu-runaway\",\"router\":\"rtr-000001\",\"duration_secs\":120}}'");
+    println!("  ARIMA warms up for {} s; anomalies appear below. Ctrl-C stops.\n", args.warmup);
+    println!("{:<24} {:<12} {:<11} {:<12} {:>5}  reason", "event time", "router", "metric", "kind", "score");
+
+    let started = Instant::now();
+    let outcome = print_until_interrupted(&pipeline, &mut sim);
+    println!("\nstopping after {:.0} s", started.elapsed().as_secs_f64());
+    sim.stop();
+    pipeline.shutdown()?;
+    drop(cluster);
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+fn print_until_interrupted(pipeline: &Pipeline, sim: &mut Simulator) -> Result<()> {
+    let mut live = pipeline.feed().subscribe();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                event = live.recv() => match event {
+                    Ok(a) => println!(
+                        "{:<24} {:<12} {:<11} {:<12} {:>5.2}  {}",
+                        format_ts(a.ts), a.router, a.metric, a.kind.name(), a.score, a.reason
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("... {n} more anomalies"),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = tick.tick() => {
+                    if let Some(status) = sim.exited() {
+                        anyhow::bail!("the simulator stopped ({status}); see its log at {}", sim.log.display());
+                    }
+                    if pipeline.is_finished() {
+                        anyhow::bail!("the host stopped; see the log above");
+                    }
+                }
+            }
+        }
+    })
+}
+
+struct Simulator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Simulator {
+    fn start(binary: &PathBuf, brokers: &str, args: &DemoArgs) -> Result<Simulator> {
+        let log = std::env::temp_dir().join("routewatch-demo-simulator.log");
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .args(["--brokers", brokers, "--mode", "real-time", "--interval", "1s"])
+            .args(["--routers", &args.routers.to_string(), "--fault-rate", &args.fault_rate.to_string()])
+            .args(["--listen", &args.simulator_listen.to_string(), "--no-create-topics"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| {
+                format!("starting the simulator {} (build it with `cargo xtask build`)", binary.display())
+            })?;
+        Ok(Simulator { child, log })
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM lets it flush; it has a few seconds before it is killed.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.exited().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

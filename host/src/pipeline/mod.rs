@@ -1,0 +1,411 @@
+//! `routewatch run`: the streaming host.
+//!
+//! A consumer-group member on the metrics topic. Each assigned partition gets a worker thread
+//! holding its own instance of every plugin (see [`worker`]); the consumer thread routes
+//! records to workers and stores each worker's progress for commit only after that worker's
+//! output is acknowledged. On revoke and shutdown, workers finish what they hold, save their
+//! state to the compacted state topic, and offsets are committed; on assign, state is read
+//! back before the first record is processed.
+
+mod config;
+mod http;
+mod kafka;
+mod metrics;
+mod state;
+mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use routewatch_telemetry::AnomalyEvent;
+
+pub use config::PipelineConfig;
+pub use metrics::Metrics;
+pub use state::{PartitionState, StateStore};
+
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
+use metrics::PartitionLabels;
+use worker::{Incoming, WorkerHandle};
+
+/// How many recent anomalies the HTTP API keeps.
+const RECENT_ANOMALIES: usize = 1000;
+
+/// A plugin with the configuration every partition's instance gets.
+pub struct LoadedPlugin {
+    pub plugin: Plugin,
+    pub config: Option<String>,
+}
+
+/// Recent anomalies for the API, and a live feed for the terminal demo.
+pub struct AnomalyFeed {
+    recent: Mutex<VecDeque<AnomalyEvent>>,
+    live: tokio::sync::broadcast::Sender<AnomalyEvent>,
+}
+
+impl Default for AnomalyFeed {
+    fn default() -> AnomalyFeed {
+        AnomalyFeed { recent: Mutex::new(VecDeque::new()), live: tokio::sync::broadcast::channel(4096).0 }
+    }
+}
+
+impl AnomalyFeed {
+    fn publish(&self, events: Vec<AnomalyEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut recent = self.recent.lock().expect("feed lock");
+        for event in events {
+            // Nobody listening is fine: the feed is for whoever wants it.
+            let _ = self.live.send(event.clone());
+            if recent.len() == RECENT_ANOMALIES {
+                recent.pop_front();
+            }
+            recent.push_back(event);
+        }
+    }
+
+    /// The most recent anomalies, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<AnomalyEvent> {
+        let recent = self.recent.lock().expect("feed lock");
+        recent.iter().skip(recent.len().saturating_sub(limit)).cloned().collect()
+    }
+
+    /// Every anomaly from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AnomalyEvent> {
+        self.live.subscribe()
+    }
+}
+
+/// What every worker shares.
+pub struct Shared {
+    config: PipelineConfig,
+    plugins: Vec<LoadedPlugin>,
+    producer: FutureProducer,
+    state: StateStore,
+    metrics: Arc<Metrics>,
+    feed: Arc<AnomalyFeed>,
+}
+
+/// A running streaming host.
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    consumer: Option<JoinHandle<anyhow::Result<()>>>,
+    metrics: Arc<Metrics>,
+    feed: Arc<AnomalyFeed>,
+    http_addr: SocketAddr,
+    _http: http::Server,
+}
+
+impl Pipeline {
+    /// Loads the plugins, creates missing topics, starts the HTTP API and joins the group.
+    pub fn start(config: PipelineConfig) -> anyhow::Result<Pipeline> {
+        config.validate()?;
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: config.cache_dir.clone(),
+            limits: Limits {
+                cpu_budget: Duration::from_millis(config.cpu_budget_ms),
+                memory_bytes: config.memory_mib << 20,
+                ..Limits::default()
+            },
+        })?;
+        let plugins = load_plugins(&runtime, &config)?;
+        if config.create_topics {
+            kafka::ensure_topics(&config)?;
+        }
+        let producer = kafka::producer(&config)?;
+        let metrics = Arc::new(Metrics::default());
+        let feed = Arc::new(AnomalyFeed::default());
+        let ready = Arc::new(AtomicBool::new(false));
+        let http = http::Server::start(config.listen, metrics.clone(), feed.clone(), ready.clone())?;
+        let http_addr = http.addr();
+        let shared = Arc::new(Shared {
+            state: StateStore::new(&config, producer.clone()),
+            config,
+            plugins,
+            producer,
+            metrics: metrics.clone(),
+            feed: feed.clone(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumer = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("consumer".into())
+                .spawn(move || consume(shared, stop, ready))
+                .context("spawning the consumer thread")?
+        };
+        Ok(Pipeline { stop, consumer: Some(consumer), metrics, feed, http_addr, _http: http })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn feed(&self) -> &Arc<AnomalyFeed> {
+        &self.feed
+    }
+
+    /// Where the HTTP API listens (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Whether the consumer thread has stopped (by itself only on a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.consumer.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Finishes in-flight batches, saves state, commits offsets and leaves the group.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        match self.consumer.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the consumer thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(consumer) = self.consumer.take() {
+            let _ = consumer.join();
+        }
+    }
+}
+
+fn load_plugins(runtime: &Runtime, config: &PipelineConfig) -> anyhow::Result<Vec<LoadedPlugin>> {
+    let mut plugins: Vec<LoadedPlugin> = Vec::new();
+    for path in &config.plugins {
+        let plugin = runtime.load_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
+        let name = plugin.info().name.clone();
+        anyhow::ensure!(!plugins.iter().any(|p| p.plugin.info().name == name), "two plugins are named {name}");
+        let plugin_config = config.plugin_config.get(&name).map(|c| c.to_string());
+        // Fail at start-up, not on the first record, if the configuration is refused.
+        if let Some(c) = &plugin_config {
+            plugin.instantiate()?.configure(c).with_context(|| format!("configuring plugin {name}"))?;
+        }
+        tracing::info!(plugin = %name, version = %plugin.info().version, sha256 = %plugin.sha256(), "loaded plugin");
+        plugins.push(LoadedPlugin { plugin, config: plugin_config });
+    }
+    for name in config.plugin_config.keys() {
+        anyhow::ensure!(
+            plugins.iter().any(|p| &p.plugin.info().name == name),
+            "plugin_config names {name}, which is not among the loaded plugins"
+        );
+    }
+    Ok(plugins)
+}
+
+/// The consumer's rebalance handling: workers start on assign and stop on revoke.
+struct HostContext {
+    shared: Arc<Shared>,
+    workers: Mutex<HashMap<i32, WorkerHandle>>,
+}
+
+impl ClientContext for HostContext {}
+
+impl ConsumerContext for HostContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            self.revoke(consumer, &partitions);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                self.assign(&partitions);
+            }
+            Rebalance::Error(err) => tracing::error!("rebalance failed: {err}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl HostContext {
+    fn assign(&self, partitions: &[i32]) {
+        let mut states = self.shared.state.load(partitions).unwrap_or_else(|err| {
+            // Losing state costs a warm-up, not records: go on without it.
+            tracing::error!("could not read saved state, starting partitions fresh: {err:#}");
+            HashMap::new()
+        });
+        let mut workers = self.workers.lock().expect("workers lock");
+        for &partition in partitions {
+            let restored = states.remove(&partition);
+            workers.insert(partition, WorkerHandle::spawn(self.shared.clone(), partition, restored));
+        }
+        self.shared.metrics.assigned_partitions.set(workers.len() as i64);
+        tracing::info!(?partitions, "partitions assigned");
+    }
+
+    /// Stops the workers of `partitions` (each finishes and saves), stores their final
+    /// offsets and commits them before the partitions go elsewhere.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+        let topic = &self.shared.config.metrics_topic;
+        let mut workers = self.workers.lock().expect("workers lock");
+        for partition in partitions {
+            let Some(worker) = workers.remove(partition) else { continue };
+            if let Some(offset) = worker.stop() {
+                store_offset(consumer, topic, *partition, offset);
+            }
+            self.shared.metrics.consumer_lag.remove(&PartitionLabels { partition: partition.to_string() });
+        }
+        self.shared.metrics.assigned_partitions.set(workers.len() as i64);
+        drop(workers);
+        commit(consumer);
+        tracing::info!(?partitions, "partitions revoked");
+    }
+}
+
+/// Stores `next` (the first offset not yet handled) for the next commit. Goes through
+/// `store_offsets`, which takes the offset as given: the single-offset call adds one.
+fn store_offset(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32, next: i64) {
+    let mut list = TopicPartitionList::new();
+    let stored =
+        list.add_partition_offset(topic, partition, Offset::Offset(next)).and_then(|()| consumer.store_offsets(&list));
+    if let Err(err) = stored {
+        tracing::warn!(partition, next, "storing offset: {err}");
+    }
+}
+
+fn commit(consumer: &BaseConsumer<HostContext>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(err) => tracing::warn!("committing offsets: {err}"),
+    }
+}
+
+/// The consumer thread: routes records to workers until told to stop.
+fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let config = &shared.config;
+    let context = HostContext { shared: shared.clone(), workers: Mutex::new(HashMap::new()) };
+    let settings = [
+        ("group.id", config.group_id.as_str()),
+        ("enable.auto.commit", "true"),
+        ("auto.commit.interval.ms", "1000"),
+        // Offsets are stored by us, after a batch's output is acknowledged.
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ];
+    let consumer: BaseConsumer<HostContext> =
+        kafka::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
+    consumer.subscribe(&[&config.metrics_topic]).context("subscribing to the metrics topic")?;
+    ready.store(true, Ordering::Release);
+    tracing::info!(topic = %config.metrics_topic, group = %config.group_id, brokers = %config.brokers, "consuming");
+
+    let lag = LagMonitor::start(&shared)?;
+    let mut stored: HashMap<i32, i64> = HashMap::new();
+    let mut last_store = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let incoming = Incoming {
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                };
+                let workers = consumer.context().workers.lock().expect("workers lock");
+                match workers.get(&message.partition()) {
+                    Some(worker) => worker.send(incoming),
+                    None => tracing::warn!(partition = message.partition(), "record for a partition without a worker"),
+                }
+            }
+            Some(Err(err)) => tracing::warn!("consumer: {err}"),
+            None => {}
+        }
+        if last_store.elapsed() >= Duration::from_millis(200) {
+            last_store = Instant::now();
+            let workers = consumer.context().workers.lock().expect("workers lock");
+            let mut progress = HashMap::new();
+            for (&partition, worker) in workers.iter() {
+                if let Some(offset) = worker.progress() {
+                    progress.insert(partition, offset);
+                    if stored.get(&partition) != Some(&offset) {
+                        store_offset(&consumer, &config.metrics_topic, partition, offset);
+                        stored.insert(partition, offset);
+                    }
+                }
+            }
+            lag.update(progress);
+        }
+    }
+
+    tracing::info!("shutting down: finishing batches, saving state, committing offsets");
+    let partitions: Vec<i32> = consumer.context().workers.lock().expect("workers lock").keys().copied().collect();
+    consumer.context().revoke(&consumer, &partitions);
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Measures consumer lag from the partitions' high watermarks, off the consumer thread so a
+/// slow broker never stalls consumption.
+struct LagMonitor {
+    progress: Arc<Mutex<HashMap<i32, i64>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LagMonitor {
+    fn start(shared: &Arc<Shared>) -> anyhow::Result<LagMonitor> {
+        let group = format!("{}-lag", shared.config.group_id);
+        let client: BaseConsumer = kafka::client_config(&shared.config, &[("group.id", group.as_str())])
+            .create()
+            .context("creating the lag monitor")?;
+        let progress: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (progress2, stop2, shared) = (progress.clone(), stop.clone(), shared.clone());
+        let thread = std::thread::Builder::new().name("lag".into()).spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                let snapshot = progress2.lock().expect("lag lock").clone();
+                for (partition, offset) in snapshot {
+                    let topic = &shared.config.metrics_topic;
+                    if let Ok((_, high)) = client.fetch_watermarks(topic, partition, Duration::from_secs(2)) {
+                        let labels = PartitionLabels { partition: partition.to_string() };
+                        shared.metrics.consumer_lag.get_or_create(&labels).set((high - offset).max(0));
+                    }
+                }
+                for _ in 0..50 {
+                    if stop2.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })?;
+        Ok(LagMonitor { progress, stop, thread: Some(thread) })
+    }
+
+    fn update(&self, progress: HashMap<i32, i64>) {
+        *self.progress.lock().expect("lag lock") = progress;
+    }
+}
+
+impl Drop for LagMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,335 @@
+//! The streaming host against a real broker process (Tansu, started per test): detection end
+//! to end, dead letters, and no record lost across a host crash, a broker outage and a
+//! rebalance between two hosts.
+//!
+//! Counting uses the evil plugin's `mark` mode, which reports every record's first column as
+//! an anomaly: the anomalies topic then proves which records were processed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Noise, component};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
+use routewatch_testkit::Broker;
+
+const PARTITIONS: i32 = 4;
+const T0: i64 = 1_764_000_000_000;
+
+/// Logs from the hosts under test, shown for failing tests.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+fn topics(broker: &Broker) {
+    logs();
+    broker.create_topics(&[
+        ("router-metrics", PARTITIONS),
+        ("router-anomalies", PARTITIONS),
+        ("router-metrics-dlq", PARTITIONS),
+        ("routewatch-state", 1),
+    ]);
+}
+
+fn router(i: usize) -> String {
+    format!("rtr-{i:06}")
+}
+
+fn record(router_index: usize, step: i64, cpu: f64) -> Vec<u8> {
+    Record {
+        schema: SCHEMA_VERSION,
+        router: router(router_index),
+        site: format!("site{}", router_index % 3),
+        region: "eu".into(),
+        role: Role::Edge,
+        vendor: "acme".into(),
+        ts: T0 + step * 1000,
+        metrics: Metrics {
+            cpu_util: cpu,
+            mem_util: 0.5,
+            temp_c: 40.0,
+            fan_rpm: 6000.0,
+            bgp_up: 4.0,
+            ..Default::default()
+        },
+    }
+    .encode()
+}
+
+fn producer(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(key, payload)` pairs to the metrics topic and waits for every acknowledgement.
+fn produce(producer: &FutureProducer, records: &[(String, Vec<u8>)]) {
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(key, payload)| {
+            producer.send_result(FutureRecord::to("router-metrics").key(key).payload(payload)).expect("queue has room")
+        })
+        .collect();
+    for delivery in futures::executor::block_on(futures::future::join_all(deliveries)) {
+        delivery.expect("delivery report").expect("delivered");
+    }
+}
+
+/// `routers x steps` records, all with a plain CPU value.
+fn fleet(routers: usize, steps: std::ops::Range<i64>) -> Vec<(String, Vec<u8>)> {
+    steps.flat_map(|step| (0..routers).map(move |r| (router(r), record(r, step, 0.5)))).collect()
+}
+
+fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> PipelineConfig {
+    let mut config = PipelineConfig {
+        brokers: broker.bootstrap(),
+        group_id: group.into(),
+        partitions: PARTITIONS,
+        plugins: vec![component(plugin)],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        linger_ms: 20,
+        snapshot_interval_secs: 1,
+        ..PipelineConfig::default()
+    };
+    if let Some(value) = plugin_config {
+        config.plugin_config.insert(plugin_name(plugin).into(), value);
+    }
+    // Short group timeouts, so joins and departures settle in seconds.
+    config.kafka.insert("session.timeout.ms".into(), "6000".into());
+    config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
+    config
+}
+
+fn plugin_name(component: &str) -> &str {
+    match component {
+        "routewatch_test_evil" => "evil",
+        _ => "arima",
+    }
+}
+
+fn mark() -> Option<serde_json::Value> {
+    Some(serde_json::json!({"mode": "mark"}))
+}
+
+/// Waits until the anomalies topic holds a `cpu_util` anomaly for every expected (router, ts).
+fn await_marked(broker: &Broker, expected: &HashSet<(String, i64)>, timeout: Duration) {
+    let mut missing = expected.clone();
+    broker.consume_until("router-anomalies", timeout, |m| {
+        let event: AnomalyEvent = serde_json::from_slice(&m.payload).expect("anomalies are JSON");
+        if event.metric == "cpu_util" {
+            missing.remove(&(event.router, event.ts));
+        }
+        missing.is_empty()
+    });
+}
+
+fn keys(records: &[(String, Vec<u8>)]) -> HashSet<(String, i64)> {
+    records.iter().map(|(_, payload)| Record::decode(payload).map(|r| (r.router, r.ts)).unwrap()).collect()
+}
+
+#[test]
+fn detects_an_injected_spike_end_to_end() {
+    let broker = Broker::start();
+    topics(&broker);
+    let mut noise = Noise::new(3);
+    let mut records = Vec::new();
+    for step in 0..300 {
+        for r in 0..20 {
+            let mut cpu = 0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0).sin() + 0.01 * noise.gaussian();
+            if r == 7 && step == 250 {
+                cpu += 0.3;
+            }
+            records.push((router(r), record(r, step, cpu)));
+        }
+    }
+    produce(&producer(&broker), &records);
+    let pipeline = Pipeline::start(config(&broker, "e2e", "routewatch_arima", None)).unwrap();
+
+    let spike_ts = T0 + 250 * 1000;
+    let mut found = None;
+    broker.consume_until("router-anomalies", Duration::from_secs(120), |m| {
+        let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();
+        let hit = event.router == router(7) && event.metric == "cpu_util" && event.ts == spike_ts;
+        if hit {
+            assert_eq!(m.key.as_deref(), Some(router(7).as_bytes()), "anomalies are keyed by router");
+            found = Some(event);
+        }
+        hit
+    });
+    let event = found.unwrap();
+    assert_eq!((event.plugin.as_str(), event.kind.name()), ("arima", "spike"));
+    assert_eq!((event.site.as_deref(), event.role.as_deref()), (Some("site1"), Some("edge")));
+    assert!(event.detected_at.is_some_and(|t| t > event.ts) && event.score > 0.5 && event.value > event.upper);
+    let metrics = pipeline.metrics().encode();
+    assert!(metrics.contains("routewatch_records_total 6000"), "{metrics}");
+    pipeline.shutdown().unwrap();
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_the_rest_are_processed() {
+    let broker = Broker::start();
+    topics(&broker);
+    let good = fleet(10, 0..50);
+    let valid = String::from_utf8(record(1, 999, 0.5)).unwrap();
+    let bad: Vec<(&str, String)> = vec![
+        ("malformed", "this is not json".into()),
+        ("unsupported_schema", valid.replace("\"schema\":1", "\"schema\":3")),
+        ("malformed", valid.replace("\"temp_c\":40.0", "\"temp_c\":null")),
+        ("malformed", valid.replace("\"fan_rpm\":6000.0,", "")),
+        ("malformed", valid.replace("\"cpu_util\":0.5", "\"cpu_util\":\"busy\"")),
+        ("invalid", valid.replace("\"cpu_util\":0.5", "\"cpu_util\":7.5")),
+        ("oversized", format!("{valid:20000}")),
+    ];
+    let mut records = good.clone();
+    for (i, (_, payload)) in bad.iter().enumerate() {
+        records.insert(i * 40, ("rtr-bad".into(), payload.clone().into_bytes()));
+    }
+    produce(&producer(&broker), &records);
+    let pipeline = Pipeline::start(config(&broker, "dlq", "routewatch_test_evil", mark())).unwrap();
+
+    await_marked(&broker, &keys(&good), Duration::from_secs(90));
+    let dead = broker.consume("router-metrics-dlq", bad.len(), Duration::from_secs(30));
+    let mut kinds: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            assert!(!m.header("routewatch-error").unwrap().is_empty(), "every dead letter says why");
+            assert!(
+                std::str::from_utf8(m.header("routewatch-source").unwrap()).unwrap().starts_with("router-metrics/")
+            );
+            assert!(bad.iter().any(|(_, payload)| payload.as_bytes() == m.payload), "original bytes kept");
+            String::from_utf8(m.header("routewatch-error-kind").unwrap().to_vec()).unwrap()
+        })
+        .collect();
+    kinds.sort();
+    let mut expected: Vec<String> = bad.iter().map(|(kind, _)| kind.to_string()).collect();
+    expected.sort();
+    assert_eq!(kinds, expected);
+    let metrics = pipeline.metrics().encode();
+    assert!(metrics.contains(&format!("routewatch_dead_letters_total {}", bad.len())), "{metrics}");
+    pipeline.shutdown().unwrap();
+}
+
+#[test]
+fn a_broker_outage_of_twenty_seconds_loses_nothing() {
+    let broker = Broker::start();
+    topics(&broker);
+    let producer = producer(&broker);
+    let before = fleet(20, 0..100);
+    produce(&producer, &before);
+    let pipeline = Pipeline::start(config(&broker, "outage", "routewatch_test_evil", mark())).unwrap();
+    await_marked(&broker, &keys(&before), Duration::from_secs(90));
+
+    broker.pause();
+    // The outage itself: records produced meanwhile wait in the producer's queue.
+    let during = fleet(20, 100..200);
+    let sender = {
+        let records = during.clone();
+        std::thread::spawn(move || produce(&producer, &records))
+    };
+    std::thread::sleep(Duration::from_secs(20));
+    broker.resume();
+    sender.join().unwrap();
+
+    await_marked(&broker, &keys(&during), Duration::from_secs(120));
+    assert!(!pipeline.is_finished(), "the host rode out the outage");
+    pipeline.shutdown().unwrap();
+}
+
+/// A `routewatch run` process.
+fn host_process(broker: &Broker, group: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
+        .args(["--plugin", component("routewatch_test_evil").to_str().unwrap()])
+        .args(["--plugin-config", r#"evil={"mode":"mark"}"#, "--snapshot-interval-secs", "1"])
+        .args(["--batch-records", "200", "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
+        .env("ROUTEWATCH_CACHE_DIR", std::env::temp_dir().join("routewatch-test-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("routewatch run starts")
+}
+
+#[test]
+fn a_host_killed_mid_stream_and_restarted_loses_no_record() {
+    let broker = Broker::start();
+    topics(&broker);
+    let producer = producer(&broker);
+    let all = fleet(50, 0..400);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Records keep arriving, before, during and after the crash.
+    let sender = {
+        let (records, stop) = (all.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for chunk in records.chunks(500) {
+                produce(&producer, chunk);
+                if !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+    };
+    let mut host = host_process(&broker, "crash");
+    // Wait until the host is well into the stream, then kill it without warning.
+    let first: HashSet<(String, i64)> = keys(&all[..2000]);
+    await_marked(&broker, &first, Duration::from_secs(120));
+    host.kill().expect("SIGKILL");
+    host.wait().unwrap();
+    let started = Instant::now();
+    let mut host = host_process(&broker, "crash");
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+
+    await_marked(&broker, &keys(&all), Duration::from_secs(180));
+    eprintln!("all {} records processed {:?} after the restart", all.len(), started.elapsed());
+    host.kill().unwrap();
+    host.wait().unwrap();
+}
+
+#[test]
+fn two_hosts_split_the_partitions_and_state_follows_them() {
+    let broker = Broker::start();
+    topics(&broker);
+    let producer = producer(&broker);
+    produce(&producer, &fleet(40, 0..150));
+    let a = Pipeline::start(config(&broker, "pair", "routewatch_arima", None)).unwrap();
+    wait_for("host A holds every partition", || a.metrics().assigned_partitions.get() == i64::from(PARTITIONS));
+
+    let b = Pipeline::start(config(&broker, "pair", "routewatch_arima", None)).unwrap();
+    wait_for("the hosts split the partitions", || {
+        let (x, y) = (a.metrics().assigned_partitions.get(), b.metrics().assigned_partitions.get());
+        x > 0 && y > 0 && x + y == i64::from(PARTITIONS)
+    });
+    assert!(b.metrics().state_restores.get() > 0, "B continued from A's saved state");
+    produce(&producer, &fleet(40, 150..200));
+    let restores_before = a.metrics().state_restores.get();
+    b.shutdown().unwrap();
+    wait_for("host A takes the partitions back", || a.metrics().assigned_partitions.get() == i64::from(PARTITIONS));
+    assert!(a.metrics().state_restores.get() > restores_before, "A continued from B's saved state");
+
+    let before = a.metrics().records.get();
+    let later = fleet(40, 200..210);
+    produce(&producer, &later);
+    wait_for("A processes the new records of every partition", || a.metrics().records.get() >= before + 400);
+    a.shutdown().unwrap();
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
