@@ -9,6 +9,8 @@
 //! series is warmed up and fitted before timing starts; the timed part includes the periodic
 //! refits. Native and Wasm alternate, five rounds each, and the median round counts.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,8 +36,7 @@ const TIMED_STEPS: usize = 3000;
 const ROUNDS: usize = 9;
 
 fn main() {
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map_or("unknown".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let load = common::load_average();
     let batches: Vec<Batch> = (0..WARMUP_STEPS + TIMED_STEPS).map(batch).collect();
     let points = (TIMED_STEPS * ROUTERS as usize * METRICS.len()) as f64;
 
@@ -83,7 +84,7 @@ fn main() {
          Crossing the boundary (lowering a {per_batch}-point batch, lifting its scores) costs {per_call:?} \
          per call, measured with a detector that only writes zero scores.\n\n\
          Targets: Wasm at least 1,000,000 points/s ({wasm_ok}); within 1.3x of native ({ratio_ok}).\n",
-        machine = machine(),
+        machine = common::machine(),
         routers = ROUTERS,
         metrics = METRICS.len(),
         series = ROUTERS as usize * METRICS.len(),
@@ -93,7 +94,8 @@ fn main() {
     );
     println!("{report}");
     if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
-        write_section(Path::new(&path), "## ARIMA through Wasm vs native", &report).expect("writing BENCHMARKS.md");
+        common::write_section(Path::new(&path), "## ARIMA through Wasm vs native", &report)
+            .expect("writing BENCHMARKS.md");
         eprintln!("wrote {}", PathBuf::from(path).display());
     }
 }
@@ -170,32 +172,4 @@ fn median(rounds: &mut [Duration]) -> Duration {
 fn component(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors().nth(3).unwrap().join(format!("wasm32-wasip2/plugin/{name}.wasm"))
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
-}
-
-/// Replaces the section starting at `heading` (up to the next `## ` heading) in `path`, or
-/// appends it; creates the file with a title if needed.
-fn write_section(path: &Path, heading: &str, body: &str) -> std::io::Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let new = match old.find(heading) {
-        Some(start) => {
-            let rest = &old[start + heading.len()..];
-            let end = rest.find("\n## ").map_or(old.len(), |i| start + heading.len() + i + 1);
-            format!("{}{body}{}", &old[..start], &old[end..])
-        }
-        None => format!("{}\n{body}", old.trim_end_matches('\n').to_owned() + "\n"),
-    };
-    std::fs::write(path, new)
 }

@@ -42,6 +42,7 @@ pub struct PartitionLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub records: Counter,
+    pub records_done: Counter,
     pub decode_errors: Family<ReasonLabels, Counter>,
     pub dead_letters: Counter,
     pub batches: Counter,
@@ -68,6 +69,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("routewatch");
         let records = Counter::default();
         registry.register("records", "Records consumed from the metrics topic", records.clone());
+        let records_done = Counter::default();
+        registry.register(
+            "records_done",
+            "Records fully handled: their anomalies and dead letters acknowledged by the broker",
+            records_done.clone(),
+        );
         let decode_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "decode_errors",
@@ -119,6 +126,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             records,
+            records_done,
             decode_errors,
             dead_letters,
             batches,

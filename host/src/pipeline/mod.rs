@@ -302,6 +302,9 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         ("auto.offset.reset", "earliest"),
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "1000"),
+        // Detection latency over idle fetch traffic: a broker that holds a fetch open for the
+        // default 500 ms when little data waits would add that to every anomaly.
+        ("fetch.wait.max.ms", "10"),
     ];
     let consumer: BaseConsumer<HostContext> =
         kafka::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;

