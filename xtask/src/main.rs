@@ -81,9 +81,13 @@ fn main() -> Result<()> {
             let report = root.join("BENCHMARKS.md");
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "arima_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report))?;
+            let tansu = broker::ensure_tansu()?;
+            run(cargo(&["bench", "-p", "routewatch-host", "--bench", "pipeline"])
+                .env("ROUTEWATCH_BENCH_WRITE", &report)
+                .env("ROUTEWATCH_TANSU", &tansu))?;
             run(cargo(&["bench", "-p", "routewatch-simulator", "--bench", "sim_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
-                .env("ROUTEWATCH_TANSU", broker::ensure_tansu()?))
+                .env("ROUTEWATCH_TANSU", &tansu))
         }
         Task::Quality { args } => {
             // Detection quality on a labelled fleet, then each detector's speed through Wasm.
