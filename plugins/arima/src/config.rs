@@ -1,5 +1,7 @@
 //! The detector's configuration, as accepted by `configure`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{MAX_D, MAX_ORDER};
@@ -29,6 +31,11 @@ pub struct Config {
     pub scale_alpha: f64,
     /// Metrics to watch, by wire name; empty watches all.
     pub metrics: Vec<String>,
+    /// Least departure from the forecast, in the metric's own units, that can be anomalous,
+    /// by wire name. Counters that sit at zero and jitter by a unit or two on healthy routers
+    /// (interface errors, BGP sessions) would otherwise alarm on every blip, since a series
+    /// that never moves has no scale to measure a blip against.
+    pub min_deviation: BTreeMap<String, f64>,
 }
 
 impl Default for Config {
@@ -44,6 +51,11 @@ impl Default for Config {
             level_shift_after: 3,
             scale_alpha: 0.01,
             metrics: Vec::new(),
+            min_deviation: BTreeMap::from([
+                ("if_errors".to_owned(), 5.0),
+                ("bgp_up".to_owned(), 1.5),
+                ("loss_ratio".to_owned(), 0.01),
+            ]),
         }
     }
 }
@@ -80,6 +92,9 @@ impl Config {
         if self.level_shift_after < 2 {
             return fail(format!("level_shift_after must be at least 2, got {}", self.level_shift_after));
         }
+        if let Some((metric, value)) = self.min_deviation.iter().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+            return fail(format!("min_deviation for {metric} must be a non-negative number, got {value}"));
+        }
         if !(self.scale_alpha > 0.0 && self.scale_alpha <= 0.5) {
             return fail(format!("scale_alpha must be in (0, 0.5], got {}", self.scale_alpha));
         }
@@ -109,7 +124,10 @@ impl Config {
     "scale_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.01,
       "description": "Weight of the newest residual in the robust scale."},
     "metrics": {"type": "array", "items": {"type": "string"}, "default": [],
-      "description": "Metrics to watch by wire name; empty watches all."}
+      "description": "Metrics to watch by wire name; empty watches all."},
+    "min_deviation": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+      "default": {"if_errors": 5.0, "bgp_up": 1.5, "loss_ratio": 0.01},
+      "description": "Least departure from the forecast, in the metric's units, that can be anomalous."}
   }
 }"#;
 }
@@ -133,6 +151,7 @@ mod tests {
             (r#"{"warmup": 200, "window": 100}"#, "window"),
             (r#"{"bogus": 1}"#, "unknown field"),
             (r#"{"threshold": "high"}"#, "invalid type"),
+            (r#"{"min_deviation": {"if_errors": -1}}"#, "min_deviation for if_errors"),
             ("[1,2]", "invalid"),
         ] {
             let err = Config::parse(json).unwrap_err();
@@ -143,6 +162,6 @@ mod tests {
     #[test]
     fn schema_is_valid_json() {
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 10);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 11);
     }
 }

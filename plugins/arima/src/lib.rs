@@ -108,6 +108,7 @@ impl Detector for Arima {
                 continue;
             }
             let metric = state.metric_id(column.metric);
+            let min_deviation = state.config.min_deviation.get(column.metric).copied().unwrap_or(0.0);
             let index = &mut state.index[metric];
             for (row, ((&router, &ts), &value)) in
                 batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
@@ -121,7 +122,7 @@ impl Detector for Arima {
                     *entry = state.series.len() as u32;
                 }
                 let series = &mut state.series[*entry as usize - 1].2;
-                let verdict = series.observe(ts, value, &state.config);
+                let verdict = series.observe(ts, value, &state.config, min_deviation);
                 out.scores.push(verdict.score as f32);
                 if let Some((kind, reason)) = verdict.anomaly {
                     out.anomalies.push(Anomaly {

@@ -84,8 +84,9 @@ impl Default for Series {
 }
 
 impl Series {
-    /// Scores one sample and learns from it.
-    pub fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+    /// Scores one sample and learns from it. A departure smaller than `min_deviation` (in the
+    /// metric's units) is never anomalous, whatever its z-score.
+    pub fn observe(&mut self, ts: i64, value: f64, config: &Config, min_deviation: f64) -> Verdict {
         if !value.is_finite() || ts <= self.last_ts {
             // A gap or a replayed sample: nothing to learn, nothing to say.
             return Verdict::unscored();
@@ -103,7 +104,11 @@ impl Series {
         let expected = forecast.y + self.offset;
         let residual = value - expected;
         let scale = self.scale.max(scale_floor(self.spread, expected));
-        let z = residual.abs() / scale;
+        let mut z = residual.abs() / scale;
+        if min_deviation > 0.0 {
+            // Reaching the threshold takes both enough standard deviations and enough units.
+            z = z.min(config.threshold * residual.abs() / min_deviation);
+        }
         let score = score_from_z(z, config.threshold);
         let band = config.threshold * scale;
         let mut verdict = Verdict { score, expected, lower: expected - band, upper: expected + band, anomaly: None };

@@ -158,3 +158,19 @@ fn snapshots_stay_small_and_a_restored_series_refits_once_its_window_refills() {
     assert!(scores[0] > 0.0, "scored at once after the restore");
     assert_eq!(anomalies, vec![(1500, AnomalyKind::Spike)], "still detecting after its refits");
 }
+
+#[test]
+fn a_counter_that_sits_at_zero_alarms_on_a_burst_not_on_a_blip() {
+    let mut detector = Arima::default();
+    let mut errors = vec![0.0; 600];
+    errors[300] = 1.0; // one stray error: routine
+    errors[450] = 2.0;
+    errors[500] = 40.0; // a burst: a failing link
+    let routers = vec![1; errors.len()];
+    let ts: Vec<i64> = (0..errors.len() as i64).map(|t| t * 60_000).collect();
+    let batch = Batch::new(&routers, &ts, vec![("if_errors", &errors[..])]);
+    let mut out = Output::default();
+    detector.process(&batch, &mut out).unwrap();
+    let flagged: Vec<u32> = out.anomalies.iter().map(|a| a.row).collect();
+    assert_eq!(flagged, vec![500]);
+}
