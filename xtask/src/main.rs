@@ -22,6 +22,10 @@ const PLUGINS: &[&str] = &[
     "routewatch-test-evil",
     "routewatch-test-wrong-world",
     "routewatch-test-wrong-version",
+    "routewatch-lstm",
+    "routewatch-seasonal",
+    "routewatch-fleet-outlier",
+    "routewatch-changepoint",
 ];
 
 /// The detectors the demo runs, by component file name.
@@ -48,6 +52,12 @@ enum Task {
     Demo,
     /// Build everything and run the benchmarks; figures go to BENCHMARKS.md.
     Bench,
+    /// Build everything, then score every detector on a simulated labelled fleet (BENCHMARKS.md).
+    Quality {
+        /// Extra arguments for `routewatch-quality quality` (see its --help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,6 +88,14 @@ fn main() -> Result<()> {
             run(cargo(&["bench", "-p", "routewatch-simulator", "--bench", "sim_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
                 .env("ROUTEWATCH_TANSU", &tansu))
+        }
+        Task::Quality { args } => {
+            // Detection quality on a labelled fleet, then each detector's speed through Wasm.
+            build()?;
+            let report = root.join("BENCHMARKS.md");
+            let quality = ["run", "--release", "--quiet", "-p", "routewatch-quality", "--"];
+            run(cargo(&quality).args(["quality", "--write"]).arg(&report).args(&args))?;
+            run(cargo(&quality).args(["speed", "--write"]).arg(&report))
         }
     }
 }

@@ -1,0 +1,288 @@
+//! Seasonal detector: MSTL decomposition with an ETS level (augurs), scoring every sample
+//! against its one-step prediction interval.
+//!
+//! Per (router, metric), once `window` samples are collected (two periods by default):
+//! 1. augurs' MSTL splits the window into a seasonal profile (the daily cycle) and a
+//!    deseasonalised part, to which augurs' AutoETS fits an ETS(A,N,N) model: a level with
+//!    additive errors, whose smoothing weight `alpha` and error sd `sigma` come from the fit;
+//! 2. every new sample is forecast as `level + seasonal[phase]`; the prediction interval is
+//!    `forecast ± threshold * sigma`, and a sample outside it is anomalous (score 0.5 at the
+//!    boundary). Normal samples update the level with `alpha`, exactly as the fitted ETS
+//!    filter would; anomalous ones do not, until `level_shift_after` in a row on one side
+//!    make a level shift, which is then accepted;
+//! 3. it refits every `refit_every` samples on the latest window.
+//!
+//! The fitted ETS model does not expose its parameters, so `alpha` is recovered from the
+//! model's in-sample one-step forecasts (for ETS(A,N,N), `f[t+1] - f[t] = alpha (d[t] - f[t])`)
+//! and `sigma` from its in-sample prediction interval.
+
+mod config;
+
+use std::collections::VecDeque;
+
+use augurs::ets::{AutoETS, trend::AutoETSTrendModel};
+use augurs::mstl::MSTLModel;
+use augurs::{Fit, Predict};
+use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
+use serde::{Deserialize, Serialize};
+
+pub use config::Config;
+
+routewatch_plugin_sdk::export_detector!(Seasonal);
+
+const SNAPSHOT_VERSION: u8 = 1;
+const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
+/// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// The seasonal detector.
+#[derive(Debug, Default)]
+pub struct Seasonal {
+    config: Config,
+    metrics: Vec<String>,
+    /// `series[metric][router]`.
+    series: Vec<Vec<Series>>,
+}
+
+/// A fitted model, advanced one sample at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fitted {
+    /// One period of the seasonal component; `profile[phase]` belongs to the next sample.
+    profile: Vec<f32>,
+    phase: usize,
+    level: f64,
+    alpha: f64,
+    sigma: f64,
+}
+
+/// One (router, metric) series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    last_ts: Option<i64>,
+    /// The latest samples (anomalies replaced by their forecasts), for refits.
+    history: VecDeque<f32>,
+    since_fit: usize,
+    model: Option<Fitted>,
+    run_side: i8,
+    run_len: u32,
+    run_sum: f64,
+}
+
+struct Verdict {
+    score: f64,
+    anomaly: Option<Anomaly>,
+}
+
+impl Series {
+    fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+        let quiet = Verdict { score: 0.0, anomaly: None };
+        if self.last_ts.is_some_and(|last| ts <= last) {
+            return quiet;
+        }
+        self.last_ts = Some(ts);
+        let mut kept = value;
+        let mut verdict = quiet;
+        if let Some(model) = &mut self.model {
+            let seasonal = f64::from(model.profile[model.phase]);
+            model.phase = (model.phase + 1) % model.profile.len();
+            if value.is_finite() {
+                let expected = model.level + seasonal;
+                let sigma = model.sigma.max(config.rel_floor * expected.abs()).max(1e-9);
+                let residual = value - expected;
+                let z = residual.abs() / sigma;
+                let score = score_from_z(z, config.threshold);
+                verdict.score = score;
+                if z < config.threshold {
+                    self.run_len = 0;
+                    model.level += model.alpha * (value - seasonal - model.level);
+                } else {
+                    let side: i8 = if residual > 0.0 { 1 } else { -1 };
+                    if self.run_side != side {
+                        self.run_side = side;
+                        self.run_len = 0;
+                        self.run_sum = 0.0;
+                    }
+                    self.run_len += 1;
+                    self.run_sum += residual;
+                    let band = config.threshold * sigma;
+                    let kind = if self.run_len >= config.level_shift_after {
+                        // A lasting move: take the new level.
+                        model.level += self.run_sum / f64::from(self.run_len);
+                        self.run_len = 0;
+                        self.run_sum = 0.0;
+                        AnomalyKind::LevelShift
+                    } else {
+                        kept = expected;
+                        if side > 0 { AnomalyKind::Spike } else { AnomalyKind::Dip }
+                    };
+                    verdict.anomaly = Some(Anomaly {
+                        row: 0,
+                        column: 0,
+                        observed: value,
+                        expected,
+                        lower: expected - band,
+                        upper: expected + band,
+                        score,
+                        kind,
+                        reason: format!(
+                            "{value:.4} outside the seasonal interval [{:.4}, {:.4}] ({:+.1} sigma)",
+                            expected - band,
+                            expected + band,
+                            residual / sigma
+                        ),
+                    });
+                }
+            } else {
+                kept = model.level + seasonal;
+            }
+        }
+        if !kept.is_finite() {
+            return verdict;
+        }
+        self.history.push_back(kept as f32);
+        while self.history.len() > config.window {
+            self.history.pop_front();
+        }
+        self.since_fit += 1;
+        let due = match self.model {
+            None => self.history.len() >= config.window,
+            Some(_) => self.since_fit >= config.refit_every,
+        };
+        if due {
+            self.since_fit = 0;
+            let history: Vec<f64> = self.history.iter().map(|&v| f64::from(v)).collect();
+            if let Some(model) = fit(&history, config.period) {
+                self.model = Some(model);
+            }
+        }
+        verdict
+    }
+}
+
+/// Fits MSTL + ETS(A,N,N) on `y` and returns the model ready to forecast the next sample.
+fn fit(y: &[f64], period: usize) -> Option<Fitted> {
+    let ets = AutoETS::new(1, "ANN").ok()?;
+    let mstl = MSTLModel::new(vec![period], AutoETSTrendModel::from(ets));
+    let fitted = mstl.fit(y).ok()?;
+    let in_sample = fitted.predict_in_sample(Z95_LEVEL).ok()?;
+    let seasonal = fitted.fit().seasonal().first()?;
+    let n = y.len();
+    if seasonal.len() != n || in_sample.point.len() != n {
+        return None;
+    }
+    // Deseasonalised data and the ETS filter's one-step forecasts of it.
+    let d: Vec<f64> = y.iter().zip(seasonal).map(|(v, s)| v - f64::from(*s)).collect();
+    let f: Vec<f64> = in_sample.point.iter().zip(seasonal).map(|(p, s)| p - f64::from(*s)).collect();
+    let (mut num, mut den) = (0.0, 0.0);
+    for t in 0..n - 1 {
+        let e = d[t] - f[t];
+        num += (f[t + 1] - f[t]) * e;
+        den += e * e;
+    }
+    let alpha = if den > 0.0 { (num / den).clamp(0.0, 1.0) } else { 0.0 };
+    let sigma = match &in_sample.intervals {
+        Some(iv) if !iv.upper.is_empty() => {
+            let i = iv.upper.len() - 1;
+            (iv.upper[i] - iv.lower[i]) / (2.0 * Z95)
+        }
+        _ => {
+            let sse: f64 = d.iter().zip(&f).map(|(a, b)| (a - b).powi(2)).sum();
+            (sse / n as f64).sqrt()
+        }
+    };
+    if !(sigma.is_finite() && alpha.is_finite()) {
+        return None;
+    }
+    let level = f[n - 1] + alpha * (d[n - 1] - f[n - 1]);
+    Some(Fitted { profile: seasonal[n - period..].to_vec(), phase: 0, level, alpha, sigma })
+}
+
+const Z95_LEVEL: f64 = 0.95;
+
+impl Detector for Seasonal {
+    fn info() -> Info {
+        Info {
+            name: "seasonal".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "MSTL seasonal profile with an ETS level (augurs); flags samples outside the one-step \
+                          prediction interval"
+                .into(),
+            metrics: Config::default().metrics,
+            config_schema: Config::SCHEMA.into(),
+        }
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.config = Config::parse(config)?;
+        Ok(())
+    }
+
+    fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), String> {
+        let rows = batch.rows();
+        out.scores.reserve(batch.points());
+        for (c, column) in batch.columns.iter().enumerate() {
+            let watched = self.config.metrics.is_empty() || self.config.metrics.iter().any(|m| m == column.metric);
+            if !watched {
+                out.scores.extend(std::iter::repeat_n(0.0, rows));
+                continue;
+            }
+            let metric = match self.metrics.iter().position(|m| m == column.metric) {
+                Some(id) => id,
+                None => {
+                    self.metrics.push(column.metric.to_owned());
+                    self.series.push(Vec::new());
+                    self.metrics.len() - 1
+                }
+            };
+            let table = &mut self.series[metric];
+            for (row, ((&router, &ts), &value)) in
+                batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
+            {
+                if router > MAX_ROUTER_ID {
+                    return Err(format!("router id {router} is over {MAX_ROUTER_ID}; ids must be dense"));
+                }
+                let r = router as usize;
+                if r >= table.len() {
+                    table.resize(r + 1, Series::default());
+                }
+                let verdict = table[r].observe(ts, value, &self.config);
+                out.scores.push(verdict.score as f32);
+                if let Some(mut anomaly) = verdict.anomaly {
+                    anomaly.row = row as u32;
+                    anomaly.column = c as u32;
+                    out.anomalies.push(anomaly);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        let body = (&self.config, &self.metrics, &self.series);
+        bytes.extend(postcard::to_allocvec(&body).expect("state always serialises"));
+        bytes
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, body)) => {
+                let (config, metrics, series): (Config, Vec<String>, Vec<Vec<Series>>) =
+                    postcard::from_bytes(body).map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
+                let bad_model =
+                    |s: &Series| s.model.as_ref().is_some_and(|m| m.profile.is_empty() || m.phase >= m.profile.len());
+                if series.len() != metrics.len() || series.iter().flatten().any(bad_model) {
+                    return Err("corrupt seasonal snapshot: series do not match the metrics".into());
+                }
+                self.config = config;
+                self.metrics = metrics;
+                self.series = series;
+                Ok(())
+            }
+            Some((version, _)) => Err(format!(
+                "seasonal snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"
+            )),
+            None => Err("empty seasonal snapshot".into()),
+        }
+    }
+}

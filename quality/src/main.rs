@@ -1,0 +1,142 @@
+//! routewatch-quality: how well, and how fast, the detectors do on simulated fleets.
+//!
+//! ```text
+//! routewatch-quality quality   # labelled data set -> replay through every detector -> table
+//! routewatch-quality speed     # points/s per detector through Wasm
+//! ```
+//!
+//! Both find the components in `<target>/wasm32-wasip2/plugin` next to their own binary (build
+//! them first: `cargo xtask build`) and, with `--write FILE`, replace their section of FILE
+//! (BENCHMARKS.md). See `quality/README.md` for how anomalies are matched to faults.
+
+mod dataset;
+mod report;
+mod score;
+mod speed;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// The detectors, by component file stem and plugin name.
+pub const DETECTORS: [(&str, &str); 5] = [
+    ("routewatch_arima", "arima"),
+    ("routewatch_lstm", "lstm"),
+    ("routewatch_seasonal", "seasonal"),
+    ("routewatch_fleet_outlier", "fleet-outlier"),
+    ("routewatch_changepoint", "changepoint"),
+];
+
+#[derive(Parser)]
+#[command(about = "Detection quality and speed of the routewatch detectors")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Simulate a labelled fleet, replay it through every detector, and score them per fault kind.
+    Quality(QualityArgs),
+    /// Measure points per second through Wasm for every detector.
+    Speed(SpeedArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct QualityArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub routers: u32,
+    /// Days simulated; all but the last `eval_days` are warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub days: u32,
+    /// Days at the end that are scored.
+    #[arg(long, default_value_t = 1)]
+    pub eval_days: u32,
+    #[arg(long, default_value_t = 60)]
+    pub interval_s: u64,
+    /// Random faults per router per day.
+    #[arg(long, default_value_t = 0.5)]
+    pub fault_rate: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Samples after a fault's end in which an anomaly still counts for it.
+    #[arg(long, default_value_t = 5)]
+    pub grace: i64,
+    /// Anomalies of one (router, metric) at most this many samples apart form one alarm.
+    #[arg(long, default_value_t = 10)]
+    pub merge_gap: i64,
+    /// Where the data set, anomalies and the compiled-component cache go.
+    #[arg(long, default_value = "target/quality")]
+    pub out_dir: PathBuf,
+    /// Reuse an existing data set in `out_dir` if its parameters match.
+    #[arg(long)]
+    pub reuse: bool,
+    /// Replace the "## Detection quality" section of this file (BENCHMARKS.md).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    /// Directory of the components; default `<target>/wasm32-wasip2/plugin`.
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Detectors to leave out, by name (repeatable).
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Configuration per detector, `NAME=JSON` (repeatable).
+    #[arg(long = "config", value_parser = parse_config)]
+    pub configs: Vec<(String, String)>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeedArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub routers: u32,
+    /// Ticks (one sample per router) before timing starts.
+    #[arg(long, default_value_t = 240)]
+    pub warmup_ticks: usize,
+    #[arg(long, default_value_t = 240)]
+    pub timed_ticks: usize,
+    /// Replace the "## Detectors" section of this file (BENCHMARKS.md).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+}
+
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    let (name, json) = s.split_once('=').ok_or("expected NAME=JSON")?;
+    Ok((name.to_owned(), json.to_owned()))
+}
+
+/// `<target>/wasm32-wasip2/plugin`, found from this binary's path (`<target>/release/...`).
+pub fn default_plugin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe.ancestors().nth(2).context("binary lives in <target>/<profile>")?;
+    Ok(target.join("wasm32-wasip2").join("plugin"))
+}
+
+/// Facts about the machine for the reports.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map_or("unknown".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    format!("{cpus} cores ({model}); load average before the run: {load}")
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().task {
+        Task::Quality(args) => score::run(&args),
+        Task::Speed(args) => speed::run(&args),
+    }
+}

@@ -1,0 +1,103 @@
+//! Points per second through Wasm, per detector, on simulator data.
+//!
+//! The fleet is simulated in-process (fault-free), one batch per tick holding every router's
+//! sample (ten metrics), as the streaming host hands them over. Each detector first sees
+//! `warmup_ticks` untimed, so its models are fitted; then `timed_ticks` are timed, refits
+//! included. Seasonal runs with a one-hour period and two-hour window here: the same refit work
+//! per sample as the daily default (a window of two periods refitted once a period), without
+//! two days of warm-up.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
+use routewatch_simulator::{Engine, RuntimeConfig as SimConfig};
+use routewatch_telemetry::Metric;
+
+use crate::{DETECTORS, SpeedArgs, dataset::START_MS, default_plugin_dir, report::replace_section};
+
+const SEASONAL_BENCH_CONFIG: &str = r#"{"period": 60, "window": 120, "refit_every": 60}"#;
+
+fn batches(routers: u32, ticks: usize) -> Result<Vec<Batch>> {
+    let config = SimConfig { routers, interval_ms: 60_000, fault_rate: 0.0 };
+    let mut engine = Engine::new(7, config, START_MS).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = Vec::with_capacity(ticks);
+    for t in 0..ticks {
+        let ts = START_MS + t as i64 * 60_000;
+        engine.tick(ts);
+        let records = engine.records();
+        let columns = Metric::ALL
+            .iter()
+            .map(|&m| Column { metric: m.name().into(), values: records.iter().map(|r| r.metrics.get(m)).collect() })
+            .collect();
+        out.push(Batch { routers: (0..routers).collect(), timestamps: vec![ts; records.len()], columns });
+    }
+    Ok(out)
+}
+
+pub fn run(args: &SpeedArgs) -> Result<()> {
+    let plugin_dir = match &args.plugins {
+        Some(dir) => dir.clone(),
+        None => default_plugin_dir()?,
+    };
+    let all = batches(args.routers, args.warmup_ticks + args.timed_ticks)?;
+    let (warm, timed) = all.split_at(args.warmup_ticks);
+    let points_per_tick = args.routers as usize * Metric::ALL.len();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+    })?;
+    let mut table = String::new();
+    for (stem, name) in DETECTORS {
+        let path = plugin_dir.join(format!("{stem}.wasm"));
+        let plugin = runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+        let mut instance = plugin.instantiate()?;
+        let config = if name == "seasonal" { Some(SEASONAL_BENCH_CONFIG) } else { None };
+        if let Some(config) = config {
+            instance.configure(config)?;
+        }
+        for batch in warm {
+            instance.process(batch)?;
+        }
+        let started = Instant::now();
+        let mut anomalies = 0;
+        for batch in timed {
+            anomalies += instance.process(batch)?.anomalies.len();
+        }
+        let elapsed = started.elapsed();
+        let points = (timed.len() * points_per_tick) as f64;
+        let per_s = points / elapsed.as_secs_f64();
+        let router_samples = (timed.len() * args.routers as usize) as f64 / elapsed.as_secs_f64();
+        tracing::info!(detector = name, points_per_s = per_s as u64, router_samples_per_s = router_samples as u64);
+        let _ = writeln!(
+            table,
+            "| {name} | {:.0} | {:.0} | {:.2} | {anomalies} | {} |",
+            per_s,
+            router_samples,
+            elapsed.as_secs_f64() / timed.len() as f64 * 1000.0,
+            config.map_or("defaults".into(), |c| format!("`{c}`"))
+        );
+    }
+    let text = format!(
+        "## Detectors\n\n\
+         Command: `cargo xtask bench` (runs `routewatch-quality speed --write BENCHMARKS.md` after the ARIMA bench)  \n\
+         Machine: {}  \n\
+         Workload: {} routers x 10 metrics from the simulator (fault-free), one batch per tick ({} points), \
+         through each Wasm component in the host runtime; {} ticks of warm-up untimed, then {} ticks timed \
+         (refits included). One core.\n\n\
+         | detector | points/s | router-samples/s | ms per tick | anomalies while timed | configuration |\n\
+         |---|---:|---:|---:|---:|---|\n{table}\n\
+         Target: LSTM at least 100,000 router-samples/s (a router-sample is one router's ten metrics, one model step).\n",
+        crate::machine(),
+        args.routers,
+        points_per_tick,
+        args.warmup_ticks,
+        args.timed_ticks,
+    );
+    println!("{text}");
+    if let Some(path) = &args.write {
+        replace_section(path, "## Detectors", &text)?;
+    }
+    Ok(())
+}
