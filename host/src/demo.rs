@@ -96,6 +96,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
 fn print_until_interrupted(pipeline: &Pipeline, sim: &mut Simulator) -> Result<()> {
     let mut live = pipeline.feed().subscribe();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    crate::block_termination_signals(false);
     runtime.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

@@ -147,6 +147,10 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
+    // Ctrl-C and SIGTERM go to the main thread only: every thread started from here on
+    // (librdkafka's, the mock broker's) inherits the block, so a signal cannot interrupt one
+    // of their system calls and take a broker connection down mid-shutdown.
+    block_termination_signals(true);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,routewatch=info".into()),
@@ -211,9 +215,24 @@ fn run_pipeline(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Blocks (or unblocks) SIGINT and SIGTERM for the calling thread and the threads it starts.
+pub(crate) fn block_termination_signals(block: bool) {
+    // SAFETY: plain libc signal-set calls on a set we own; `pthread_sigmask` affects only the
+    // calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// Blocks until SIGINT or SIGTERM, or until the pipeline stops by itself.
 fn wait_for_signal(pipeline: &Pipeline) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    block_termination_signals(false);
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -37,6 +37,9 @@ use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
 use metrics::PartitionLabels;
 use worker::{Incoming, WorkerHandle};
 
+/// How long a shutdown may take to finish batches, save state and commit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// How many recent anomalies the HTTP API keeps.
 const RECENT_ANOMALIES: usize = 1000;
 
@@ -165,23 +168,33 @@ impl Pipeline {
         self.consumer.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Finishes in-flight batches, saves state, commits offsets and leaves the group.
+    /// Finishes in-flight batches, saves state, commits offsets and leaves the group. Gives
+    /// up after [`SHUTDOWN_GRACE`] (a broker that is gone cannot acknowledge anything): the
+    /// uncommitted records are then read again by the next owner.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Release);
-        match self.consumer.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => anyhow::bail!("the consumer thread panicked"),
-            None => Ok(()),
+        let Some(consumer) = self.consumer.take() else { return Ok(()) };
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !consumer.is_finished() {
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "could not finish within {SHUTDOWN_GRACE:?} (is the broker reachable?); \
+                     offsets not committed since the last commit will be processed again"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match consumer.join() {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the consumer thread panicked"),
         }
     }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
+        // Signal the consumer thread; it finishes on its own (see `shutdown` for waiting).
         self.stop.store(true, Ordering::Release);
-        if let Some(consumer) = self.consumer.take() {
-            let _ = consumer.join();
-        }
     }
 }
 

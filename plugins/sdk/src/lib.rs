@@ -120,10 +120,10 @@ macro_rules! export_detector {
                     STATE.with_borrow(|s| s.snapshot())
                 }
                 fn restore(state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
-            STATE.with_borrow_mut(|s| s.restore(&state))
+                    STATE.with_borrow_mut(|s| s.restore(&state))
                 }
             }
-            $crate::glue::bindings::export!(Component with_types_in $crate::glue::bindings);
+    $crate::glue::bindings::export!(Component with_types_in $crate::glue::bindings);
         };
     };
 }
