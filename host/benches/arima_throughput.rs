@@ -17,20 +17,11 @@ use std::time::{Duration, Instant};
 use routewatch_arima::Arima;
 use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_plugin_sdk::{Detector, Output};
+use routewatch_telemetry::Metric;
 
 const ROUTERS: u32 = 100;
-const METRICS: [&str; 10] = [
-    "cpu_util",
-    "mem_util",
-    "temp_c",
-    "fan_rpm",
-    "latency_ms",
-    "loss_ratio",
-    "rx_bps",
-    "tx_bps",
-    "if_errors",
-    "bgp_up",
-];
+/// Every metric of the telemetry record, so the workload has the real record's shape.
+const METRICS: [Metric; 10] = Metric::ALL;
 const WARMUP_STEPS: usize = 300;
 const TIMED_STEPS: usize = 3000;
 const ROUNDS: usize = 9;
@@ -107,7 +98,7 @@ fn batch(t: usize) -> Batch {
         .iter()
         .enumerate()
         .map(|(m, metric)| Column {
-            metric: (*metric).into(),
+            metric: metric.name().into(),
             values: routers
                 .iter()
                 .map(|&r| {
