@@ -12,14 +12,16 @@
 
 mod common;
 
+use common::fleet::{producer, record};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use routewatch_host::pipeline::{Pipeline, PipelineConfig};
-use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
+use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 
 const PARTITIONS: i32 = 4;
@@ -60,44 +62,6 @@ fn main() {
     }
 }
 
-fn record(router: usize, ts: i64, step: usize) -> Vec<u8> {
-    let phase = step as f64 * std::f64::consts::TAU / 288.0 + router as f64;
-    let wiggle = ((router * 7919 + step * 104_729) % 1000) as f64 / 1000.0;
-    Record {
-        schema: SCHEMA_VERSION,
-        router: format!("rtr-{router:06}"),
-        site: format!("site{}", router % 40),
-        region: "eu".into(),
-        role: Role::Edge,
-        vendor: "acme".into(),
-        ts,
-        metrics: Metrics {
-            cpu_util: 0.4 + 0.1 * phase.sin() + 0.01 * wiggle,
-            mem_util: 0.5 + 0.01 * wiggle,
-            temp_c: 40.0 + 3.0 * phase.sin() + 0.2 * wiggle,
-            fan_rpm: 6000.0 + 100.0 * wiggle,
-            latency_ms: 3.0 + 0.3 * wiggle,
-            loss_ratio: 0.0001 * wiggle,
-            rx_bps: 4e9 * (1.0 + 0.2 * phase.sin()) + 1e7 * wiggle,
-            tx_bps: 3e9 * (1.0 + 0.2 * phase.sin()) + 1e7 * wiggle,
-            if_errors: 0.0,
-            bgp_up: 4.0,
-        },
-    }
-    .encode()
-}
-
-fn producer(broker: &Broker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("compression.type", "lz4")
-        .create()
-        .expect("producer")
-}
-
 fn component(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors().nth(3).unwrap().join(format!("wasm32-wasip2/plugin/{name}.wasm"))
@@ -110,6 +74,7 @@ fn config(broker: &Broker, group: &str, plugins: Vec<PathBuf>) -> PipelineConfig
         partitions: PARTITIONS,
         plugins,
         listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some("bench-token-0123456789".into()),
         ..PipelineConfig::default()
     };
     config.kafka.insert("session.timeout.ms".into(), "6000".into());

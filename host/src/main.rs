@@ -10,6 +10,7 @@ use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_host::replay::{self, InputFormat, ReplayOptions, ReplayPlugin};
 
 mod demo;
+mod plugin_cli;
 use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -24,10 +25,12 @@ enum Command {
     /// Run detector plugins over a recorded file and write a score per point and the anomalies.
     Replay(ReplayArgs),
     /// Consume telemetry from Kafka, run the detectors, produce anomalies (the streaming host).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Everything on one machine: an embedded broker, the simulator and the host, with live
     /// anomalies in the terminal.
     Demo(demo::DemoArgs),
+    /// Manage a running host's plugins over its API: ls, show, push, enable, disable, config, rm.
+    Plugin(plugin_cli::PluginArgs),
 }
 
 /// Flags of `routewatch run`. Each overrides the configuration file; each can also come
@@ -46,6 +49,24 @@ struct RunArgs {
     /// Detector component to run; repeat for several (replaces the file's list).
     #[arg(long = "plugin", short = 'p', env = "ROUTEWATCH_PLUGINS", value_delimiter = ',')]
     plugins: Vec<PathBuf>,
+    /// Watched folder of detector components (drop a .wasm in to load it).
+    #[arg(long, env = "ROUTEWATCH_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Bearer token for API mutations (default: generated, see --api-token-file).
+    #[arg(long, env = "ROUTEWATCH_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Where a generated API token is kept.
+    #[arg(long, env = "ROUTEWATCH_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// Largest plugin upload, in MiB.
+    #[arg(long, env = "ROUTEWATCH_MAX_UPLOAD_MIB")]
+    max_upload_mib: Option<usize>,
+    /// Failed batches within the window that quarantine a plugin.
+    #[arg(long, env = "ROUTEWATCH_QUARANTINE_FAILURES")]
+    quarantine_failures: Option<u32>,
+    /// First quarantine's length in seconds (doubling after).
+    #[arg(long, env = "ROUTEWATCH_QUARANTINE_BACKOFF_SECS")]
+    quarantine_backoff_secs: Option<u64>,
     /// Plugin configuration as NAME=JSON or NAME=@FILE.
     #[arg(long = "plugin-config", value_name = "NAME=JSON")]
     plugin_configs: Vec<String>,
@@ -169,8 +190,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
-        Command::Run(args) => run_pipeline(args),
+        Command::Run(args) => run_pipeline(*args),
         Command::Demo(args) => demo::run(args),
+        Command::Plugin(args) => plugin_cli::run(args),
     }
 }
 
@@ -185,8 +207,18 @@ fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
     }
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
+    set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs);
     if args.cache_dir.is_some() {
         config.cache_dir = args.cache_dir;
+    }
+    if args.plugin_dir.is_some() {
+        config.plugin_dir = args.plugin_dir;
+    }
+    if args.api_token.is_some() {
+        config.api_token = args.api_token;
+    }
+    if args.api_token_file.is_some() {
+        config.api_token_file = args.api_token_file;
     }
     if !args.plugins.is_empty() {
         config.plugins = args.plugins;
@@ -209,7 +241,10 @@ fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
 fn run_pipeline(args: RunArgs) -> Result<ExitCode> {
     let config = pipeline_config(args)?;
     let pipeline = Pipeline::start(config)?;
-    eprintln!("routewatch: HTTP API on http://{} (/metrics, /anomalies, /healthz)", pipeline.http_addr());
+    eprintln!(
+        "routewatch: HTTP API on http://{} (/metrics, /api/v1/plugins, /api/v1/anomalies, /healthz)",
+        pipeline.http_addr()
+    );
     wait_for_signal(&pipeline)?;
     pipeline.shutdown()?;
     Ok(ExitCode::SUCCESS)

@@ -13,85 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Noise, component};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use common::fleet::{PARTITIONS, T0, await_marked, fleet, keys, mark, produce, producer, record, router, topics};
+use common::{Noise, TEST_TOKEN, component, metric_sum};
 use routewatch_host::pipeline::{Pipeline, PipelineConfig};
-use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
+use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
-
-const PARTITIONS: i32 = 4;
-const T0: i64 = 1_764_000_000_000;
-
-/// Logs from the hosts under test, shown for failing tests.
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_test_writer()
-        .try_init();
-}
-
-fn topics(broker: &Broker) {
-    logs();
-    broker.create_topics(&[
-        ("router-metrics", PARTITIONS),
-        ("router-anomalies", PARTITIONS),
-        ("router-metrics-dlq", PARTITIONS),
-        ("routewatch-state", 1),
-    ]);
-}
-
-fn router(i: usize) -> String {
-    format!("rtr-{i:06}")
-}
-
-fn record(router_index: usize, step: i64, cpu: f64) -> Vec<u8> {
-    Record {
-        schema: SCHEMA_VERSION,
-        router: router(router_index),
-        site: format!("site{}", router_index % 3),
-        region: "eu".into(),
-        role: Role::Edge,
-        vendor: "acme".into(),
-        ts: T0 + step * 1000,
-        metrics: Metrics {
-            cpu_util: cpu,
-            mem_util: 0.5,
-            temp_c: 40.0,
-            fan_rpm: 6000.0,
-            bgp_up: 4.0,
-            ..Default::default()
-        },
-    }
-    .encode()
-}
-
-fn producer(broker: &Broker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("message.timeout.ms", "0")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
-}
-
-/// Produces `(key, payload)` pairs to the metrics topic and waits for every acknowledgement.
-fn produce(producer: &FutureProducer, records: &[(String, Vec<u8>)]) {
-    let deliveries: Vec<_> = records
-        .iter()
-        .map(|(key, payload)| {
-            producer.send_result(FutureRecord::to("router-metrics").key(key).payload(payload)).expect("queue has room")
-        })
-        .collect();
-    for delivery in futures::executor::block_on(futures::future::join_all(deliveries)) {
-        delivery.expect("delivery report").expect("delivered");
-    }
-}
-
-/// `routers x steps` records, all with a plain CPU value.
-fn fleet(routers: usize, steps: std::ops::Range<i64>) -> Vec<(String, Vec<u8>)> {
-    steps.flat_map(|step| (0..routers).map(move |r| (router(r), record(r, step, 0.5)))).collect()
-}
 
 fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> PipelineConfig {
     let mut config = PipelineConfig {
@@ -100,6 +26,7 @@ fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serd
         partitions: PARTITIONS,
         plugins: vec![component(plugin)],
         listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(TEST_TOKEN.into()),
         linger_ms: 20,
         snapshot_interval_secs: 1,
         ..PipelineConfig::default()
@@ -118,26 +45,6 @@ fn plugin_name(component: &str) -> &str {
         "routewatch_test_evil" => "evil",
         _ => "arima",
     }
-}
-
-fn mark() -> Option<serde_json::Value> {
-    Some(serde_json::json!({"mode": "mark"}))
-}
-
-/// Waits until the anomalies topic holds a `cpu_util` anomaly for every expected (router, ts).
-fn await_marked(broker: &Broker, expected: &HashSet<(String, i64)>, timeout: Duration) {
-    let mut missing = expected.clone();
-    broker.consume_until("router-anomalies", timeout, |m| {
-        let event: AnomalyEvent = serde_json::from_slice(&m.payload).expect("anomalies are JSON");
-        if event.metric == "cpu_util" {
-            missing.remove(&(event.router, event.ts));
-        }
-        missing.is_empty()
-    });
-}
-
-fn keys(records: &[(String, Vec<u8>)]) -> HashSet<(String, i64)> {
-    records.iter().map(|(_, payload)| Record::decode(payload).map(|r| (r.router, r.ts)).unwrap()).collect()
 }
 
 #[test]
@@ -218,7 +125,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_the_rest_are_process
     expected.sort();
     assert_eq!(kinds, expected);
     let metrics = pipeline.metrics().encode();
-    assert!(metrics.contains(&format!("routewatch_dead_letters_total {}", bad.len())), "{metrics}");
+    assert_eq!(metric_sum(&metrics, "routewatch_dead_letters_total"), bad.len() as f64, "{metrics}");
     pipeline.shutdown().unwrap();
 }
 
@@ -256,6 +163,7 @@ fn host_process(broker: &Broker, group: &str) -> Child {
         .args(["--plugin-config", r#"evil={"mode":"mark"}"#, "--snapshot-interval-secs", "1"])
         .args(["--batch-records", "200", "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
         .env("ROUTEWATCH_CACHE_DIR", std::env::temp_dir().join("routewatch-test-cache"))
+        .env("ROUTEWATCH_API_TOKEN", TEST_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -35,8 +35,12 @@ pub struct PipelineConfig {
     /// How often each partition's detector state is written to the state topic, in seconds
     /// (it is also written on revoke and shutdown).
     pub snapshot_interval_secs: u64,
-    /// Detector components to run on every partition.
+    /// Detector components to run on every partition, besides those in `plugin_dir`.
     pub plugins: Vec<PathBuf>,
+    /// A watched folder of detector components: a `.wasm` dropped in is loaded, replaced is
+    /// swapped in, removed is unloaded. Uploads are written here, and settings changed over the
+    /// API are kept here (in `routewatch-plugins.json`). Created if missing.
+    pub plugin_dir: Option<PathBuf>,
     /// Configuration per plugin name, passed to its `configure`.
     pub plugin_config: BTreeMap<String, serde_json::Value>,
     /// CPU budget of one plugin call, in milliseconds.
@@ -45,8 +49,22 @@ pub struct PipelineConfig {
     pub memory_mib: usize,
     /// Compiled-component cache; empty for none.
     pub cache_dir: Option<PathBuf>,
-    /// Where the HTTP API (health, metrics, anomalies) listens.
+    /// A plugin that fails this many batches within `quarantine_window_secs` is quarantined.
+    pub quarantine_failures: u32,
+    pub quarantine_window_secs: u64,
+    /// First quarantine's length; each next one doubles, up to `quarantine_max_backoff_secs`.
+    pub quarantine_backoff_secs: u64,
+    pub quarantine_max_backoff_secs: u64,
+    /// Where the HTTP API (health, metrics, anomalies, plugin management) listens.
     pub listen: SocketAddr,
+    /// Bearer token that API mutations need. When unset, one is read from `api_token_file`,
+    /// or generated and written there at first start.
+    pub api_token: Option<String>,
+    /// Where the generated token is kept (default: `$XDG_STATE_HOME/routewatch/api-token`,
+    /// else `~/.local/state/routewatch/api-token`).
+    pub api_token_file: Option<PathBuf>,
+    /// Largest component an upload may carry, in MiB.
+    pub max_upload_mib: usize,
     /// Extra librdkafka settings for every client (for example `security.protocol`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -72,7 +90,15 @@ impl Default for PipelineConfig {
             cpu_budget_ms: 1000,
             memory_mib: 256,
             cache_dir: None,
+            plugin_dir: None,
+            quarantine_failures: 3,
+            quarantine_window_secs: 60,
+            quarantine_backoff_secs: 30,
+            quarantine_max_backoff_secs: 1800,
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            api_token: None,
+            api_token_file: None,
+            max_upload_mib: 64,
             kafka: BTreeMap::new(),
         }
     }
@@ -94,7 +120,20 @@ impl PipelineConfig {
         anyhow::ensure!((1..=1_000_000).contains(&self.batch_records), "batch_records must be 1 to 1000000");
         anyhow::ensure!(self.linger_ms <= 60_000, "linger_ms must be at most 60000");
         anyhow::ensure!(self.snapshot_interval_secs >= 1, "snapshot_interval_secs must be at least 1");
-        anyhow::ensure!(!self.plugins.is_empty(), "no plugins configured: give at least one .wasm detector");
+        anyhow::ensure!(
+            !self.plugins.is_empty() || self.plugin_dir.is_some(),
+            "no plugins configured: give at least one .wasm detector, or a plugin_dir"
+        );
+        anyhow::ensure!(self.quarantine_failures >= 1, "quarantine_failures must be at least 1");
+        anyhow::ensure!(self.quarantine_window_secs >= 1, "quarantine_window_secs must be at least 1");
+        anyhow::ensure!(
+            (1..=self.quarantine_max_backoff_secs).contains(&self.quarantine_backoff_secs),
+            "quarantine_backoff_secs must be at least 1 and at most quarantine_max_backoff_secs"
+        );
+        anyhow::ensure!((1..=1024).contains(&self.max_upload_mib), "max_upload_mib must be 1 to 1024");
+        if let Some(token) = &self.api_token {
+            anyhow::ensure!(token.len() >= 16, "api_token must be at least 16 characters");
+        }
         anyhow::ensure!(self.cpu_budget_ms >= 1, "cpu_budget_ms must be at least 1");
         anyhow::ensure!(self.memory_mib >= 1, "memory_mib must be at least 1");
         Ok(())
@@ -106,6 +145,15 @@ impl PipelineConfig {
 
     pub fn snapshot_interval(&self) -> Duration {
         Duration::from_secs(self.snapshot_interval_secs)
+    }
+
+    pub fn quarantine_policy(&self) -> crate::registry::QuarantinePolicy {
+        crate::registry::QuarantinePolicy {
+            max_failures: self.quarantine_failures,
+            window: Duration::from_secs(self.quarantine_window_secs),
+            backoff: Duration::from_secs(self.quarantine_backoff_secs),
+            max_backoff: Duration::from_secs(self.quarantine_max_backoff_secs),
+        }
     }
 }
 
@@ -138,5 +186,9 @@ mod tests {
         let config = PipelineConfig { plugins: vec!["a.wasm".into()], batch_records: 0, ..Default::default() };
         assert!(config.validate().unwrap_err().to_string().contains("batch_records"));
         assert!(PipelineConfig::default().validate().unwrap_err().to_string().contains("no plugins"));
+        let config = PipelineConfig { plugin_dir: Some("plugins".into()), ..Default::default() };
+        config.validate().unwrap();
+        let short = PipelineConfig { api_token: Some("short".into()), ..config };
+        assert!(short.validate().unwrap_err().to_string().contains("api_token"));
     }
 }

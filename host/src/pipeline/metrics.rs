@@ -22,7 +22,7 @@ pub struct AnomalyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
+pub struct TrapLabels {
     pub plugin: String,
     pub version: String,
     pub kind: String,
@@ -32,6 +32,46 @@ pub struct FailureLabels {
 pub struct ReasonLabels {
     pub reason: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub plugin: String,
+    pub version: String,
+    pub state: String,
+}
+
+impl StateLabels {
+    pub fn new(plugin: &str, version: &str, state: &str) -> StateLabels {
+        StateLabels { plugin: plugin.into(), version: version.into(), state: state.into() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub plugin: String,
+}
+
+impl NameLabels {
+    pub fn new(plugin: &str) -> NameLabels {
+        NameLabels { plugin: plugin.into() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabels {
+    pub site: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouterLabels {
+    pub router: String,
+    pub site: String,
+}
+
+/// Routers with a series in `routewatch_router_anomalies_total`; past this many, anomalies of
+/// further routers are counted by site only (a fleet-wide outage must not explode the series).
+pub const MAX_ROUTER_SERIES: usize = 5000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -44,19 +84,31 @@ pub struct Metrics {
     pub records: Counter,
     pub records_done: Counter,
     pub decode_errors: Family<ReasonLabels, Counter>,
-    pub dead_letters: Counter,
+    pub dead_letters: Family<ReasonLabels, Counter>,
     pub batches: Counter,
     pub batch_duration: Histogram,
     pub plugin_invocations: Family<PluginLabels, Counter>,
     pub plugin_points: Family<PluginLabels, Counter>,
     pub plugin_call_duration: Family<PluginLabels, Histogram>,
-    pub plugin_failures: Family<FailureLabels, Counter>,
+    pub plugin_cpu: Family<PluginLabels, Counter<f64>>,
+    pub plugin_memory_high_water: Family<PluginLabels, Gauge>,
+    pub plugin_traps: Family<TrapLabels, Counter>,
+    pub plugin_poison_records: Family<PluginLabels, Counter>,
+    pub plugin_reloads: Family<PluginLabels, Counter>,
+    pub plugin_reload_failures: Family<NameLabels, Counter>,
+    pub plugin_load_failures: Counter,
+    pub plugin_quarantines: Family<PluginLabels, Counter>,
+    pub plugin_state: Family<StateLabels, Gauge>,
+    pub plugin_swap_pause: Family<PluginLabels, Histogram>,
     pub anomalies: Family<AnomalyLabels, Counter>,
+    pub site_anomalies: Family<SiteLabels, Counter>,
+    pub router_anomalies: Family<RouterLabels, Counter>,
     pub detection_latency: Histogram,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     pub assigned_partitions: Gauge,
     pub state_snapshots: Counter,
     pub state_restores: Counter,
+    router_series: std::sync::atomic::AtomicUsize,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -81,8 +133,12 @@ impl Default for Metrics {
             "Records that failed to decode or validate, by reason",
             decode_errors.clone(),
         );
-        let dead_letters = Counter::default();
-        registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
+        let dead_letters = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Records sent to the dead-letter topic, by reason (a decode error kind, or plugin_trap)",
+            dead_letters.clone(),
+        );
         let batches = Counter::default();
         registry.register("batches", "Batches handed to the detectors", batches.clone());
         let batch_duration = Histogram::new(latency_buckets());
@@ -104,10 +160,77 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             plugin_call_duration.clone(),
         );
-        let plugin_failures = Family::<FailureLabels, Counter>::default();
-        registry.register("plugin_failures", "Failed plugin calls, by kind", plugin_failures.clone());
+        let plugin_cpu = Family::<PluginLabels, Counter<f64>>::default();
+        registry.register_with_unit(
+            "plugin_cpu",
+            "CPU time spent inside a plugin's calls",
+            prometheus_client::registry::Unit::Seconds,
+            plugin_cpu.clone(),
+        );
+        let plugin_memory_high_water = Family::<PluginLabels, Gauge>::default();
+        registry.register_with_unit(
+            "plugin_memory_high_water",
+            "Largest linear memory any instance of a plugin has asked for",
+            prometheus_client::registry::Unit::Bytes,
+            plugin_memory_high_water.clone(),
+        );
+        let plugin_traps = Family::<TrapLabels, Counter>::default();
+        registry.register(
+            "plugin_traps",
+            "Failed plugin calls, by kind (cpu_budget, memory_limit, panic, stack_overflow, fault, other, \
+             invalid_output, plugin_error)",
+            plugin_traps.clone(),
+        );
+        let plugin_poison_records = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_poison_records",
+            "Records isolated as the cause of a plugin's trap and sent to the dead-letter topic",
+            plugin_poison_records.clone(),
+        );
+        let plugin_reloads = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_reloads",
+            "New versions of a plugin installed (labels: the new one)",
+            plugin_reloads.clone(),
+        );
+        let plugin_reload_failures = Family::<NameLabels, Counter>::default();
+        registry.register(
+            "plugin_reload_failures",
+            "Partitions where a new version refused the old one's state (the old one kept running there)",
+            plugin_reload_failures.clone(),
+        );
+        let plugin_load_failures = Counter::default();
+        registry.register(
+            "plugin_load_failures",
+            "Plugin files that failed to load (not a component, wrong world, refused configuration...)",
+            plugin_load_failures.clone(),
+        );
+        let plugin_quarantines = Family::<PluginLabels, Counter>::default();
+        registry.register("plugin_quarantines", "Times a failing plugin was quarantined", plugin_quarantines.clone());
+        let plugin_state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "plugin_state",
+            "1 for a plugin's current state (running, quarantined, disabled), 0 for the others",
+            plugin_state.clone(),
+        );
+        let plugin_swap_pause =
+            Family::<PluginLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register_with_unit(
+            "plugin_swap_pause",
+            "Time a partition stopped to hand a plugin's state to its new version",
+            prometheus_client::registry::Unit::Seconds,
+            plugin_swap_pause.clone(),
+        );
         let anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register("anomalies", "Anomalies produced, by plugin and kind", anomalies.clone());
+        let site_anomalies = Family::<SiteLabels, Counter>::default();
+        registry.register("site_anomalies", "Anomalies produced, by site and router role", site_anomalies.clone());
+        let router_anomalies = Family::<RouterLabels, Counter>::default();
+        registry.register(
+            "router_anomalies",
+            "Anomalies produced, by router (only routers that had one, at most 5000 series)",
+            router_anomalies.clone(),
+        );
         let detection_latency = Histogram::new(latency_buckets());
         registry.register_with_unit(
             "detection_latency",
@@ -134,18 +257,47 @@ impl Default for Metrics {
             plugin_invocations,
             plugin_points,
             plugin_call_duration,
-            plugin_failures,
+            plugin_cpu,
+            plugin_memory_high_water,
+            plugin_traps,
+            plugin_poison_records,
+            plugin_reloads,
+            plugin_reload_failures,
+            plugin_load_failures,
+            plugin_quarantines,
+            plugin_state,
+            plugin_swap_pause,
             anomalies,
+            site_anomalies,
+            router_anomalies,
             detection_latency,
             consumer_lag,
             assigned_partitions,
             state_snapshots,
             state_restores,
+            router_series: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Counts an anomaly by site and, within [`MAX_ROUTER_SERIES`], by router.
+    pub fn count_router_anomaly(&self, router: &str, site: &str, role: &str) {
+        self.site_anomalies.get_or_create(&SiteLabels { site: site.into(), role: role.into() }).inc();
+        let labels = RouterLabels { router: router.into(), site: site.into() };
+        // The family cannot tell its size, so the series are counted beside it; two threads
+        // racing past the cap add a series or two, which is harmless.
+        if self.router_series.load(std::sync::atomic::Ordering::Relaxed) < MAX_ROUTER_SERIES {
+            let before = self.router_anomalies.get(&labels).is_some();
+            self.router_anomalies.get_or_create(&labels).inc();
+            if !before {
+                self.router_series.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else if let Some(counter) = self.router_anomalies.get(&labels) {
+            counter.inc();
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -8,9 +8,8 @@
 //! back before the first record is processed.
 
 mod config;
-mod http;
 mod kafka;
-mod metrics;
+pub mod metrics;
 mod state;
 mod worker;
 
@@ -33,7 +32,10 @@ pub use config::PipelineConfig;
 pub use metrics::Metrics;
 pub use state::{PartitionState, StateStore};
 
-use crate::runtime::{Limits, Plugin, Runtime, RuntimeConfig};
+use crate::api::{self, ApiState};
+use crate::registry::watch::{self, DirWatcher};
+use crate::registry::{Registry, Source};
+use crate::runtime::{Limits, Runtime, RuntimeConfig};
 use metrics::PartitionLabels;
 use worker::{Incoming, WorkerHandle};
 
@@ -41,13 +43,7 @@ use worker::{Incoming, WorkerHandle};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// How many recent anomalies the HTTP API keeps.
-const RECENT_ANOMALIES: usize = 1000;
-
-/// A plugin with the configuration every partition's instance gets.
-pub struct LoadedPlugin {
-    pub plugin: Plugin,
-    pub config: Option<String>,
-}
+pub const RECENT_ANOMALIES: usize = 1000;
 
 /// Recent anomalies for the API, and a live feed for the terminal demo.
 pub struct AnomalyFeed {
@@ -79,8 +75,15 @@ impl AnomalyFeed {
 
     /// The most recent anomalies, oldest first.
     pub fn recent(&self, limit: usize) -> Vec<AnomalyEvent> {
+        self.recent_matching(limit, |_| true)
+    }
+
+    /// The most recent anomalies that pass `filter`, oldest first.
+    pub fn recent_matching(&self, limit: usize, filter: impl Fn(&AnomalyEvent) -> bool) -> Vec<AnomalyEvent> {
         let recent = self.recent.lock().expect("feed lock");
-        recent.iter().skip(recent.len().saturating_sub(limit)).cloned().collect()
+        let mut found: Vec<AnomalyEvent> = recent.iter().rev().filter(|e| filter(e)).take(limit).cloned().collect();
+        found.reverse();
+        found
     }
 
     /// Every anomaly from now on.
@@ -92,7 +95,7 @@ impl AnomalyFeed {
 /// What every worker shares.
 pub struct Shared {
     config: PipelineConfig,
-    plugins: Vec<LoadedPlugin>,
+    registry: Arc<Registry>,
     producer: FutureProducer,
     state: StateStore,
     metrics: Arc<Metrics>,
@@ -105,8 +108,10 @@ pub struct Pipeline {
     consumer: Option<JoinHandle<anyhow::Result<()>>>,
     metrics: Arc<Metrics>,
     feed: Arc<AnomalyFeed>,
+    registry: Arc<Registry>,
     http_addr: SocketAddr,
-    _http: http::Server,
+    _http: api::Server,
+    _watcher: Option<DirWatcher>,
 }
 
 impl Pipeline {
@@ -121,20 +126,31 @@ impl Pipeline {
                 ..Limits::default()
             },
         })?;
-        let plugins = load_plugins(&runtime, &config)?;
+        let metrics = Arc::new(Metrics::default());
+        let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
+        let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
         if config.create_topics {
             kafka::ensure_topics(&config)?;
         }
         let producer = kafka::producer(&config)?;
-        let metrics = Arc::new(Metrics::default());
         let feed = Arc::new(AnomalyFeed::default());
         let ready = Arc::new(AtomicBool::new(false));
-        let http = http::Server::start(config.listen, metrics.clone(), feed.clone(), ready.clone())?;
+        let http = api::Server::start(
+            config.listen,
+            ApiState {
+                metrics: metrics.clone(),
+                feed: feed.clone(),
+                ready: ready.clone(),
+                registry: registry.clone(),
+                token: token.into(),
+                max_upload: config.max_upload_mib << 20,
+            },
+        )?;
         let http_addr = http.addr();
         let shared = Arc::new(Shared {
             state: StateStore::new(&config, producer.clone()),
             config,
-            plugins,
+            registry: registry.clone(),
             producer,
             metrics: metrics.clone(),
             feed: feed.clone(),
@@ -147,7 +163,21 @@ impl Pipeline {
                 .spawn(move || consume(shared, stop, ready))
                 .context("spawning the consumer thread")?
         };
-        Ok(Pipeline { stop, consumer: Some(consumer), metrics, feed, http_addr, _http: http })
+        Ok(Pipeline {
+            stop,
+            consumer: Some(consumer),
+            metrics,
+            feed,
+            registry,
+            http_addr,
+            _http: http,
+            _watcher: watcher,
+        })
+    }
+
+    /// The plugins this host runs.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -198,27 +228,47 @@ impl Drop for Pipeline {
     }
 }
 
-fn load_plugins(runtime: &Runtime, config: &PipelineConfig) -> anyhow::Result<Vec<LoadedPlugin>> {
-    let mut plugins: Vec<LoadedPlugin> = Vec::new();
+/// Builds the registry: the configured files (any failure stops the start), then the plugin
+/// directory (a bad file there is reported and skipped), then starts watching it.
+fn load_plugins(
+    runtime: Runtime,
+    config: &PipelineConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<Registry>, Option<DirWatcher>)> {
+    if let Some(dir) = &config.plugin_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
+    }
+    let registry =
+        Arc::new(Registry::new(runtime, metrics.clone(), config.quarantine_policy(), config.plugin_dir.clone())?);
+    for (name, plugin_config) in &config.plugin_config {
+        registry.set_initial_config(name, plugin_config.clone());
+    }
     for path in &config.plugins {
-        let plugin = runtime.load_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
-        let name = plugin.info().name.clone();
-        anyhow::ensure!(!plugins.iter().any(|p| p.plugin.info().name == name), "two plugins are named {name}");
-        let plugin_config = config.plugin_config.get(&name).map(|c| c.to_string());
-        // Fail at start-up, not on the first record, if the configuration is refused.
-        if let Some(c) = &plugin_config {
-            plugin.instantiate()?.configure(c).with_context(|| format!("configuring plugin {name}"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let status = registry
+            .install(&bytes, Source::File(path.clone()))
+            .with_context(|| format!("loading plugin {}", path.display()))?;
+        tracing::info!(plugin = %status.name, version = %status.version, sha256 = %status.sha256, "loaded plugin");
+    }
+    let watcher = match &config.plugin_dir {
+        Some(dir) => {
+            let loaded = watch::load_dir(&registry, dir)
+                .with_context(|| format!("reading the plugin directory {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), loaded, "loaded the plugin directory");
+            Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
         }
-        tracing::info!(plugin = %name, version = %plugin.info().version, sha256 = %plugin.sha256(), "loaded plugin");
-        plugins.push(LoadedPlugin { plugin, config: plugin_config });
-    }
-    for name in config.plugin_config.keys() {
-        anyhow::ensure!(
-            plugins.iter().any(|p| &p.plugin.info().name == name),
-            "plugin_config names {name}, which is not among the loaded plugins"
-        );
-    }
-    Ok(plugins)
+        None => {
+            let names: Vec<String> = registry.list().into_iter().map(|s| s.name).collect();
+            for name in config.plugin_config.keys() {
+                anyhow::ensure!(
+                    names.contains(name),
+                    "plugin_config names {name}, which is not among the loaded plugins"
+                );
+            }
+            None
+        }
+    };
+    Ok((registry, watcher))
 }
 
 /// The consumer's rebalance handling: workers start on assign and stop on revoke.
@@ -347,6 +397,7 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         }
         if last_store.elapsed() >= Duration::from_millis(200) {
             last_store = Instant::now();
+            shared.registry.tick();
             let workers = consumer.context().workers.lock().expect("workers lock");
             let mut progress = HashMap::new();
             for (&partition, worker) in workers.iter() {

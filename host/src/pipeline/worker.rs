@@ -1,10 +1,14 @@
 //! One partition's worker: a thread that owns an instance of every plugin for the partition,
-//! turns records into columnar batches, and produces anomalies and dead letters.
+//! turns records into columnar batches, and produces anomalies and dead letters. Between
+//! batches it follows the registry: new versions take over their predecessor's state here,
+//! so no record is seen by neither version or by both.
 //!
 //! Progress is reported as the next offset whose record has *not* been fully handled; the
 //! consumer stores it for commit only after the batch's anomalies and dead letters are
 //! acknowledged by the broker (at-least-once).
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -15,12 +19,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use routewatch_telemetry::{AnomalyEvent, DecodeError, Metric, Record};
 
 use super::Shared;
-use super::metrics::{AnomalyLabels, FailureLabels, PluginLabels, ReasonLabels};
+use super::metrics::{AnomalyLabels, PluginLabels, ReasonLabels, TrapLabels};
 use super::state::{PartitionState, PluginState, RouterInfo};
 use super::{kafka, now_ms};
+use crate::registry::{Active, PluginCounters};
 use crate::replay::event_kind;
 use crate::routers::RouterTable;
-use crate::runtime::{Batch, CallError, Column, Instance, Output};
+use crate::runtime::{Batch, CallError, Column, Instance, Output, Plugin};
 
 /// Records queued for one worker before the consumer waits (back-pressure).
 const QUEUE_RECORDS: usize = 50_000;
@@ -86,15 +91,74 @@ impl WorkerHandle {
     }
 }
 
-/// One plugin on this partition.
+/// One plugin on this partition: the version running here, its instance and its last state.
 struct Slot {
-    index: usize,
+    name: String,
+    plugin: Plugin,
     labels: PluginLabels,
+    config: Option<String>,
+    config_rev: u64,
+    /// Enabled and not quarantined.
+    runnable: bool,
+    counters: Arc<PluginCounters>,
     instance: Option<Instance>,
     /// Last state saved, for restarting the instance after a failure.
     snapshot: Vec<u8>,
-    /// Why the plugin stopped running on this partition, if it did.
-    disabled: Option<String>,
+    /// A version that would not take this partition's state: not tried again.
+    refused_sha: Option<String>,
+}
+
+impl Slot {
+    fn new(active: &Active, snapshot: Vec<u8>) -> Slot {
+        Slot {
+            name: active.name.clone(),
+            plugin: active.plugin.clone(),
+            labels: labels(&active.plugin),
+            config: active.config.clone(),
+            config_rev: active.config_rev,
+            runnable: active.runnable,
+            counters: active.counters.clone(),
+            instance: None,
+            snapshot,
+            refused_sha: None,
+        }
+    }
+
+    /// A fresh instance of this slot's plugin, configured and given `state`. A plugin that
+    /// refuses its state starts empty (a warm-up lost, nothing else).
+    fn fresh_instance(&self, state: &[u8]) -> Result<Instance, CallError> {
+        let mut instance = self.plugin.instantiate()?;
+        if let Some(config) = &self.config {
+            instance.configure(config)?;
+        }
+        if !state.is_empty()
+            && let Err(err) = instance.restore(state)
+        {
+            if !err.instance_survives() {
+                return Err(err);
+            }
+            tracing::warn!(plugin = %self.name, "plugin refused its saved state, starting fresh: {err}");
+        }
+        Ok(instance)
+    }
+}
+
+fn labels(plugin: &Plugin) -> PluginLabels {
+    PluginLabels { plugin: plugin.info().name.clone(), version: plugin.info().version.clone() }
+}
+
+/// What a plugin made of (part of) a batch: outputs by the row they start at.
+type Outputs = Vec<(usize, Output)>;
+
+/// A batch run record by record apart, after the plugin failed on the whole of it.
+struct Isolated {
+    outputs: Outputs,
+    /// The instance after the last part that succeeded, if the last part did.
+    instance: Option<Instance>,
+    /// The plugin's state after everything but the poison record.
+    state: Vec<u8>,
+    /// The record that makes the plugin trap, and the trap.
+    poison: Option<(usize, CallError)>,
 }
 
 struct Worker {
@@ -103,6 +167,10 @@ struct Worker {
     routers: RouterTable,
     router_info: Vec<RouterInfo>,
     slots: Vec<Slot>,
+    /// The registry generation the slots reflect.
+    generation: u64,
+    /// Saved states of plugins not loaded yet, by name (they may come back).
+    restored: HashMap<String, Vec<u8>>,
     next_offset: Option<i64>,
     progress: Arc<AtomicI64>,
     last_save: Instant,
@@ -113,28 +181,20 @@ struct Row {
     router: u32,
     ts: i64,
     values: [f64; Metric::ALL.len()],
+    /// Index of its record in the batch of records.
+    record: usize,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>, progress: Arc<AtomicI64>) -> Worker {
-        let slots = shared
-            .plugins
-            .iter()
-            .enumerate()
-            .map(|(index, p)| Slot {
-                index,
-                labels: PluginLabels { plugin: p.plugin.info().name.clone(), version: p.plugin.info().version.clone() },
-                instance: None,
-                snapshot: Vec::new(),
-                disabled: None,
-            })
-            .collect();
         let mut worker = Worker {
             shared,
             partition,
             routers: RouterTable::default(),
             router_info: Vec::new(),
-            slots,
+            slots: Vec::new(),
+            generation: 0,
+            restored: HashMap::new(),
             next_offset: None,
             progress,
             last_save: Instant::now(),
@@ -142,6 +202,7 @@ impl Worker {
         if let Some(state) = restored {
             worker.restore(state);
         }
+        worker.reconcile();
         worker
     }
 
@@ -150,11 +211,7 @@ impl Worker {
             self.routers.id(&info.name);
         }
         self.router_info = state.routers;
-        for saved in state.plugins {
-            if let Some(slot) = self.slots.iter_mut().find(|s| s.labels.plugin == saved.name) {
-                slot.snapshot = saved.snapshot;
-            }
-        }
+        self.restored = state.plugins.into_iter().map(|p| (p.name, p.snapshot)).collect();
         self.shared.metrics.state_restores.inc();
         tracing::info!(
             partition = self.partition,
@@ -162,6 +219,101 @@ impl Worker {
             from_offset = state.next_offset,
             "restored partition state"
         );
+    }
+
+    /// Brings the slots in line with the registry when it has changed: new plugins get a
+    /// slot, removed ones lose theirs, a new version takes over its predecessor's state, and
+    /// configuration, enable and quarantine changes apply. Runs between batches only.
+    fn reconcile(&mut self) {
+        let registry = &self.shared.registry;
+        if registry.generation() == self.generation {
+            return;
+        }
+        let view = registry.view();
+        self.generation = view.generation;
+        let mut old = std::mem::take(&mut self.slots);
+        for active in &view.plugins {
+            let slot = match old.iter().position(|s| s.name == active.name) {
+                Some(i) => {
+                    let mut slot = old.swap_remove(i);
+                    let sha = active.plugin.sha256();
+                    if slot.plugin.sha256() != sha && slot.refused_sha.as_deref() != Some(sha) {
+                        self.swap(&mut slot, active);
+                    }
+                    if slot.config_rev != active.config_rev && slot.plugin.sha256() == sha {
+                        self.reconfigure(&mut slot, active);
+                    }
+                    slot.runnable = active.runnable;
+                    slot
+                }
+                None => {
+                    let snapshot = self.restored.remove(&active.name).unwrap_or_default();
+                    Slot::new(active, snapshot)
+                }
+            };
+            self.slots.push(slot);
+        }
+        for gone in old {
+            tracing::info!(partition = self.partition, plugin = %gone.name, "plugin unloaded from this partition");
+        }
+    }
+
+    /// Hands a slot's state to a new version of its plugin. If the new version will not
+    /// start, configure or take the state, the old one keeps running here and the registry
+    /// hears why.
+    fn swap(&self, slot: &mut Slot, active: &Active) {
+        let started = Instant::now();
+        let state = match slot.instance.as_mut().filter(|i| !i.is_poisoned()).map(Instance::snapshot) {
+            Some(Ok(state)) => state,
+            Some(Err(err)) => {
+                tracing::warn!(plugin = %slot.name, "old version's snapshot failed, handing over the last saved one: {err}");
+                slot.snapshot.clone()
+            }
+            None => slot.snapshot.clone(),
+        };
+        let version = active.plugin.info().version.clone();
+        let started_new = (|| {
+            let mut instance = active.plugin.instantiate()?;
+            if let Some(config) = &active.config {
+                instance.configure(config)?;
+            }
+            if !state.is_empty() {
+                instance.restore(&state)?;
+            }
+            Ok::<_, CallError>(instance)
+        })();
+        match started_new {
+            Ok(instance) => {
+                let pause = started.elapsed();
+                tracing::info!(
+                    partition = self.partition,
+                    plugin = %slot.name,
+                    from = %slot.labels.version,
+                    to = %version,
+                    pause_us = pause.as_micros() as u64,
+                    "new plugin version took over"
+                );
+                *slot = Slot { instance: Some(instance), snapshot: state, ..Slot::new(active, Vec::new()) };
+                self.shared.metrics.plugin_swap_pause.get_or_create(&slot.labels).observe(pause.as_secs_f64());
+            }
+            Err(err) => {
+                tracing::error!(partition = self.partition, plugin = %slot.name, %version, "new version refused, the old one stays: {err}");
+                self.shared.registry.report_swap_refused(&slot.name, &version, self.partition, &err.to_string());
+                slot.refused_sha = Some(active.plugin.sha256().to_owned());
+            }
+        }
+    }
+
+    fn reconfigure(&self, slot: &mut Slot, active: &Active) {
+        slot.config = active.config.clone();
+        slot.config_rev = active.config_rev;
+        if let (Some(instance), Some(config)) = (slot.instance.as_mut(), &slot.config)
+            && let Err(err) = instance.configure(config)
+        {
+            // The registry checked it on a fresh instance; a live one may still object.
+            tracing::error!(partition = self.partition, plugin = %slot.name, "configuration refused, restarting: {err}");
+            slot.instance = None;
+        }
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -185,6 +337,7 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            self.reconcile();
             if !batch.is_empty() {
                 self.process(&batch);
                 batch.clear();
@@ -206,13 +359,13 @@ impl Worker {
         metrics.records.inc_by(records.len() as u64);
         let mut outgoing = Vec::new();
         let mut rows: Vec<Row> = Vec::with_capacity(records.len());
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
             let decoded = match &record.payload {
                 Some(payload) => Record::decode(payload),
                 None => Err(DecodeError::Malformed("record has no payload".into())),
             };
             match decoded {
-                Ok(decoded) => rows.push(self.row(decoded)),
+                Ok(decoded) => rows.push(self.row(decoded, index)),
                 Err(err) => outgoing.push(self.dead_letter(record, &err)),
             }
         }
@@ -220,9 +373,11 @@ impl Worker {
         if !rows.is_empty() {
             let batch = columnar(&rows);
             for slot in 0..self.slots.len() {
-                if let Some(output) = self.call(slot, &batch) {
-                    events.extend(self.events(slot, &rows, &batch, output));
+                let (outputs, poison) = self.call(slot, &batch);
+                if let Some((row, err)) = poison {
+                    outgoing.push(self.poison_letter(slot, &records[rows[row].record], &err));
                 }
+                events.extend(self.events(slot, &rows, &batch, outputs));
             }
             metrics.batches.inc();
         }
@@ -246,7 +401,7 @@ impl Worker {
         metrics.batch_duration.observe(started.elapsed().as_secs_f64());
     }
 
-    fn row(&mut self, record: Record) -> Row {
+    fn row(&mut self, record: Record, index: usize) -> Row {
         let router = self.routers.id(&record.router);
         if router as usize == self.router_info.len() {
             self.router_info.push(RouterInfo {
@@ -255,7 +410,7 @@ impl Worker {
                 role: record.role.name().to_owned(),
             });
         }
-        Row { router, ts: record.ts, values: Metric::ALL.map(|m| record.metrics.get(m)) }
+        Row { router, ts: record.ts, values: Metric::ALL.map(|m| record.metrics.get(m)), record: index }
     }
 
     fn dead_letter(&self, record: &Incoming, err: &DecodeError) -> kafka::Outgoing {
@@ -266,13 +421,29 @@ impl Worker {
             DecodeError::Invalid { .. } => "invalid",
         };
         self.shared.metrics.decode_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
-        self.shared.metrics.dead_letters.inc();
+        self.letter(record, reason, &err.to_string(), None)
+    }
+
+    /// A record that made a plugin trap twice, with the trap in its headers.
+    fn poison_letter(&self, slot: usize, record: &Incoming, err: &CallError) -> kafka::Outgoing {
+        let slot = &self.slots[slot];
+        tracing::warn!(partition = self.partition, plugin = %slot.name, offset = record.offset, "poison record sent to the dead-letter topic: {err}");
+        self.shared.metrics.plugin_poison_records.get_or_create(&slot.labels).inc();
+        slot.counters.poison_records.fetch_add(1, Ordering::Relaxed);
+        let plugin = format!("{}@{}", slot.name, slot.labels.version);
+        self.letter(record, "plugin_trap", &err.to_string(), Some(&plugin))
+    }
+
+    fn letter(&self, record: &Incoming, reason: &str, message: &str, plugin: Option<&str>) -> kafka::Outgoing {
+        self.shared.metrics.dead_letters.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
         let source = format!("{}/{}/{}", self.shared.config.metrics_topic, self.partition, record.offset);
-        let message = err.to_string();
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: "routewatch-error", value: Some(message.as_bytes()) })
             .insert(Header { key: "routewatch-error-kind", value: Some(reason.as_bytes()) })
             .insert(Header { key: "routewatch-source", value: Some(source.as_bytes()) });
+        if let Some(plugin) = plugin {
+            headers = headers.insert(Header { key: "routewatch-plugin", value: Some(plugin.as_bytes()) });
+        }
         kafka::Outgoing {
             topic: self.shared.config.dlq_topic.clone(),
             key: record.key.clone(),
@@ -281,77 +452,202 @@ impl Worker {
         }
     }
 
-    /// Runs one plugin on the batch. A dead instance is replaced by a fresh one restored from
-    /// the last saved state and the batch tried once more; a second failure stops the plugin
-    /// on this partition, and the other plugins carry on.
-    fn call(&mut self, index: usize, batch: &Batch) -> Option<Output> {
-        for attempt in 0..2 {
-            let slot = &mut self.slots[index];
-            if slot.disabled.is_some() {
-                return None;
-            }
-            let instance = match slot.instance.as_mut() {
-                Some(instance) => instance,
-                None => match start_instance(&self.shared, slot) {
-                    Ok(instance) => slot.instance.insert(instance),
-                    Err(err) => {
-                        self.disable(index, format!("cannot start: {err}"));
-                        return None;
-                    }
-                },
-            };
-            let result = instance.process(batch);
-            let metrics = &self.shared.metrics;
-            metrics.plugin_invocations.get_or_create(&slot.labels).inc();
-            metrics
-                .plugin_call_duration
-                .get_or_create(&slot.labels)
-                .observe(instance.last_call().duration.as_secs_f64());
-            match result {
+    /// Runs one plugin on the batch, containing whatever it does wrong:
+    /// 1. a trap or overrun kills the instance; the batch is retried once on a fresh instance
+    ///    restored from the last saved state;
+    /// 2. if that fails too, the batch is split in halves to find the one record that makes
+    ///    the plugin trap; that record goes to the dead-letter topic and the rest are scored;
+    /// 3. if no single record is to blame (both halves fail on their own, or the plugin ran out
+    ///    of CPU, where every probe would cost a whole budget), the plugin scores nothing in
+    ///    this batch and the registry counts a failure, which may quarantine it.
+    ///
+    /// A plugin that returns an error or breaks the output contract is alive; it is not
+    /// retried (it would answer the same) but counts a failure.
+    fn call(&mut self, index: usize, batch: &Batch) -> (Outputs, Option<(usize, CallError)>) {
+        if !self.slots[index].runnable {
+            return (Vec::new(), None);
+        }
+        let first = match self.slots[index].instance.take() {
+            Some(instance) => Ok(instance),
+            None => self.slots[index].fresh_instance(&self.slots[index].snapshot.clone()),
+        };
+        let err = match first {
+            Ok(mut instance) => match self.attempt_with(index, &mut instance, batch, 0..batch.len()) {
                 Ok(output) => {
-                    metrics.plugin_points.get_or_create(&slot.labels).inc_by(output.scores.len() as u64);
-                    return Some(output);
+                    self.slots[index].instance = Some(instance);
+                    return (vec![(0, output)], None);
                 }
                 Err(err) => {
-                    let labels = FailureLabels {
-                        plugin: slot.labels.plugin.clone(),
-                        version: slot.labels.version.clone(),
-                        kind: err.kind_label().into(),
-                    };
-                    metrics.plugin_failures.get_or_create(&labels).inc();
-                    tracing::warn!(partition = self.partition, plugin = %slot.labels.plugin, attempt, "plugin call failed: {err}");
                     if err.instance_survives() {
-                        return None;
+                        self.slots[index].instance = Some(instance);
                     }
-                    slot.instance = None;
-                    if attempt == 1 {
-                        self.disable(index, err.to_string());
-                    }
+                    err
                 }
+            },
+            Err(err) => err,
+        };
+        if err.instance_survives() {
+            self.fail(index, &err);
+            return (Vec::new(), None);
+        }
+        let saved = self.slots[index].snapshot.clone();
+        match self.attempt(index, batch, 0..batch.len(), &saved) {
+            Ok((output, instance)) => {
+                self.slots[index].instance = Some(instance);
+                (vec![(0, output)], None)
+            }
+            Err(retry) if !isolatable(&retry) => {
+                self.fail(index, &retry);
+                (Vec::new(), None)
+            }
+            Err(retry) => match self.isolate(index, batch, 0..batch.len(), saved, Some(retry)) {
+                Ok(isolated) => {
+                    let slot = &mut self.slots[index];
+                    slot.instance = isolated.instance;
+                    slot.snapshot = isolated.state;
+                    (isolated.outputs, isolated.poison)
+                }
+                Err(err) => {
+                    self.fail(index, &err);
+                    (Vec::new(), None)
+                }
+            },
+        }
+    }
+
+    /// Finds the one record of `range` that makes the plugin trap (see [`Worker::call`]),
+    /// running the parts around it in order from `state`.
+    fn isolate(
+        &mut self,
+        index: usize,
+        batch: &Batch,
+        range: Range<usize>,
+        state: Vec<u8>,
+        known_failure: Option<CallError>,
+    ) -> Result<Isolated, CallError> {
+        let err = match known_failure {
+            Some(err) => err,
+            None => match self.attempt(index, batch, range.clone(), &state) {
+                Ok((output, mut instance)) => {
+                    let state = instance.snapshot()?;
+                    return Ok(Isolated {
+                        outputs: vec![(range.start, output)],
+                        instance: Some(instance),
+                        state,
+                        poison: None,
+                    });
+                }
+                Err(err) => err,
+            },
+        };
+        if !isolatable(&err) {
+            return Err(err);
+        }
+        if range.len() == 1 {
+            return Ok(Isolated { outputs: Vec::new(), instance: None, state, poison: Some((range.start, err)) });
+        }
+        let mid = range.start + range.len() / 2;
+        let (left, right) = (range.start..mid, mid..range.end);
+        match self.attempt(index, batch, left.clone(), &state) {
+            Ok((output, mut instance)) => {
+                let after_left = instance.snapshot()?;
+                let mut rest = self.isolate(index, batch, right, after_left, None)?;
+                rest.outputs.insert(0, (left.start, output));
+                Ok(rest)
+            }
+            Err(left_err) => {
+                if self.attempt(index, batch, right.clone(), &state).is_err() {
+                    // Each half fails by itself: the plugin is at fault, not one record.
+                    return Err(left_err);
+                }
+                let mut isolated = self.isolate(index, batch, left, state, Some(left_err))?;
+                let (output, mut instance) = self.attempt(index, batch, right.clone(), &isolated.state)?;
+                isolated.state = instance.snapshot()?;
+                isolated.instance = Some(instance);
+                isolated.outputs.push((right.start, output));
+                Ok(isolated)
             }
         }
-        None
     }
 
-    fn disable(&mut self, index: usize, reason: String) {
-        let slot = &mut self.slots[index];
-        tracing::error!(partition = self.partition, plugin = %slot.labels.plugin, "plugin stopped on this partition: {reason}");
-        slot.instance = None;
-        slot.disabled = Some(reason);
+    /// Runs `range` of the batch on a fresh instance restored from `state`.
+    fn attempt(
+        &self,
+        index: usize,
+        batch: &Batch,
+        range: Range<usize>,
+        state: &[u8],
+    ) -> Result<(Output, Instance), CallError> {
+        let mut instance = self.slots[index].fresh_instance(state)?;
+        let output = self.attempt_with(index, &mut instance, batch, range)?;
+        Ok((output, instance))
     }
 
-    fn events(&self, index: usize, rows: &[Row], batch: &Batch, output: Output) -> Vec<AnomalyEvent> {
+    /// Runs `range` of the batch on `instance` and accounts for the call. After a failure the
+    /// instance is of use only if [`CallError::instance_survives`].
+    fn attempt_with(
+        &self,
+        index: usize,
+        instance: &mut Instance,
+        batch: &Batch,
+        range: Range<usize>,
+    ) -> Result<Output, CallError> {
+        let part;
+        let input = if range.len() == batch.len() {
+            batch
+        } else {
+            part = batch.slice(range);
+            &part
+        };
+        let result = instance.process(input);
         let slot = &self.slots[index];
+        let metrics = &self.shared.metrics;
+        let stats = instance.last_call();
+        metrics.plugin_invocations.get_or_create(&slot.labels).inc();
+        metrics.plugin_call_duration.get_or_create(&slot.labels).observe(stats.duration.as_secs_f64());
+        metrics.plugin_cpu.get_or_create(&slot.labels).inc_by(stats.cpu.as_secs_f64());
+        metrics.plugin_memory_high_water.get_or_create(&slot.labels).inner().fetch_max(
+            i64::try_from(stats.memory_high_water).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        slot.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(output) => {
+                metrics.plugin_points.get_or_create(&slot.labels).inc_by(output.scores.len() as u64);
+                slot.counters.points.fetch_add(output.scores.len() as u64, Ordering::Relaxed);
+                Ok(output)
+            }
+            Err(err) => {
+                let labels = TrapLabels {
+                    plugin: slot.labels.plugin.clone(),
+                    version: slot.labels.version.clone(),
+                    kind: err.kind_label().into(),
+                };
+                metrics.plugin_traps.get_or_create(&labels).inc();
+                slot.counters.traps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(partition = self.partition, plugin = %slot.name, rows = input.len(), "plugin call failed: {err}");
+                Err(err)
+            }
+        }
+    }
+
+    /// A batch the plugin could not score: the registry decides whether to quarantine it.
+    fn fail(&self, index: usize, err: &CallError) {
+        let slot = &self.slots[index];
+        self.shared.registry.report_failure(&slot.name, slot.plugin.sha256(), &err.to_string());
+    }
+
+    fn events(&self, index: usize, rows: &[Row], batch: &Batch, outputs: Outputs) -> Vec<AnomalyEvent> {
+        let slot = &self.slots[index];
+        let metrics = &self.shared.metrics;
         let detected_at = now_ms();
-        output
-            .anomalies
-            .into_iter()
-            .map(|a| {
-                let row = &rows[a.row as usize];
+        let mut events = Vec::new();
+        for (offset, output) in outputs {
+            for a in output.anomalies {
+                let row = &rows[offset + a.row as usize];
                 let info = &self.router_info[row.router as usize];
                 let kind = event_kind(a.kind);
-                self.shared
-                    .metrics
+                metrics
                     .anomalies
                     .get_or_create(&AnomalyLabels {
                         plugin: slot.labels.plugin.clone(),
@@ -359,7 +655,9 @@ impl Worker {
                         kind: kind.name().into(),
                     })
                     .inc();
-                AnomalyEvent {
+                metrics.count_router_anomaly(&info.name, &info.site, &info.role);
+                slot.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+                events.push(AnomalyEvent {
                     router: info.name.clone(),
                     site: Some(info.site.clone()),
                     role: Some(info.role.clone()),
@@ -375,9 +673,10 @@ impl Worker {
                     score: a.score,
                     kind,
                     reason: a.reason,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        events
     }
 
     /// Snapshots every running plugin and writes the partition's state.
@@ -390,16 +689,20 @@ impl Worker {
                 match instance.snapshot() {
                     Ok(bytes) => slot.snapshot = bytes,
                     Err(err) => {
-                        tracing::warn!(plugin = %slot.labels.plugin, "snapshot failed, keeping the previous one: {err}");
+                        tracing::warn!(plugin = %slot.name, "snapshot failed, keeping the previous one: {err}");
                         slot.instance = None;
                     }
                 }
             }
             plugins.push(PluginState {
-                name: slot.labels.plugin.clone(),
+                name: slot.name.clone(),
                 version: slot.labels.version.clone(),
                 snapshot: slot.snapshot.clone(),
             });
+        }
+        // States of plugins unloaded for now are kept, so that they resume if they return.
+        for (name, snapshot) in &self.restored {
+            plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
         }
         let state = PartitionState::new(next_offset, self.router_info.clone(), plugins);
         match self.shared.state.save(self.partition, &state) {
@@ -412,22 +715,10 @@ impl Worker {
     }
 }
 
-/// A fresh instance of a slot's plugin, configured and given the slot's last snapshot.
-fn start_instance(shared: &Shared, slot: &Slot) -> Result<Instance, CallError> {
-    let loaded = &shared.plugins[slot.index];
-    let mut instance = loaded.plugin.instantiate()?;
-    if let Some(config) = &loaded.config {
-        instance.configure(config)?;
-    }
-    if !slot.snapshot.is_empty()
-        && let Err(err) = instance.restore(&slot.snapshot)
-    {
-        if !err.instance_survives() {
-            return Err(err);
-        }
-        tracing::warn!(plugin = %slot.labels.plugin, "plugin refused its saved state, starting fresh: {err}");
-    }
-    Ok(instance)
+/// Failures worth splitting a batch for: a trap or memory overrun may be one record's doing
+/// and costs little to reproduce. A CPU overrun costs a whole budget per probe.
+fn isolatable(err: &CallError) -> bool {
+    matches!(err, CallError::Trap { .. } | CallError::MemoryLimitExceeded { .. })
 }
 
 fn columnar(rows: &[Row]) -> Batch {

@@ -7,3 +7,27 @@ wasmtime::component::bindgen!({
 });
 
 pub use routewatch::detector::types::{Anomaly, AnomalyKind, Batch, Column, Output, PluginInfo};
+
+impl Batch {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.routers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routers.is_empty()
+    }
+
+    /// A copy of some of its rows, every column kept.
+    pub fn slice(&self, rows: std::ops::Range<usize>) -> Batch {
+        Batch {
+            routers: self.routers[rows.clone()].to_vec(),
+            timestamps: self.timestamps[rows.clone()].to_vec(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| Column { metric: c.metric.clone(), values: c.values[rows.clone()].to_vec() })
+                .collect(),
+        }
+    }
+}

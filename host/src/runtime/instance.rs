@@ -157,6 +157,9 @@ impl logging::Host for HostState {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CallStats {
     pub duration: Duration,
+    /// CPU time the calling thread spent in the call (the plugin's own work, not time spent
+    /// waiting for a core).
+    pub cpu: Duration,
     /// Largest linear memory the instance has asked for so far, in bytes.
     pub memory_high_water: usize,
 }
@@ -182,8 +185,13 @@ impl Instance {
         let budget = limits.cpu_budget;
         store.set_epoch_deadline(ticks(budget));
         let started = Instant::now();
+        let cpu_started = thread_cpu_time();
         let bindings = pre.instantiate(&mut store).map_err(|e| classify(&store, e, budget))?;
-        let last = CallStats { duration: started.elapsed(), memory_high_water: store.data().memory_high_water };
+        let last = CallStats {
+            duration: started.elapsed(),
+            cpu: thread_cpu_time().saturating_sub(cpu_started),
+            memory_high_water: store.data().memory_high_water,
+        };
         Ok(Instance { store, bindings, budget, poisoned: false, last })
     }
 
@@ -235,14 +243,30 @@ impl Instance {
         }
         self.store.set_epoch_deadline(ticks(self.budget));
         let started = Instant::now();
+        let cpu_started = thread_cpu_time();
         let result = f(&self.bindings, &mut self.store);
-        self.last = CallStats { duration: started.elapsed(), memory_high_water: self.store.data().memory_high_water };
+        self.last = CallStats {
+            duration: started.elapsed(),
+            cpu: thread_cpu_time().saturating_sub(cpu_started),
+            memory_high_water: self.store.data().memory_high_water,
+        };
         result.map_err(|err| {
             // After a trap the component may not be entered again.
             self.poisoned = true;
             classify(&self.store, err, self.budget)
         })
     }
+}
+
+/// CPU time of the calling thread so far. A plugin call runs on the caller's thread, so the
+/// difference across a call is what the plugin cost, however busy the machine is.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID needs nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Epoch ticks for a budget, rounded up, plus one because the current tick is partly spent.

@@ -2,6 +2,8 @@
 //! feed them.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod fleet;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,3 +74,50 @@ pub fn seasonal(n: usize, seed: u64) -> Vec<f64> {
     let mut noise = Noise::new(seed);
     (0..n).map(|t| 10.0 + 3.0 * (t as f64 * std::f64::consts::TAU / 288.0).sin() + 0.2 * noise.gaussian()).collect()
 }
+
+/// The same component with a custom section appended: new bytes (a new sha256), the same
+/// code. It stands in for a rebuilt plugin.
+pub fn rebuilt(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"routewatch-test-build";
+    let mut payload = Vec::new();
+    leb128(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut bytes = component.to_vec();
+    bytes.push(0); // custom section
+    leb128(payload.len(), &mut bytes);
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// Sum of every sample of a metric family (all label sets) in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    metric_samples(exposition, name, &[]).iter().sum()
+}
+
+/// Values of the samples of `name` whose labels include every `key="value"` in `labels`.
+pub fn metric_samples(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse().ok())?
+        })
+        .collect()
+}
+
+/// A token for the hosts under test, so that none writes one into the home directory.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";

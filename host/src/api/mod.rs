@@ -1,0 +1,109 @@
+//! The host's HTTP API: health, Prometheus metrics, recent anomalies, and plugin management.
+//!
+//! Reads are open; every mutation needs the bearer token (see [`auth`]). Every error is JSON
+//! (see [`error`]). The OpenAPI document is served at `/api/v1/openapi.json`.
+
+pub mod auth;
+mod error;
+mod plugins;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use serde::Deserialize;
+
+pub use error::ApiError;
+pub use server::Server;
+
+use crate::pipeline::{AnomalyFeed, Metrics};
+use crate::registry::Registry;
+
+/// The OpenAPI 3.1 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub metrics: Arc<Metrics>,
+    pub feed: Arc<AnomalyFeed>,
+    pub ready: Arc<AtomicBool>,
+    pub registry: Arc<Registry>,
+    pub token: Arc<str>,
+    /// Largest upload, in bytes.
+    pub max_upload: usize,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let mutations = Router::new()
+        .route("/api/v1/plugins", post(plugins::upload))
+        .route("/api/v1/plugins/{name}", axum::routing::delete(plugins::delete))
+        .route("/api/v1/plugins/{name}/enable", post(plugins::enable))
+        .route("/api/v1/plugins/{name}/disable", post(plugins::disable))
+        .route("/api/v1/plugins/{name}/config", axum::routing::put(plugins::configure))
+        // Bodies past the cap are refused while they arrive, never buffered whole; the
+        // upload handler turns the refusal into a JSON 413.
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let reads = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/anomalies", get(anomalies))
+        .route("/api/v1/anomalies", get(anomalies))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/plugins/{name}", get(plugins::show))
+        .route("/api/v1/plugins/{name}/config", get(plugins::show_config));
+    reads
+        .merge(mutations)
+        .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnomalyQuery {
+    limit: Option<usize>,
+    plugin: Option<String>,
+    router: Option<String>,
+}
+
+/// `GET /api/v1/anomalies?limit=N&plugin=P&router=R`: the most recent anomalies, oldest first
+/// (default 100, at most 1000), optionally of one plugin or router.
+async fn anomalies(
+    State(state): State<ApiState>,
+    query: Result<Query<AnomalyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).min(crate::pipeline::RECENT_ANOMALIES);
+    let events = state.feed.recent_matching(limit, |e| {
+        query.plugin.as_ref().is_none_or(|p| &e.plugin == p) && query.router.as_ref().is_none_or(|r| &e.router == r)
+    });
+    Ok(Json(events).into_response())
+}

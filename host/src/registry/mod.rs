@@ -1,0 +1,630 @@
+//! The plugins a host runs, and every change to them: loads from the plugin directory and
+//! uploads, enable, disable, configure, delete, and quarantine of a plugin that keeps failing.
+//!
+//! The registry is the one place that decides which version of which plugin runs with which
+//! configuration. Partition workers never take its lock on the hot path: they compare
+//! [`Registry::generation`] with the one they last saw between batches, and only when it moved
+//! do they fetch the new [`View`] and reconcile their instances with it (swapping versions,
+//! carrying state over, see `pipeline::worker`).
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use routewatch_host::registry::{Registry, QuarantinePolicy};
+//! # use routewatch_host::runtime::{Runtime, RuntimeConfig};
+//! # use routewatch_host::pipeline::Metrics;
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let registry = Registry::new(runtime, Arc::new(Metrics::default()), QuarantinePolicy::default(), None)?;
+//! let status = registry.install_file("plugins/routewatch_arima.wasm".as_ref())?;
+//! assert_eq!(status.name, "arima");
+//! registry.configure("arima", serde_json::json!({"threshold": 6.0}))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod quarantine;
+mod settings;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use quarantine::{Health, QuarantinePolicy};
+use settings::{PluginSettings, Settings};
+
+use crate::pipeline::Metrics;
+use crate::pipeline::metrics::{PluginLabels, StateLabels};
+use crate::runtime::{LoadError, Plugin, Runtime};
+
+/// The states a plugin can be in, as the API and the `routewatch_plugin_state` metric name them.
+pub const STATES: [&str; 3] = ["running", "quarantined", "disabled"];
+
+/// Why a registry operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("no plugin is named {0:?}")]
+    NotFound(String),
+    #[error("invalid configuration for {plugin}: {reason}")]
+    InvalidConfig { plugin: String, reason: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Counts kept per plugin for the API (Prometheus has the same, by version).
+#[derive(Debug, Default)]
+pub struct PluginCounters {
+    pub invocations: AtomicU64,
+    pub points: AtomicU64,
+    pub anomalies: AtomicU64,
+    pub traps: AtomicU64,
+    pub poison_records: AtomicU64,
+    pub reloads: AtomicU64,
+}
+
+impl PluginCounters {
+    fn snapshot(&self) -> CountersView {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersView {
+            invocations: get(&self.invocations),
+            points: get(&self.points),
+            anomalies: get(&self.anomalies),
+            traps: get(&self.traps),
+            poison_records: get(&self.poison_records),
+            reloads: get(&self.reloads),
+        }
+    }
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file: in the watched plugin directory, or named in the configuration.
+    File(PathBuf),
+    /// Uploaded over the API to a host without a plugin directory (kept in memory only).
+    Upload,
+}
+
+/// What a partition worker needs of one plugin.
+#[derive(Clone)]
+pub struct Active {
+    pub name: String,
+    pub plugin: Plugin,
+    /// The configuration as JSON text, if any.
+    pub config: Option<String>,
+    /// Changes whenever the configuration does, so workers reconfigure only then.
+    pub config_rev: u64,
+    /// Enabled and not quarantined.
+    pub runnable: bool,
+    pub counters: Arc<PluginCounters>,
+}
+
+/// The plugins as workers see them at one generation.
+pub struct View {
+    pub generation: u64,
+    pub plugins: Vec<Active>,
+}
+
+/// A plugin as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub sha256: String,
+    /// `running`, `quarantined` or `disabled`.
+    pub state: String,
+    pub enabled: bool,
+    pub metrics: Vec<String>,
+    pub config: Option<serde_json::Value>,
+    pub config_schema: serde_json::Value,
+    /// `file` or `upload`.
+    pub source: String,
+    pub path: Option<PathBuf>,
+    /// Unix milliseconds when this version was loaded.
+    pub loaded_at: i64,
+    pub quarantine: Option<QuarantineView>,
+    pub quarantines: u64,
+    /// The last change to this plugin that was refused (a version that did not load, a
+    /// configuration or state it would not take), so an operator can see why.
+    pub last_error: Option<String>,
+    pub counters: CountersView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineView {
+    pub reason: String,
+    /// Seconds until the plugin is given another chance.
+    pub remaining_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CountersView {
+    pub invocations: u64,
+    pub points: u64,
+    pub anomalies: u64,
+    pub traps: u64,
+    pub poison_records: u64,
+    pub reloads: u64,
+}
+
+struct Entry {
+    plugin: Plugin,
+    schema: Arc<jsonschema::Validator>,
+    source: Source,
+    loaded_at: SystemTime,
+    health: Health,
+    last_error: Option<String>,
+    counters: Arc<PluginCounters>,
+}
+
+struct Inner {
+    entries: BTreeMap<String, Entry>,
+    /// Enabled flags and configurations, by plugin name (they outlive versions).
+    settings: Settings,
+    /// Bumped with every configuration change.
+    config_rev: u64,
+    /// Load failures of files not (or no longer) behind any plugin, by path.
+    file_errors: BTreeMap<PathBuf, String>,
+}
+
+/// The live set of plugins (see the module docs).
+pub struct Registry {
+    runtime: Runtime,
+    metrics: Arc<Metrics>,
+    policy: QuarantinePolicy,
+    /// The watched plugin directory: uploads are written here and settings kept here.
+    dir: Option<PathBuf>,
+    inner: Mutex<Inner>,
+    view: Mutex<Arc<View>>,
+    generation: AtomicU64,
+}
+
+/// File in the plugin directory that keeps enable flags and configurations set over the API.
+pub const SETTINGS_FILE: &str = "routewatch-plugins.json";
+
+impl Registry {
+    /// An empty registry. With `dir`, settings changed over the API are kept in
+    /// `dir/routewatch-plugins.json` and uploads are written to `dir`.
+    pub fn new(
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        policy: QuarantinePolicy,
+        dir: Option<PathBuf>,
+    ) -> Result<Registry, RegistryError> {
+        let settings = match &dir {
+            Some(dir) => Settings::load(&dir.join(SETTINGS_FILE)).map_err(RegistryError::Io)?,
+            None => Settings::default(),
+        };
+        Ok(Registry {
+            runtime,
+            metrics,
+            policy,
+            dir,
+            inner: Mutex::new(Inner {
+                entries: BTreeMap::new(),
+                settings,
+                config_rev: 0,
+                file_errors: BTreeMap::new(),
+            }),
+            view: Mutex::new(Arc::new(View { generation: 0, plugins: Vec::new() })),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The plugin directory, if the host has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    pub fn policy(&self) -> &QuarantinePolicy {
+        &self.policy
+    }
+
+    /// Sets a plugin's starting configuration unless one was already set over the API (which
+    /// the settings file keeps, and which wins).
+    pub fn set_initial_config(&self, name: &str, config: serde_json::Value) {
+        let mut inner = self.lock();
+        let entry = inner.settings.plugins.entry(name.to_owned()).or_default();
+        if entry.config.is_none() {
+            entry.config = Some(config);
+        }
+    }
+
+    /// Changes whenever the set of plugins, their versions, configurations or states do.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current view for workers.
+    pub fn view(&self) -> Arc<View> {
+        self.view.lock().expect("registry view lock").clone()
+    }
+
+    /// Loads a component from a file and installs it (see [`Registry::install`]).
+    pub fn install_file(&self, path: &Path) -> Result<PluginStatus, RegistryError> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| RegistryError::Load(LoadError::Read { path: path.display().to_string(), source }));
+        let result = bytes.and_then(|bytes| self.install(&bytes, Source::File(path.to_owned())));
+        if let Err(err) = &result {
+            self.note_file_error(path, &err.to_string());
+        }
+        result
+    }
+
+    /// Compiles and checks a component and makes it the running version of its plugin. A
+    /// component whose configuration is refused leaves the running version in place; a
+    /// component identical to the running one changes nothing.
+    pub fn install(&self, bytes: &[u8], source: Source) -> Result<PluginStatus, RegistryError> {
+        if let Some(status) = self.same_as_running(bytes, &source) {
+            return Ok(status);
+        }
+        let plugin = self.runtime.load(bytes)?;
+        self.install_plugin(plugin, source)
+    }
+
+    /// Installs an uploaded component (see [`Registry::install`]). With a plugin directory it
+    /// is also written there, as `<name>.wasm` or over the file its plugin came from, so that
+    /// it survives a restart. Returns whether the plugin is new.
+    pub fn upload(&self, bytes: &[u8]) -> Result<(PluginStatus, bool), RegistryError> {
+        if let Some(status) = self.same_as_running(bytes, &Source::Upload) {
+            return Ok((status, false));
+        }
+        let plugin = self.runtime.load(bytes)?;
+        let name = plugin.info().name.clone();
+        let existing = self.get(&name);
+        let source = match &self.dir {
+            Some(dir) => {
+                let path = existing
+                    .as_ref()
+                    .and_then(|s| s.path.clone())
+                    .filter(|p| p.parent() == Some(dir.as_path()))
+                    .unwrap_or_else(|| dir.join(format!("{name}.wasm")));
+                Source::File(path)
+            }
+            None => Source::Upload,
+        };
+        let status = self.install_plugin(plugin, source.clone())?;
+        if let Source::File(path) = &source {
+            // Installed first, written second: the watcher then finds the file already
+            // running and does nothing. Written under a hidden name and renamed, so that it
+            // never sees half a file.
+            let tmp = path.with_file_name(format!(".{name}.wasm.upload"));
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| RegistryError::Io(format!("plugin runs, but writing {} failed: {e}", path.display())))?;
+        }
+        Ok((status, existing.is_none()))
+    }
+
+    /// The running plugin's status if `bytes` are exactly its component.
+    fn same_as_running(&self, bytes: &[u8], source: &Source) -> Option<PluginStatus> {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        let mut inner = self.lock();
+        if let Source::File(path) = source {
+            inner.file_errors.remove(path);
+        }
+        let (name, entry) = inner.entries.iter().find(|(_, e)| e.plugin.sha256() == sha)?;
+        Some(status(name, entry, &inner.settings))
+    }
+
+    fn install_plugin(&self, plugin: Plugin, source: Source) -> Result<PluginStatus, RegistryError> {
+        let name = plugin.info().name.clone();
+        let schema = compile_schema(&plugin)?;
+        let mut inner = self.lock();
+        if let Source::File(path) = &source {
+            inner.file_errors.remove(path);
+        }
+        if let Some(entry) = inner.entries.get(&name)
+            && entry.plugin.sha256() == plugin.sha256()
+        {
+            return Ok(status(&name, entry, &inner.settings));
+        }
+        let settings = inner.settings.plugins.get(&name).cloned().unwrap_or_default();
+        if let Some(config) = &settings.config
+            && let Err(reason) = check_config(&plugin, &schema, config)
+        {
+            let err = RegistryError::InvalidConfig { plugin: name.clone(), reason };
+            if let Some(entry) = inner.entries.get_mut(&name) {
+                entry.last_error = Some(format!("version {} refused: {err}", plugin.info().version));
+            }
+            return Err(err);
+        }
+        let replaced = inner.entries.remove(&name);
+        let counters = replaced.as_ref().map(|e| e.counters.clone()).unwrap_or_default();
+        if let Some(old) = &replaced {
+            self.clear_state_metric(&name, old.plugin.info().version.as_str());
+            if old.source != source
+                && let Source::File(old_path) = &old.source
+            {
+                tracing::warn!(plugin = %name, old = %old_path.display(), "plugin replaced by one from another source");
+            }
+            counters.reloads.fetch_add(1, Ordering::Relaxed);
+            self.metrics.plugin_reloads.get_or_create(&labels(&plugin)).inc();
+        }
+        tracing::info!(
+            plugin = %name,
+            version = %plugin.info().version,
+            sha256 = %plugin.sha256(),
+            replaced = replaced.as_ref().map(|e| e.plugin.info().version.clone()),
+            "plugin installed"
+        );
+        let entry = Entry {
+            plugin,
+            schema,
+            source,
+            loaded_at: SystemTime::now(),
+            health: replaced.map(|e| e.health).unwrap_or_default(),
+            last_error: None,
+            counters,
+        };
+        let result = status(&name, &entry, &inner.settings);
+        inner.entries.insert(name, entry);
+        self.publish(&mut inner);
+        Ok(result)
+    }
+
+    /// Unloads the plugin that `path` provided, if any (its file was removed).
+    pub fn remove_file(&self, path: &Path) -> Option<String> {
+        let mut inner = self.lock();
+        inner.file_errors.remove(path);
+        let name = inner.entries.iter().find(|(_, e)| e.source == Source::File(path.to_owned()))?.0.clone();
+        let entry = inner.entries.remove(&name).expect("found above");
+        self.clear_state_metric(&name, &entry.plugin.info().version);
+        tracing::info!(plugin = %name, path = %path.display(), "plugin file removed: unloaded");
+        self.publish(&mut inner);
+        Some(name)
+    }
+
+    /// Unloads a plugin and deletes its file if it lives in the plugin directory (so that it
+    /// does not come back at the next start).
+    pub fn delete(&self, name: &str) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let entry = inner.entries.remove(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        self.clear_state_metric(name, &entry.plugin.info().version);
+        if let (Source::File(path), Some(dir)) = (&entry.source, &self.dir)
+            && path.parent() == Some(dir.as_path())
+            && let Err(err) = std::fs::remove_file(path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(plugin = %name, path = %path.display(), "could not delete the plugin's file: {err}");
+        }
+        inner.settings.plugins.remove(name);
+        self.save_settings(&inner)?;
+        tracing::info!(plugin = %name, "plugin deleted");
+        self.publish(&mut inner);
+        Ok(())
+    }
+
+    /// Enables or disables a plugin. A disabled plugin keeps its state and sees no records.
+    /// Enabling a quarantined plugin also lifts its quarantine.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginStatus, RegistryError> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get_mut(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        if enabled {
+            entry.health.lift(Instant::now());
+        }
+        inner.settings.plugins.entry(name.to_owned()).or_default().enabled = enabled;
+        self.save_settings(&inner)?;
+        tracing::info!(plugin = %name, enabled, "plugin {}", if enabled { "enabled" } else { "disabled" });
+        self.publish(&mut inner);
+        Ok(status(name, &inner.entries[name], &inner.settings))
+    }
+
+    /// Replaces a plugin's configuration after checking it against the plugin's schema and
+    /// with the plugin itself (a fresh instance must accept it).
+    pub fn configure(&self, name: &str, config: serde_json::Value) -> Result<PluginStatus, RegistryError> {
+        let plugin = {
+            let inner = self.lock();
+            let entry = inner.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            (entry.plugin.clone(), entry.schema.clone())
+        };
+        // The check runs plugin code, so it runs outside the lock.
+        check_config(&plugin.0, &plugin.1, &config)
+            .map_err(|reason| RegistryError::InvalidConfig { plugin: name.to_owned(), reason })?;
+        let mut inner = self.lock();
+        if !inner.entries.contains_key(name) {
+            return Err(RegistryError::NotFound(name.to_owned()));
+        }
+        inner.settings.plugins.entry(name.to_owned()).or_default().config = Some(config);
+        inner.config_rev += 1;
+        self.save_settings(&inner)?;
+        tracing::info!(plugin = %name, "plugin reconfigured");
+        self.publish(&mut inner);
+        Ok(status(name, &inner.entries[name], &inner.settings))
+    }
+
+    /// A worker's report of a batch the plugin failed, even after a retry on a fresh instance.
+    pub fn report_failure(&self, name: &str, sha256: &str, reason: &str) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(name) else { return };
+        if entry.plugin.sha256() != sha256 {
+            return; // an old version, already replaced
+        }
+        let Some(backoff) = entry.health.record_failure(Instant::now(), &self.policy, reason) else { return };
+        self.metrics.plugin_quarantines.get_or_create(&labels(&entry.plugin)).inc();
+        tracing::error!(
+            plugin = %name,
+            backoff_secs = backoff.as_secs_f64(),
+            "plugin quarantined: {}",
+            entry.health.reason().unwrap_or_default()
+        );
+        self.publish(&mut inner);
+    }
+
+    /// A worker's report that a new version would not take over on its partition (the old one
+    /// keeps running there).
+    pub fn report_swap_refused(&self, name: &str, version: &str, partition: i32, reason: &str) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(name) {
+            entry.last_error = Some(format!("version {version} refused on partition {partition}: {reason}"));
+        }
+        self.metrics.plugin_reload_failures.get_or_create(&crate::pipeline::metrics::NameLabels::new(name)).inc();
+    }
+
+    /// Ends quarantines whose time is up; called about once a second.
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let mut released = false;
+        for (name, entry) in inner.entries.iter_mut() {
+            if entry.health.release_if_due(now) {
+                tracing::info!(plugin = %name, "quarantine over: the plugin runs again");
+                released = true;
+            }
+        }
+        if released {
+            self.publish(&mut inner);
+        }
+    }
+
+    /// Every plugin, by name.
+    pub fn list(&self) -> Vec<PluginStatus> {
+        let inner = self.lock();
+        inner.entries.iter().map(|(name, entry)| status(name, entry, &inner.settings)).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<PluginStatus> {
+        let inner = self.lock();
+        inner.entries.get(name).map(|entry| status(name, entry, &inner.settings))
+    }
+
+    /// Files in the plugin directory that failed to load, with why.
+    pub fn file_errors(&self) -> BTreeMap<PathBuf, String> {
+        self.lock().file_errors.clone()
+    }
+
+    fn note_file_error(&self, path: &Path, error: &str) {
+        let mut inner = self.lock();
+        tracing::error!(path = %path.display(), "plugin file not loaded, the running version stays: {error}");
+        let behind = inner.entries.values_mut().find(|e| e.source == Source::File(path.to_owned()));
+        match behind {
+            Some(entry) => entry.last_error = Some(format!("{} not loaded: {error}", path.display())),
+            None => {
+                inner.file_errors.insert(path.to_owned(), error.to_owned());
+            }
+        }
+        self.metrics.plugin_load_failures.inc();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("registry lock")
+    }
+
+    fn save_settings(&self, inner: &Inner) -> Result<(), RegistryError> {
+        match &self.dir {
+            Some(dir) => inner.settings.save(&dir.join(SETTINGS_FILE)).map_err(RegistryError::Io),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds the workers' view from the entries, bumps the generation and refreshes the
+    /// state metric. Called with the lock held, after every change.
+    fn publish(&self, inner: &mut Inner) {
+        let now = Instant::now();
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let plugins = inner
+            .entries
+            .iter()
+            .map(|(name, entry)| {
+                let settings = inner.settings.plugins.get(name).cloned().unwrap_or_default();
+                Active {
+                    name: name.clone(),
+                    plugin: entry.plugin.clone(),
+                    config: settings.config.as_ref().map(|c| c.to_string()),
+                    config_rev: inner.config_rev,
+                    runnable: settings.enabled && !entry.health.is_quarantined(now),
+                    counters: entry.counters.clone(),
+                }
+            })
+            .collect();
+        for (name, entry) in &inner.entries {
+            let current = state_of(entry, &inner.settings, now);
+            for state in STATES {
+                let labels = StateLabels::new(name, &entry.plugin.info().version, state);
+                self.metrics.plugin_state.get_or_create(&labels).set(i64::from(state == current));
+            }
+        }
+        *self.view.lock().expect("registry view lock") = Arc::new(View { generation, plugins });
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    fn clear_state_metric(&self, name: &str, version: &str) {
+        for state in STATES {
+            self.metrics.plugin_state.remove(&StateLabels::new(name, version, state));
+        }
+    }
+}
+
+fn labels(plugin: &Plugin) -> PluginLabels {
+    PluginLabels { plugin: plugin.info().name.clone(), version: plugin.info().version.clone() }
+}
+
+fn state_of(entry: &Entry, settings: &Settings, now: Instant) -> &'static str {
+    let enabled = settings.plugins.get(&entry.plugin.info().name).is_none_or(|s| s.enabled);
+    if !enabled {
+        "disabled"
+    } else if entry.health.is_quarantined(now) {
+        "quarantined"
+    } else {
+        "running"
+    }
+}
+
+fn status(name: &str, entry: &Entry, settings: &Settings) -> PluginStatus {
+    let now = Instant::now();
+    let info = entry.plugin.info();
+    let plugin_settings = settings.plugins.get(name).cloned().unwrap_or_else(PluginSettings::default);
+    let quarantine = entry.health.quarantined_until().filter(|&until| now < until).map(|until| QuarantineView {
+        reason: entry.health.reason().unwrap_or_default().to_owned(),
+        remaining_secs: until.duration_since(now).as_secs_f64(),
+    });
+    PluginStatus {
+        name: name.to_owned(),
+        version: info.version.clone(),
+        description: info.description.clone(),
+        sha256: entry.plugin.sha256().to_owned(),
+        state: state_of(entry, settings, now).to_owned(),
+        enabled: plugin_settings.enabled,
+        metrics: info.metrics.clone(),
+        config: plugin_settings.config,
+        config_schema: serde_json::from_str(&info.config_schema).unwrap_or(serde_json::Value::Null),
+        source: match entry.source {
+            Source::File(_) => "file",
+            Source::Upload => "upload",
+        }
+        .to_owned(),
+        path: match &entry.source {
+            Source::File(path) => Some(path.clone()),
+            Source::Upload => None,
+        },
+        loaded_at: entry.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        quarantine,
+        quarantines: entry.health.quarantines(),
+        last_error: entry.last_error.clone(),
+        counters: entry.counters.snapshot(),
+    }
+}
+
+fn compile_schema(plugin: &Plugin) -> Result<Arc<jsonschema::Validator>, RegistryError> {
+    let bad = |reason: String| RegistryError::Load(LoadError::BadInfo(format!("config_schema: {reason}")));
+    let schema: serde_json::Value =
+        serde_json::from_str(&plugin.info().config_schema).map_err(|e| bad(e.to_string()))?;
+    jsonschema::validator_for(&schema).map(Arc::new).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks a configuration against the plugin's schema, then with a fresh instance of it.
+fn check_config(plugin: &Plugin, schema: &jsonschema::Validator, config: &serde_json::Value) -> Result<(), String> {
+    let problems: Vec<String> =
+        schema.iter_errors(config).take(5).map(|e| format!("{} (at {})", e, e.instance_path())).collect();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let mut instance = plugin.instantiate().map_err(|e| e.to_string())?;
+    instance.configure(&config.to_string()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,299 @@
+//! Plugin lifecycle in the streaming host, against a real broker process: a new version swapped
+//! in while records flow, and the evil-plugin suite beside a good plugin, ending with a scrape of
+//! `/metrics`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::fleet::{PARTITIONS, T0, await_marked, keys, produce, producer, record, router, topics};
+use common::{TEST_TOKEN, component, metric_samples, metric_sum, rebuilt};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_telemetry::AnomalyEvent;
+use routewatch_testkit::Broker;
+use serde_json::json;
+
+fn config(broker: &Broker, group: &str, dir: &Path) -> PipelineConfig {
+    let mut config = PipelineConfig {
+        brokers: broker.bootstrap(),
+        group_id: group.into(),
+        partitions: PARTITIONS,
+        plugin_dir: Some(dir.into()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(TEST_TOKEN.into()),
+        linger_ms: 20,
+        snapshot_interval_secs: 1,
+        ..PipelineConfig::default()
+    };
+    config.kafka.insert("session.timeout.ms".into(), "6000".into());
+    config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
+    config
+}
+
+#[track_caller]
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A quiet series with a slow cycle: what ARIMA warms up on.
+fn calm(routers: usize, steps: std::ops::Range<i64>, spike: Option<(usize, i64)>) -> Vec<(String, Vec<u8>)> {
+    let mut noise = common::Noise::new(steps.start as u64 + 1);
+    let mut records = Vec::new();
+    for step in steps {
+        for r in 0..routers {
+            let mut cpu = 0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0).sin() + 0.01 * noise.gaussian();
+            if spike == Some((r, step)) {
+                cpu += 0.3;
+            }
+            records.push((router(r), record(r, step, cpu)));
+        }
+    }
+    records
+}
+
+#[test]
+fn a_new_version_takes_over_with_its_state_while_records_flow() {
+    let broker = Broker::start();
+    topics(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let arima = std::fs::read(component("routewatch_arima")).unwrap();
+    std::fs::write(dir.path().join("arima.wasm"), &arima).unwrap();
+    std::fs::copy(component("routewatch_test_evil"), dir.path().join("evil.wasm")).unwrap();
+    let mut config = config(&broker, "swap", dir.path());
+    // The evil plugin marks every record, so the anomalies topic shows what was processed.
+    config.plugin_config.insert("evil".into(), json!({"mode": "mark"}));
+    let producer = producer(&broker);
+    let routers = 8;
+    // ARIMA's warm-up is 120 samples: after 200 every series is fitted.
+    let warm = calm(routers, 0..200, None);
+    produce(&producer, &warm);
+    let pipeline = Pipeline::start(config).unwrap();
+    await_marked(&broker, &keys(&warm), Duration::from_secs(120));
+
+    // The new version lands while records keep arriving.
+    let during = calm(routers, 200..260, None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (records, producer, stop) = (during.clone(), producer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for chunk in records.chunks(routers) {
+                produce(&producer, chunk);
+                if !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+    };
+    let registry = pipeline.registry().clone();
+    let old_sha = registry.get("arima").unwrap().sha256;
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("arima.wasm"), rebuilt(&arima, "v2")).unwrap();
+    wait_for("the registry to take the new version", Duration::from_secs(10), || {
+        registry.get("arima").is_some_and(|s| s.sha256 != old_sha)
+    });
+    wait_for("every partition to swap", Duration::from_secs(30), || {
+        metric_sum(&pipeline.metrics().encode(), "routewatch_plugin_swap_pause_seconds_count") >= f64::from(PARTITIONS)
+    });
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+
+    // Ten samples after the swap: a fresh ARIMA would still be warming up and see nothing.
+    let after = calm(routers, 260..300, Some((3, 270)));
+    produce(&producer, &after);
+    let mut spike = None;
+    broker.consume_until("router-anomalies", Duration::from_secs(60), |m| {
+        let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();
+        let hit = event.plugin == "arima" && event.router == router(3) && event.ts == T0 + 270 * 1000;
+        if hit {
+            spike = Some(event);
+        }
+        hit
+    });
+    assert_eq!(spike.expect("the new version flagged the spike").metric, "cpu_util");
+
+    // Every record processed, none twice: each (router, ts) marked exactly once.
+    let all: HashSet<(String, i64)> = keys(&warm).into_iter().chain(keys(&during)).chain(keys(&after)).collect();
+    await_marked(&broker, &all, Duration::from_secs(60));
+    let mut marks: HashMap<(String, i64), usize> = HashMap::new();
+    let total = all.len();
+    broker.consume_until("router-anomalies", Duration::from_secs(30), |m| {
+        let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();
+        if event.plugin == "evil" && event.metric == "cpu_util" {
+            *marks.entry((event.router, event.ts)).or_default() += 1;
+        }
+        marks.values().sum::<usize>() >= total
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let twice: Vec<_> = marks.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "processed twice: {twice:?}");
+    assert_eq!(marks.len(), total);
+
+    let status = registry.get("arima").unwrap();
+    assert_eq!((status.counters.reloads, status.last_error), (1, None));
+    let metrics = pipeline.metrics().encode();
+    assert_eq!(metric_sum(&metrics, "routewatch_plugin_reloads_total"), 1.0);
+    let pauses = metric_samples(&metrics, "routewatch_plugin_swap_pause_seconds_sum", &[("plugin", "arima")]);
+    eprintln!("swap pauses: {} partitions, {:.2} ms in all", PARTITIONS, pauses.iter().sum::<f64>() * 1e3);
+    pipeline.shutdown().unwrap();
+}
+
+/// ARIMA's CPU time per point so far, and its points.
+fn arima_cost(metrics: &str) -> (f64, f64) {
+    let cpu = metric_sum_of(metrics, "routewatch_plugin_cpu_seconds_total", "arima");
+    let points = metric_sum_of(metrics, "routewatch_plugin_points_total", "arima");
+    (cpu, points)
+}
+
+fn metric_sum_of(metrics: &str, name: &str, plugin: &str) -> f64 {
+    metric_samples(metrics, name, &[("plugin", plugin)]).iter().sum()
+}
+
+fn scrape(pipeline: &Pipeline) -> String {
+    let url = format!("http://{}/metrics", pipeline.http_addr());
+    ureq::get(&url).call().unwrap().body_mut().read_to_string().unwrap()
+}
+
+#[test]
+fn evil_plugins_are_contained_while_a_good_one_keeps_its_pace() {
+    let broker = Broker::start();
+    topics(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let arima = std::fs::read(component("routewatch_arima")).unwrap();
+    std::fs::write(dir.path().join("arima.wasm"), &arima).unwrap();
+    std::fs::copy(component("routewatch_test_evil"), dir.path().join("evil.wasm")).unwrap();
+    let mut config = PipelineConfig {
+        cpu_budget_ms: 100,
+        memory_mib: 64,
+        batch_records: 500,
+        quarantine_failures: 2,
+        quarantine_backoff_secs: 600,
+        ..config(&broker, "evil", dir.path())
+    };
+    // ARIMA's periodic refit (every 1440 samples) would land in one measured phase and not the
+    // others; the comparison is about the neighbour, not the refit schedule.
+    config.plugin_config.insert("arima".into(), json!({"refit_every": 1_000_000}));
+    let producer = producer(&broker);
+    let routers = 50;
+    let pipeline = Pipeline::start(config).unwrap();
+    let registry = pipeline.registry().clone();
+    let mut step = 0i64;
+    // Produces a phase of `steps` samples per router in two halves (so that there are several
+    // batches) and waits until ARIMA has scored all of it.
+    let mut phase = |steps: i64, poison: bool| {
+        let mut records = calm(routers, step..step + steps, Some((7, step + steps / 2)));
+        if poison {
+            let (_, payload) = &mut records[routers * 3 + 1];
+            let text = String::from_utf8(payload.clone()).unwrap().replace("\"fan_rpm\":6000.0", "\"fan_rpm\":666.0");
+            *payload = text.into_bytes();
+        }
+        step += steps;
+        let (_, before) = arima_cost(&pipeline.metrics().encode());
+        let half = records.len() / 2;
+        produce(&producer, &records[..half]);
+        std::thread::sleep(Duration::from_millis(200));
+        produce(&producer, &records[half..]);
+        let expected = before + (records.len() * 10) as f64;
+        wait_for("ARIMA to score the phase", Duration::from_secs(60), || {
+            arima_cost(&pipeline.metrics().encode()).1 >= expected
+        });
+    };
+
+    // Warm ARIMA up first, so that the measured phases cost the same (no first fits).
+    phase(150, false);
+    let cost = |f: &mut dyn FnMut()| {
+        let (cpu0, points0) = arima_cost(&pipeline.metrics().encode());
+        f();
+        let (cpu1, points1) = arima_cost(&pipeline.metrics().encode());
+        (cpu1 - cpu0) / (points1 - points0)
+    };
+    // Phases long enough (150,000 points) that ARIMA's CPU time is tens of milliseconds.
+    let baseline = cost(&mut || phase(300, false));
+    assert_eq!(registry.get("evil").unwrap().state, "running");
+
+    for mode in ["panic", "stack", "alloc", "loop", "oversized", "nan"] {
+        registry.configure("evil", json!({"mode": mode})).unwrap();
+        registry.set_enabled("evil", true).unwrap();
+        let per_point = cost(&mut || phase(300, false));
+        wait_for("the evil plugin's quarantine", Duration::from_secs(30), || {
+            registry.get("evil").unwrap().state == "quarantined"
+        });
+        let status = registry.get("evil").unwrap();
+        let reason = status.quarantine.expect("a quarantine says why").reason;
+        eprintln!("{mode}: quarantined ({reason}); ARIMA {:.0} ns/point vs {:.0}", per_point * 1e9, baseline * 1e9);
+        assert!(
+            per_point <= baseline * 1.10,
+            "{mode}: ARIMA slowed from {:.0} to {:.0} ns per point",
+            baseline * 1e9,
+            per_point * 1e9
+        );
+    }
+
+    // A record that makes the plugin trap goes to the dead-letter topic; the plugin runs on.
+    registry.configure("evil", json!({"mode": "poison"})).unwrap();
+    registry.set_enabled("evil", true).unwrap();
+    let evil_points = metric_sum_of(&pipeline.metrics().encode(), "routewatch_plugin_points_total", "evil");
+    phase(20, true);
+    let dead = broker.consume("router-metrics-dlq", 1, Duration::from_secs(30));
+    let letter = &dead[0];
+    assert_eq!(letter.header("routewatch-error-kind"), Some(&b"plugin_trap"[..]));
+    assert_eq!(letter.header("routewatch-plugin"), Some(&b"evil@0.1.0"[..]));
+    let error = String::from_utf8_lossy(letter.header("routewatch-error").unwrap()).into_owned();
+    assert!(error.contains("poison value 666"), "{error}");
+    assert!(String::from_utf8_lossy(&letter.payload).contains("\"fan_rpm\":666.0"), "the original record");
+    wait_for("evil to score the rest", Duration::from_secs(30), || {
+        let points = metric_sum_of(&pipeline.metrics().encode(), "routewatch_plugin_points_total", "evil");
+        points >= evil_points + ((routers * 20 - 1) * 10) as f64
+    });
+    assert_eq!(registry.get("evil").unwrap().state, "running", "one bad record is not the plugin's fault");
+
+    // Components that are no detector, or of another WIT version, never get in.
+    std::fs::copy(component("routewatch_test_wrong_world"), dir.path().join("wrong-world.wasm")).unwrap();
+    std::fs::copy(component("routewatch_test_wrong_version"), dir.path().join("wrong-version.wasm")).unwrap();
+    wait_for("both to be refused", Duration::from_secs(10), || registry.file_errors().len() == 2);
+    assert_eq!(registry.list().len(), 2);
+
+    // And a reload, so that every metric has something to say.
+    std::fs::write(dir.path().join("arima.wasm"), rebuilt(&arima, "v2")).unwrap();
+    wait_for("the reload on every partition", Duration::from_secs(30), || {
+        metric_sum(&pipeline.metrics().encode(), "routewatch_plugin_swap_pause_seconds_count") >= f64::from(PARTITIONS)
+    });
+    registry.configure("evil", json!({"mode": "nan"})).unwrap();
+    phase(10, false);
+    wait_for("the last quarantine", Duration::from_secs(30), || registry.get("evil").unwrap().state == "quarantined");
+
+    let m = scrape(&pipeline);
+    let arima_points = metric_sum_of(&m, "routewatch_plugin_points_total", "arima");
+    assert_eq!(arima_points, (routers as i64 * step * 10) as f64, "ARIMA scored every point");
+    assert!(metric_sum_of(&m, "routewatch_plugin_invocations_total", "arima") > 0.0);
+    assert!(metric_sum_of(&m, "routewatch_plugin_call_duration_seconds_count", "arima") > 0.0);
+    let cpu = metric_sum_of(&m, "routewatch_plugin_cpu_seconds_total", "arima");
+    assert!(cpu > 0.0 && cpu < 60.0, "ARIMA CPU {cpu} s");
+    let memory = metric_sum_of(&m, "routewatch_plugin_memory_high_water_bytes", "arima");
+    assert!(memory > 0.0 && memory <= (64 << 20) as f64, "ARIMA memory {memory}");
+    assert!(metric_sum_of(&m, "routewatch_plugin_memory_high_water_bytes", "evil") > (64 << 20) as f64, "the bomb");
+    assert!(metric_sum_of(&m, "routewatch_anomalies_total", "arima") >= 1.0, "ARIMA found the spikes");
+    assert!(metric_sum(&m, "routewatch_site_anomalies_total") >= 1.0);
+    assert!(!metric_samples(&m, "routewatch_router_anomalies_total", &[("router", &router(7))]).is_empty());
+    for kind in ["panic", "stack_overflow", "memory_limit", "cpu_budget", "invalid_output"] {
+        let traps = metric_samples(&m, "routewatch_plugin_traps_total", &[("plugin", "evil"), ("kind", kind)]);
+        assert!(traps.iter().sum::<f64>() >= 1.0, "no {kind} traps counted");
+    }
+    assert!(metric_sum_of(&m, "routewatch_plugin_quarantines_total", "evil") >= 7.0);
+    assert_eq!(metric_sum_of(&m, "routewatch_plugin_poison_records_total", "evil"), 1.0);
+    assert_eq!(metric_samples(&m, "routewatch_dead_letters_total", &[("reason", "plugin_trap")]), [1.0]);
+    assert_eq!(metric_samples(&m, "routewatch_plugin_reloads_total", &[("plugin", "arima")]), [1.0]);
+    assert_eq!(metric_samples(&m, "routewatch_plugin_state", &[("plugin", "evil"), ("state", "quarantined")]), [1.0]);
+    assert_eq!(metric_samples(&m, "routewatch_plugin_state", &[("plugin", "evil"), ("state", "running")]), [0.0]);
+    assert_eq!(metric_samples(&m, "routewatch_plugin_state", &[("plugin", "arima"), ("state", "running")]), [1.0]);
+    assert!(metric_sum(&m, "routewatch_plugin_swap_pause_seconds_count") >= f64::from(PARTITIONS));
+    assert_eq!(metric_sum(&m, "routewatch_plugin_load_failures_total"), 2.0);
+    pipeline.shutdown().unwrap();
+}
