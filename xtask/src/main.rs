@@ -8,6 +8,7 @@
 //! ```
 
 mod broker;
+mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,8 +69,9 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             build()?;
             let tansu = broker::ensure_tansu()?;
+            let deploy_tools = prometheus::ensure_deploy_tools()?;
             let mut cmd = cargo(&["test", "--release", "--workspace"]);
-            cmd.env("ROUTEWATCH_TANSU", &tansu).args(&args);
+            cmd.env("ROUTEWATCH_TANSU", &tansu).envs(deploy_tools).args(&args);
             run(&mut cmd)
         }
         Task::Demo => {
