@@ -87,6 +87,9 @@ fn main() -> Result<()> {
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "pipeline"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
                 .env("ROUTEWATCH_TANSU", &tansu))?;
+            run(cargo(&["bench", "-p", "routewatch-host", "--bench", "plugin_swap"])
+                .env("ROUTEWATCH_BENCH_WRITE", &report)
+                .env("ROUTEWATCH_TANSU", &tansu))?;
             run(cargo(&["bench", "-p", "routewatch-simulator", "--bench", "sim_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
                 .env("ROUTEWATCH_TANSU", &tansu))

@@ -27,6 +27,9 @@ use crate::replay::event_kind;
 use crate::routers::RouterTable;
 use crate::runtime::{Batch, CallError, Column, Instance, Output, Plugin};
 
+/// How long an idle worker waits for a record before it looks at the registry again.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+
 /// Records queued for one worker before the consumer waits (back-pressure).
 const QUEUE_RECORDS: usize = 50_000;
 
@@ -322,7 +325,8 @@ impl Worker {
         let mut batch: Vec<Incoming> = Vec::with_capacity(max);
         loop {
             let mut stop = None;
-            match rx.recv_timeout(Duration::from_secs(1)) {
+            // Short, so that an idle partition still takes up a new plugin version promptly.
+            match rx.recv_timeout(IDLE_TICK) {
                 Ok(Command::Record(record)) => batch.push(record),
                 Ok(Command::Stop(reply)) => stop = Some(reply),
                 Err(RecvTimeoutError::Timeout) => {}

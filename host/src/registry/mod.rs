@@ -354,6 +354,11 @@ impl Registry {
             replaced = replaced.as_ref().map(|e| e.plugin.info().version.clone()),
             "plugin installed"
         );
+        // Counters start at zero with the version, so that rates and alerts see the first event.
+        let version_labels = labels(&plugin);
+        let _ = self.metrics.plugin_reloads.get_or_create(&version_labels);
+        let _ = self.metrics.plugin_quarantines.get_or_create(&version_labels);
+        let _ = self.metrics.plugin_poison_records.get_or_create(&version_labels);
         let entry = Entry {
             plugin,
             schema,
