@@ -59,14 +59,20 @@ fn calm(routers: usize, steps: std::ops::Range<i64>, spike: Option<(usize, i64)>
     records
 }
 
-#[test]
-fn a_new_version_takes_over_with_its_state_while_records_flow() {
-    let broker = Broker::start();
-    topics(&broker);
+/// A plugin directory holding ARIMA and the evil plugin; also ARIMA's bytes, to rebuild it.
+fn arima_and_evil() -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let arima = std::fs::read(component("routewatch_arima")).unwrap();
     std::fs::write(dir.path().join("arima.wasm"), &arima).unwrap();
     std::fs::copy(component("routewatch_test_evil"), dir.path().join("evil.wasm")).unwrap();
+    (dir, arima)
+}
+
+#[test]
+fn a_new_version_takes_over_with_its_state_while_records_flow() {
+    let broker = Broker::start();
+    topics(&broker);
+    let (dir, arima) = arima_and_evil();
     let mut config = config(&broker, "swap", dir.path());
     // The evil plugin marks every record, so the anomalies topic shows what was processed.
     config.plugin_config.insert("evil".into(), json!({"mode": "mark"}));
@@ -165,10 +171,7 @@ fn scrape(pipeline: &Pipeline) -> String {
 fn evil_plugins_are_contained_while_a_good_one_keeps_its_pace() {
     let broker = Broker::start();
     topics(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let arima = std::fs::read(component("routewatch_arima")).unwrap();
-    std::fs::write(dir.path().join("arima.wasm"), &arima).unwrap();
-    std::fs::copy(component("routewatch_test_evil"), dir.path().join("evil.wasm")).unwrap();
+    let (dir, arima) = arima_and_evil();
     let mut config = PipelineConfig {
         cpu_budget_ms: 100,
         memory_mib: 64,
