@@ -91,12 +91,14 @@ pub struct Window {
 
 /// Scores `hits` against `faults`.
 pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> Evaluation {
-    let faults: Vec<&FaultEvent> = faults.iter().filter(|f| f.start >= w.from && f.start < w.to).collect();
+    // Every fault explains alarms, also one that started before the window and is still on
+    // (a leak started yesterday is no false alarm today); only those that start in the window
+    // are counted for recall and delay.
     let mut by_router: HashMap<&str, Vec<&FaultEvent>> = HashMap::new();
-    for f in &faults {
+    for f in faults {
         by_router.entry(f.router.as_str()).or_default().push(f);
     }
-    // Also the faults that started before the window: their alarms are not false alarms.
+    let faults: Vec<&FaultEvent> = faults.iter().filter(|f| f.start >= w.from && f.start < w.to).collect();
     let grace_ms = w.grace * w.interval_ms;
     let mut first_match: HashMap<&str, i64> = HashMap::new();
 
@@ -282,6 +284,8 @@ mod tests {
         let faults = vec![
             fault("a", "r1", 100 * 60_000, 110 * 60_000, &["cpu_util", "temp_c"]),
             fault("b", "r2", 500 * 60_000, 520 * 60_000, &["cpu_util"]),
+            // Started before the window: explains its alarms, is not counted.
+            fault("c", "r4", -100 * 60_000, 30 * 60_000, &["mem_util"]),
         ];
         let hits = vec![
             hit("r1", "cpu_util", 102),   // detects a, delay 2
@@ -291,15 +295,17 @@ mod tests {
             hit("r1", "cpu_util", 200),   // false alarm
             hit("r3", "cpu_util", 50),    // false alarm
             hit("r2", "cpu_util", 530),   // after end + grace: false, b missed
+            hit("r4", "mem_util", 10),    // fault c, still on: not false
         ];
         let e = evaluate("t", &hits, &faults, &w);
         let k = &e.per_kind["cpu-runaway"];
-        assert_eq!((k.faults, k.detected, k.true_alarms), (2, 1, 2));
+        // Three true alarms (two for a, one for c), but only a and b are counted as faults.
+        assert_eq!((k.faults, k.detected, k.true_alarms), (2, 1, 3));
         assert_eq!(k.delays, vec![2]);
         assert_eq!(e.overall.false_alarms, 3);
         assert_eq!(k.false_alarms, 3, "all false alarms are on cpu_util, one of the kind's metrics");
         assert!((e.false_per_router_day - 0.3).abs() < 1e-12);
         assert!((k.recall() - 0.5).abs() < 1e-12);
-        assert!((k.precision() - 0.4).abs() < 1e-12);
+        assert!((k.precision() - 0.5).abs() < 1e-12);
     }
 }

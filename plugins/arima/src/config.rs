@@ -41,7 +41,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            threshold: 5.0,
+            threshold: 6.0,
             warmup: 120,
             window: 240,
             refit_every: 1440,
@@ -108,7 +108,7 @@ impl Config {
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 5.0,
+    "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
       "description": "Robust z-score at which a point is anomalous (score 0.5)."},
     "warmup": {"type": "integer", "minimum": 30, "default": 120,
       "description": "Samples before a series' first fit."},

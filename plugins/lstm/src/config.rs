@@ -35,7 +35,7 @@ pub fn default_min_deviation() -> std::collections::BTreeMap<String, f64> {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            threshold: 5.0,
+            threshold: 6.0,
             warmup: 120,
             smoothing: 0.5,
             scale_alpha: 0.01,
@@ -94,7 +94,7 @@ impl Config {
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 5.0,
+    "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
       "description": "Forecast error, in robust sd of the router's own errors, that scores 0.5."},
     "warmup": {"type": "integer", "minimum": 70, "default": 120,
       "description": "Samples a router is seen before it is scored."},

@@ -1,7 +1,7 @@
 //! Turning a robust z-score into a score in [0, 1].
 
-/// How sharply the score rises around the threshold. At 1.5 a point at a third of the
-/// threshold scores about 0.001 and one at twice the threshold about 0.999 (threshold 5).
+/// How sharply the score rises around the threshold. At 1.5, with the default threshold of 6,
+/// a point at z = 2 scores about 0.0025 and one at z = 12 about 0.9999.
 pub const Z_SCORE_SLOPE: f64 = 1.5;
 
 /// Maps a robust z-score to [0, 1], with exactly 0.5 at `threshold`: a logistic curve, so
