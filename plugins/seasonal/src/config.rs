@@ -20,6 +20,10 @@ pub struct Config {
     pub rel_floor: f64,
     /// Metrics to watch, by wire name; empty watches all. Defaults to those with a daily cycle.
     pub metrics: Vec<String>,
+    /// Metrics modelled in logarithms. Traffic and latency vary by a factor over the day, and so
+    /// does their noise: in logs the noise is the same at the peak as at night, so one interval
+    /// width fits the whole cycle.
+    pub log_metrics: Vec<String>,
 }
 
 impl Default for Config {
@@ -32,6 +36,7 @@ impl Default for Config {
             level_shift_after: 3,
             rel_floor: 0.001,
             metrics: ["cpu_util", "temp_c", "latency_ms", "rx_bps", "tx_bps"].map(String::from).to_vec(),
+            log_metrics: ["latency_ms", "rx_bps", "tx_bps"].map(String::from).to_vec(),
         }
     }
 }
@@ -85,10 +90,14 @@ impl Config {
     "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
       "description": "Prediction-interval half-width in ETS error sd (score 0.5)."},
     "level_shift_after": {"type": "integer", "minimum": 2, "default": 3},
-    "rel_floor": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.001},
+    "rel_floor": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.001,
+      "description": "Least error sd, as a fraction of the forecast."},
     "metrics": {"type": "array", "items": {"type": "string"},
       "default": ["cpu_util", "temp_c", "latency_ms", "rx_bps", "tx_bps"],
-      "description": "Metrics to watch; empty watches all."}
+      "description": "Metrics to watch; empty watches all."},
+    "log_metrics": {"type": "array", "items": {"type": "string"},
+      "default": ["latency_ms", "rx_bps", "tx_bps"],
+      "description": "Metrics modelled in logarithms (their noise grows with their level)."}
   }
 }"#;
 }
@@ -109,6 +118,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 7);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 8);
     }
 }

@@ -20,9 +20,9 @@ mod config;
 
 use std::collections::VecDeque;
 
-use augurs::ets::{AutoETS, trend::AutoETSTrendModel};
-use augurs::mstl::MSTLModel;
-use augurs::{Fit, Predict};
+use augurs::ets::model::{ErrorComponent, Model as EtsModel, ModelType, SeasonalComponent, TrendComponent, Unfit};
+use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
+use augurs::{Fit, Forecast, Predict};
 use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
 use serde::{Deserialize, Serialize};
 
@@ -73,13 +73,49 @@ struct Verdict {
     anomaly: Option<Anomaly>,
 }
 
+/// How a metric's samples are modelled: as they are, or in logarithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Linear,
+    Log,
+}
+
+impl Scale {
+    /// Zero (a link with no traffic) maps to a very low log, so that it still stands out.
+    const LOG_FLOOR: f64 = 1e-6;
+
+    fn to_model(self, v: f64) -> f64 {
+        match self {
+            Scale::Linear => v,
+            Scale::Log => v.max(Self::LOG_FLOOR).ln(),
+        }
+    }
+
+    fn from_model(self, v: f64) -> f64 {
+        match self {
+            Scale::Linear => v,
+            Scale::Log => v.exp(),
+        }
+    }
+
+    /// The least error sd at a forecast of `expected` (in model units): a fraction of the
+    /// forecast, which in logs is the same fraction as an absolute amount.
+    fn sigma_floor(self, expected: f64, rel_floor: f64) -> f64 {
+        match self {
+            Scale::Linear => rel_floor * expected.abs(),
+            Scale::Log => rel_floor,
+        }
+    }
+}
+
 impl Series {
-    fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+    fn observe(&mut self, ts: i64, raw: f64, scale: Scale, config: &Config) -> Verdict {
         let quiet = Verdict { score: 0.0, anomaly: None };
         if self.last_ts.is_some_and(|last| ts <= last) {
             return quiet;
         }
         self.last_ts = Some(ts);
+        let value = scale.to_model(raw);
         let mut kept = value;
         let mut verdict = quiet;
         if let Some(model) = &mut self.model {
@@ -87,11 +123,15 @@ impl Series {
             model.phase = (model.phase + 1) % model.profile.len();
             if value.is_finite() {
                 let expected = model.level + seasonal;
-                let sigma = model.sigma.max(config.rel_floor * expected.abs()).max(1e-9);
+                let sigma = model.sigma.max(scale.sigma_floor(expected, config.rel_floor)).max(1e-9);
                 let residual = value - expected;
                 let z = residual.abs() / sigma;
                 let score = score_from_z(z, config.threshold);
                 verdict.score = score;
+                // The error sd follows the errors actually seen, Huber-style: an outlier moves
+                // it only as far as one at the threshold would.
+                let clipped = residual.abs().min(config.threshold * sigma);
+                model.sigma = ((1.0 - SCALE_ALPHA) * model.sigma.powi(2) + SCALE_ALPHA * clipped.powi(2)).sqrt();
                 if z < config.threshold {
                     self.run_len = 0;
                     model.level += model.alpha * (value - seasonal - model.level);
@@ -105,6 +145,7 @@ impl Series {
                     self.run_len += 1;
                     self.run_sum += residual;
                     let band = config.threshold * sigma;
+                    let (lower, upper) = (scale.from_model(expected - band), scale.from_model(expected + band));
                     let kind = if self.run_len >= config.level_shift_after {
                         // A lasting move: take the new level.
                         model.level += self.run_sum / f64::from(self.run_len);
@@ -118,16 +159,14 @@ impl Series {
                     verdict.anomaly = Some(Anomaly {
                         row: 0,
                         column: 0,
-                        observed: value,
-                        expected,
-                        lower: expected - band,
-                        upper: expected + band,
+                        observed: raw,
+                        expected: scale.from_model(expected),
+                        lower,
+                        upper,
                         score,
                         kind,
                         reason: format!(
-                            "{value:.4} outside the seasonal interval [{:.4}, {:.4}] ({:+.1} sigma)",
-                            expected - band,
-                            expected + band,
+                            "{raw:.4} outside the seasonal interval [{lower:.4}, {upper:.4}] ({:+.1} sigma)",
                             residual / sigma
                         ),
                     });
@@ -159,10 +198,47 @@ impl Series {
     }
 }
 
+/// ETS(A,N,N) as MSTL's trend model, fitted directly. augurs 0.10's `AutoETS` finds no model
+/// for any spec without a trend ("ANN" fails with `NoModelFound`: its candidate list for a
+/// trend of `N` is empty), so the one model wanted is fitted without the search.
+#[derive(Debug)]
+struct LevelEts;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl TrendModel for LevelEts {
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        "ETS(A,N,N)".into()
+    }
+
+    fn fit(&self, y: &[f64]) -> Result<Box<dyn FittedTrendModel + Sync + Send>, BoxError> {
+        let model_type =
+            ModelType { error: ErrorComponent::Additive, trend: TrendComponent::None, season: SeasonalComponent::None };
+        let model = Unfit::new(model_type).damped(false).fit(y)?;
+        Ok(Box::new(FittedLevelEts(model)))
+    }
+}
+
+#[derive(Debug)]
+struct FittedLevelEts(EtsModel);
+
+impl FittedTrendModel for FittedLevelEts {
+    fn predict_inplace(&self, horizon: usize, level: Option<f64>, forecast: &mut Forecast) -> Result<(), BoxError> {
+        Ok(self.0.predict_inplace(horizon, level, forecast)?)
+    }
+
+    fn predict_in_sample_inplace(&self, level: Option<f64>, forecast: &mut Forecast) -> Result<(), BoxError> {
+        Ok(self.0.predict_in_sample_inplace(level, forecast)?)
+    }
+
+    fn training_data_size(&self) -> Option<usize> {
+        Some(self.0.training_data_size())
+    }
+}
+
 /// Fits MSTL + ETS(A,N,N) on `y` and returns the model ready to forecast the next sample.
 fn fit(y: &[f64], period: usize) -> Option<Fitted> {
-    let ets = AutoETS::new(1, "ANN").ok()?;
-    let mstl = MSTLModel::new(vec![period], AutoETSTrendModel::from(ets));
+    let mstl = MSTLModel::new(vec![period], LevelEts);
     let fitted = mstl.fit(y).ok()?;
     let in_sample = fitted.predict_in_sample(Z95_LEVEL).ok()?;
     let seasonal = fitted.fit().seasonal().first()?;
@@ -194,10 +270,15 @@ fn fit(y: &[f64], period: usize) -> Option<Fitted> {
         return None;
     }
     let level = f[n - 1] + alpha * (d[n - 1] - f[n - 1]);
+    // In-sample errors understate what is coming: the seasonal profile was fitted to the same
+    // noise, from only window / period cycles, each phase's estimate carrying a share of it.
+    let sigma = sigma * (1.0 + period as f64 / n as f64).sqrt();
     Some(Fitted { profile: seasonal[n - period..].to_vec(), phase: 0, level, alpha, sigma })
 }
 
 const Z95_LEVEL: f64 = 0.95;
+/// Weight of the newest error in the running error sd (a memory of about 100 samples).
+const SCALE_ALPHA: f64 = 0.01;
 
 impl Detector for Seasonal {
     fn info() -> Info {
@@ -234,6 +315,8 @@ impl Detector for Seasonal {
                     self.metrics.len() - 1
                 }
             };
+            let scale =
+                if self.config.log_metrics.iter().any(|m| m == column.metric) { Scale::Log } else { Scale::Linear };
             let table = &mut self.series[metric];
             for (row, ((&router, &ts), &value)) in
                 batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
@@ -245,7 +328,7 @@ impl Detector for Seasonal {
                 if r >= table.len() {
                     table.resize(r + 1, Series::default());
                 }
-                let verdict = table[r].observe(ts, value, &self.config);
+                let verdict = table[r].observe(ts, value, scale, &self.config);
                 out.scores.push(verdict.score as f32);
                 if let Some(mut anomaly) = verdict.anomaly {
                     anomaly.row = row as u32;
@@ -284,5 +367,67 @@ impl Detector for Seasonal {
             )),
             None => Err("empty seasonal snapshot".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daily-like cycle with a little deterministic noise.
+    fn cycle(n: usize, period: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                let phase = i as f64 * std::f64::consts::TAU / period as f64;
+                let noise = ((i * 7919 % 13) as f64 / 13.0 - 0.5) * 0.1;
+                10.0 + phase.sin() + noise
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fits_the_cycle_and_forecasts_the_next_sample() {
+        let y = cycle(120, 60);
+        let model = fit(&y, 60).expect("MSTL + ETS(A,N,N) fits a clean cycle");
+        assert_eq!(model.profile.len(), 60);
+        assert!((0.0..=1.0).contains(&model.alpha), "alpha {}", model.alpha);
+        assert!(model.sigma > 0.0 && model.sigma < 0.2, "sigma {} for noise of sd 0.03", model.sigma);
+        // Sample 120 is at phase 0 of the cycle again: sin(0) = 0 around a level of 10.
+        let forecast = model.level + f64::from(model.profile[0]);
+        assert!((forecast - 10.0).abs() < 0.15, "forecast {forecast}");
+    }
+
+    #[test]
+    fn flags_a_spike_and_stays_quiet_on_the_cycle() {
+        let config = Config::parse(r#"{"period": 60, "window": 120, "refit_every": 60}"#).unwrap();
+        let y = cycle(400, 60);
+        let mut series = Series::default();
+        let mut found = Vec::new();
+        for (i, &v) in y.iter().enumerate() {
+            let v = if i == 300 { v + 3.0 } else { v };
+            if let Some(a) = series.observe(i as i64, v, Scale::Linear, &config).anomaly {
+                found.push((i, a.kind));
+            }
+        }
+        assert_eq!(found, vec![(300, AnomalyKind::Spike)]);
+    }
+
+    #[test]
+    fn log_scale_reports_in_the_metric_units() {
+        let config = Config::parse(r#"{"period": 60, "window": 120, "refit_every": 60}"#).unwrap();
+        let mut series = Series::default();
+        let mut found = Vec::new();
+        for (i, v) in cycle(400, 60).into_iter().enumerate() {
+            // Traffic-like: a cycle around 1e9 whose noise is relative; zero at sample 300.
+            let v = if i == 300 { 0.0 } else { 1e9 * (v / 10.0) };
+            if let Some(a) = series.observe(i as i64, v, Scale::Log, &config).anomaly {
+                found.push(a);
+            }
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let a = &found[0];
+        assert_eq!((a.kind, a.observed), (AnomalyKind::Dip, 0.0));
+        assert!((a.expected - 1e9).abs() < 2e7, "expected {} in bytes per second", a.expected);
+        assert!(a.lower < a.expected && a.expected < a.upper && a.lower > 0.0);
     }
 }
