@@ -22,7 +22,7 @@ pub struct Config {
     pub warmup: u64,
     /// Weight of the newest sample in the running level.
     pub level_alpha: f64,
-    /// Weight of the newest difference in the noise scale.
+    /// Weight of the newest deviation in the noise scale.
     pub noise_alpha: f64,
     /// The noise scale is never below this fraction of the level.
     pub rel_floor: f64,

@@ -1,10 +1,11 @@
 //! Changepoint detector: finds level shifts in each (router, metric) series.
 //!
 //! Two stages, so that the Bayesian method runs only where something happened:
-//! 1. **CUSUM gate** (cheap, every sample): each sample is measured in noise standard
-//!    deviations from a fast running level, and two-sided CUSUM sums collect sustained
-//!    departures. The noise scale comes from first differences, so a daily swing does not
-//!    inflate it.
+//! 1. **CUSUM gate** (cheap, every sample): each sample is measured in standard deviations
+//!    of its usual distance from a fast running level, and two-sided CUSUM sums collect
+//!    sustained departures. That scale includes the slow wander of a healthy series (traffic
+//!    and CPU drift for minutes, temperature lags), so only a move larger than the usual
+//!    wander adds up; the fast level follows the daily swing, which therefore does not count.
 //! 2. **BOCPD confirmation** (augurs-changepoint, on an alarm): Bayesian online changepoint
 //!    detection with a Normal-Gamma prior runs over the last `window` samples. The alarm
 //!    stands if BOCPD places a changepoint among the most recent samples and the means on
@@ -26,10 +27,11 @@ pub use config::Config;
 
 routewatch_plugin_sdk::export_detector!(Changepoint);
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// 2: the noise scale is the deviation from the level (1 measured first differences).
+const SNAPSHOT_VERSION: u8 = 2;
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
-/// For Gaussian noise, `E|x_t - x_{t-1}| = 2 sd / sqrt(pi)`.
-const MEAN_ABS_DIFF_TO_SD: f64 = 0.886_226_925_452_758;
+/// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
+const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
 
 /// The changepoint detector.
 #[derive(Debug, Default)]
@@ -45,9 +47,8 @@ pub struct Changepoint {
 pub struct Series {
     n: u64,
     last_ts: i64,
-    last: f64,
     level: f64,
-    /// Noise sd estimate (from first differences).
+    /// Sd of the samples around `level` (from a running mean absolute deviation).
     noise: f64,
     up: f64,
     down: f64,
@@ -62,7 +63,6 @@ impl Default for Series {
         Series {
             n: 0,
             last_ts: i64::MIN,
-            last: 0.0,
             level: 0.0,
             noise: 0.0,
             up: 0.0,
@@ -93,16 +93,15 @@ impl Series {
         self.n += 1;
         if self.n == 1 {
             self.level = value;
-            self.last = value;
             return quiet;
         }
-        let diff = (value - self.last).abs();
-        self.last = value;
+        let deviation = (value - self.level).abs();
         let floor = (config.rel_floor * self.level.abs()).max(1e-9);
         if self.n <= config.warmup {
+            // Warm-up: the level as a fast running mean, the scale as the mean deviation from it.
             let n = (self.n - 1) as f64;
-            self.noise += (diff * MEAN_ABS_DIFF_TO_SD - self.noise) / n;
-            self.level += (value - self.level) / self.n as f64;
+            self.noise += (deviation * MEAN_ABS_TO_SD - self.noise) / n;
+            self.level += config.level_alpha.max(1.0 / self.n as f64) * (value - self.level);
             return quiet;
         }
         let noise = self.noise.max(floor);
@@ -151,7 +150,7 @@ impl Series {
         if sum < config.limit {
             self.level += config.level_alpha * (value - self.level);
         }
-        let clipped = (diff * MEAN_ABS_DIFF_TO_SD).min(config.limit * noise);
+        let clipped = (deviation * MEAN_ABS_TO_SD).min(config.limit * noise);
         self.noise += config.noise_alpha * (clipped - self.noise);
         Verdict { score, anomaly }
     }
