@@ -5,9 +5,9 @@
 //! "ARIMA through Wasm" section of FILE (BENCHMARKS.md).
 //!
 //! Workload: 100 routers x 10 metrics = 1,000 series of a daily cycle with noise, in batches
-//! of one sample per series (10,000 points a batch, as the streaming host sends them). Every
-//! series is warmed up and fitted before timing starts; the timed part includes the periodic
-//! refits. Native and Wasm alternate, five rounds each, and the median round counts.
+//! of one sample per series (1,000 points a batch). Every series is warmed up and fitted
+//! before timing starts; the timed part includes the periodic refits. Native and Wasm
+//! alternate, nine rounds each; the ratio is the median of the rounds' native/Wasm pairs.
 
 mod common;
 

@@ -103,17 +103,17 @@ impl Series {
         let forecast = model.filter.forecast(&model.fit);
         let expected = forecast.y + self.offset;
         let residual = value - expected;
-        let scale = self.scale.max(scale_floor(self.spread, expected));
+        let scale = max(self.scale, scale_floor(self.spread, expected));
         let mut z = residual.abs() / scale;
         if min_deviation > 0.0 {
             // Reaching the threshold takes both enough standard deviations and enough units.
-            z = z.min(config.threshold * residual.abs() / min_deviation);
+            z = min(z, config.threshold * residual.abs() / min_deviation);
         }
         let score = score_from_z(z, config.threshold);
         let band = config.threshold * scale;
         let mut verdict = Verdict { score, expected, lower: expected - band, upper: expected + band, anomaly: None };
         // Huber-style: an outlier moves the scale only as far as one at the threshold would.
-        self.scale += config.scale_alpha * (residual.abs().min(band) * MEAN_ABS_TO_SD - self.scale);
+        self.scale += config.scale_alpha * (min(residual.abs(), band) * MEAN_ABS_TO_SD - self.scale);
 
         if z < config.threshold {
             self.run = Run::default();
@@ -160,7 +160,7 @@ impl Series {
 
     /// Whether residuals have outgrown the model: the series changed character since the fit.
     fn drifted(&self) -> bool {
-        self.model.as_ref().is_some_and(|m| self.scale > 2.0 * m.fit.sigma2.sqrt().max(0.01 * self.spread))
+        self.model.as_ref().is_some_and(|m| self.scale > 2.0 * max(m.fit.sigma2.sqrt(), 0.01 * self.spread))
     }
 
     fn remember(&mut self, value: f64, config: &Config) {
@@ -169,8 +169,15 @@ impl Series {
     }
 
     fn trim(&mut self, config: &Config) {
-        while self.history.len() > config.window {
-            self.history.pop_front();
+        // Once full, the window drops one sample per sample; only a smaller `window` from
+        // `configure` drops more. No loop on the per-point path.
+        if self.history.len() > config.window {
+            let excess = self.history.len() - config.window;
+            if excess == 1 {
+                self.history.pop_front();
+            } else {
+                self.history.drain(..excess);
+            }
         }
     }
 
@@ -204,7 +211,20 @@ impl Series {
 /// an anomaly. A series that never moves (BGP sessions, say) has no spread, and then any
 /// change is news: only a tiny floor against dividing by zero remains.
 fn scale_floor(spread: f64, expected: f64) -> f64 {
-    (0.01 * spread).max(1e-9 + 1e-6 * expected.abs())
+    max(0.01 * spread, 1e-9 + 1e-6 * expected.abs())
+}
+
+/// `f64::max` (a NaN loses), as a compare and select: in Wasm, `f64::max` is a call to libm's
+/// `fmax`, and the per-point path should not pay a call (and its interruption check) for it.
+#[inline(always)]
+fn max(a: f64, b: f64) -> f64 {
+    if a < b || a.is_nan() { b } else { a }
+}
+
+/// `f64::min` (a NaN loses), as a compare and select; see [`max`].
+#[inline(always)]
+fn min(a: f64, b: f64) -> f64 {
+    if b < a || a.is_nan() { b } else { a }
 }
 
 /// The scale a fresh model starts from: MAD of its residuals, or their mean absolute value
