@@ -273,10 +273,34 @@ fn fit(y: &[f64], period: usize) -> Option<Fitted> {
     // In-sample errors understate what is coming: the seasonal profile was fitted to the same
     // noise, from only window / period cycles, each phase's estimate carrying a share of it.
     let sigma = sigma * (1.0 + period as f64 / n as f64).sqrt();
-    Some(Fitted { profile: seasonal[n - period..].to_vec(), phase: 0, level, alpha, sigma })
+    let profile = running_median(&seasonal[n - period..], period / PROFILE_MEDIAN_DIVISOR);
+    Some(Fitted { profile, phase: 0, level, alpha, sigma })
 }
 
 const Z95_LEVEL: f64 = 0.95;
+
+/// The profile is smoothed by a running median `period / 16` samples to each side (90 minutes
+/// of a daily cycle at one sample a minute). With only two cycles in the window, STL cannot
+/// tell a fault from the pattern: an hour of CPU runaway yesterday becomes a bump in the
+/// profile and an alarm at the same time today. A daily cycle is smooth; a bump shorter than
+/// the median's half-width is not part of it.
+const PROFILE_MEDIAN_DIVISOR: usize = 16;
+
+/// Circular running median of `profile`, `half` samples to each side.
+fn running_median(profile: &[f32], half: usize) -> Vec<f32> {
+    let n = profile.len();
+    if half == 0 || n < 2 * half + 1 {
+        return profile.to_vec();
+    }
+    let mut window = Vec::with_capacity(2 * half + 1);
+    (0..n)
+        .map(|i| {
+            window.clear();
+            window.extend((0..=2 * half).map(|k| profile[(i + n - half + k) % n]));
+            *window.select_nth_unstable_by(half, f32::total_cmp).1
+        })
+        .collect()
+}
 /// Weight of the newest error in the running error sd (a memory of about 100 samples).
 const SCALE_ALPHA: f64 = 0.01;
 
@@ -410,6 +434,26 @@ mod tests {
             }
         }
         assert_eq!(found, vec![(300, AnomalyKind::Spike)]);
+    }
+
+    #[test]
+    fn the_profile_median_removes_short_bumps_and_keeps_the_cycle() {
+        // A daily cycle at one sample a minute, and an hour-long fault of five times its swing.
+        let period = 1440;
+        let cycle: Vec<f32> = (0..period).map(|i| (i as f32 * std::f32::consts::TAU / period as f32).sin()).collect();
+        let mut bumped = cycle.clone();
+        for v in &mut bumped[600..660] {
+            *v += 5.0;
+        }
+        // The bump is gone. Beside it the median lags on the slope by up to half the bump (30
+        // samples here), by under a quarter of the swing: far less than the bump, and less
+        // than a fault.
+        let smoothed = running_median(&bumped, period / PROFILE_MEDIAN_DIVISOR);
+        for (i, (s, c)) in smoothed.iter().zip(&cycle).enumerate() {
+            assert!((s - c).abs() < 0.25, "phase {i}: {s} vs {c}");
+        }
+        // The window wraps around the cycle's end.
+        assert!((running_median(&cycle, period / PROFILE_MEDIAN_DIVISOR)[0] - cycle[0]).abs() < 0.01);
     }
 
     #[test]
