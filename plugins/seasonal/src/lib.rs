@@ -1,15 +1,17 @@
 //! Seasonal detector: MSTL decomposition with an ETS level (augurs), scoring every sample
 //! against its one-step prediction interval.
 //!
-//! Per (router, metric), once `window` samples are collected (two periods by default):
+//! Per (router, metric), once `window` samples are collected (two periods by default), in
+//! logarithms for the `log_metrics`:
 //! 1. augurs' MSTL splits the window into a seasonal profile (the daily cycle) and a
-//!    deseasonalised part, to which augurs' AutoETS fits an ETS(A,N,N) model: a level with
-//!    additive errors, whose smoothing weight `alpha` and error sd `sigma` come from the fit;
+//!    deseasonalised part, to which augurs' ETS fits an ETS(A,N,N) model ([`LevelEts`]): a
+//!    level with additive errors, whose smoothing weight `alpha` and error sd `sigma` come from
+//!    the fit. The profile is then smoothed by a running median ([`running_median`]);
 //! 2. every new sample is forecast as `level + seasonal[phase]`; the prediction interval is
 //!    `forecast ± threshold * sigma`, and a sample outside it is anomalous (score 0.5 at the
 //!    boundary). Normal samples update the level with `alpha`, exactly as the fitted ETS
 //!    filter would; anomalous ones do not, until `level_shift_after` in a row on one side
-//!    make a level shift, which is then accepted;
+//!    make a level shift, which is then accepted. Sigma follows the errors seen since the fit;
 //! 3. it refits every `refit_every` samples on the latest window.
 //!
 //! The fitted ETS model does not expose its parameters, so `alpha` is recovered from the
