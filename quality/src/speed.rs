@@ -81,7 +81,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     }
     let text = format!(
         "## Detectors\n\n\
-         Command: `cargo xtask bench` (runs `routewatch-quality speed --write BENCHMARKS.md` after the ARIMA bench)  \n\
+         Command: `cargo xtask quality` (runs `routewatch-quality speed --write BENCHMARKS.md` after the quality table)  \n\
          Machine: {}  \n\
          Workload: {} routers x 10 metrics from the simulator (fault-free), one batch per tick ({} points), \
          through each Wasm component in the host runtime; {} ticks of warm-up untimed, then {} ticks timed \

@@ -4,9 +4,9 @@
 //! Per (router, metric), once `window` samples are collected (two periods by default), in
 //! logarithms for the `log_metrics`:
 //! 1. augurs' MSTL splits the window into a seasonal profile (the daily cycle) and a
-//!    deseasonalised part, to which augurs' ETS fits an ETS(A,N,N) model ([`LevelEts`]): a
+//!    deseasonalised part, to which augurs' ETS fits an ETS(A,N,N) model (`LevelEts`): a
 //!    level with additive errors, whose smoothing weight `alpha` and error sd `sigma` come from
-//!    the fit. The profile is then smoothed by a running median ([`running_median`]);
+//!    the fit. The profile is then smoothed by a running median (`running_median`);
 //! 2. every new sample is forecast as `level + seasonal[phase]`; the prediction interval is
 //!    `forecast ± threshold * sigma`, and a sample outside it is anomalous (score 0.5 at the
 //!    boundary). Normal samples update the level with `alpha`, exactly as the fitted ETS
