@@ -93,7 +93,7 @@ impl Scale {
         }
     }
 
-    fn from_model(self, v: f64) -> f64 {
+    fn to_metric(self, v: f64) -> f64 {
         match self {
             Scale::Linear => v,
             Scale::Log => v.exp(),
@@ -147,7 +147,7 @@ impl Series {
                     self.run_len += 1;
                     self.run_sum += residual;
                     let band = config.threshold * sigma;
-                    let (lower, upper) = (scale.from_model(expected - band), scale.from_model(expected + band));
+                    let (lower, upper) = (scale.to_metric(expected - band), scale.to_metric(expected + band));
                     let kind = if self.run_len >= config.level_shift_after {
                         // A lasting move: take the new level.
                         model.level += self.run_sum / f64::from(self.run_len);
@@ -162,7 +162,7 @@ impl Series {
                         row: 0,
                         column: 0,
                         observed: raw,
-                        expected: scale.from_model(expected),
+                        expected: scale.to_metric(expected),
                         lower,
                         upper,
                         score,
