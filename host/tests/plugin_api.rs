@@ -129,6 +129,10 @@ fn uploads_are_checked_authorised_and_capped() {
     assert_eq!(call(&h, "GET", "/api/v1/plugins", None, Body::None), (200, json!([])));
 
     refused(call(&h, "POST", "/api/v1/plugins", None, Body::Bytes(&arima)), 401, "unauthorized");
+    // A refused upload is read to its end before the refusal goes out: a client still sending
+    // megabytes gets the 401, not a connection reset.
+    let big = vec![0u8; MAX_UPLOAD - 1];
+    refused(call(&h, "POST", "/api/v1/plugins", None, Body::Bytes(&big)), 401, "unauthorized");
     refused(
         call(&h, "POST", "/api/v1/plugins", Some("wrong-token-0123456789"), Body::Bytes(&arima)),
         401,

@@ -64,18 +64,45 @@ fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
 
 /// Lets a request through only with `Authorization: Bearer <token>`.
 pub async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Some(given) = given else {
+    match check(request.headers().get(header::AUTHORIZATION), &state.token) {
+        Ok(()) => Ok(next.run(request).await),
+        Err(refusal) => {
+            drain(request, state.max_upload).await;
+            Err(refusal)
+        }
+    }
+}
+
+fn check(given: Option<&header::HeaderValue>, token: &str) -> Result<(), ApiError> {
+    let Some(given) = given.and_then(|v| v.to_str().ok()) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this request needs a bearer token"));
     };
     let Some(given) = given.strip_prefix("Bearer ") else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the Authorization header must be Bearer"));
     };
-    if !constant_time_eq(given.trim().as_bytes(), state.token.as_bytes()) {
+    if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the bearer token is wrong"));
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
+
+/// Reads and discards the rest of a refused request's body (up to the upload cap, for at most
+/// a few seconds) before the refusal is sent. A server that closes a connection with unread
+/// data in it resets the connection, and a client still sending an upload then sees a broken
+/// pipe instead of the 401 that says why.
+async fn drain(request: Request, limit: usize) {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_none_or(|length| length > 0 && length <= limit) {
+        let body = axum::body::to_bytes(request.into_body(), limit);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, body).await;
+    }
+}
+
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
