@@ -20,7 +20,9 @@ mod config;
 use std::collections::VecDeque;
 
 use augurs::changepoint::{Detector as _, NormalGammaDetector, dist::NormalGamma};
-use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
+use routewatch_plugin_sdk::{
+    Anomaly, AnomalyKind, Batch, Detector, Info, Output, SeriesTable, Verdict, score_from_z, snapshot,
+};
 use serde::{Deserialize, Serialize};
 
 pub use config::Config;
@@ -29,7 +31,6 @@ routewatch_plugin_sdk::export_detector!(Changepoint);
 
 /// 2: the noise scale is the deviation from the level (1 measured first differences).
 const SNAPSHOT_VERSION: u8 = 2;
-const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
 /// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
 const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
 
@@ -37,9 +38,7 @@ const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
 #[derive(Debug, Default)]
 pub struct Changepoint {
     config: Config,
-    metrics: Vec<String>,
-    /// `series[metric][router]`.
-    series: Vec<Vec<Series>>,
+    series: SeriesTable<Series>,
 }
 
 /// One (router, metric) series.
@@ -71,12 +70,6 @@ impl Default for Series {
             cooldown: 0,
         }
     }
-}
-
-/// What one sample came to.
-struct Verdict {
-    score: f64,
-    anomaly: Option<Anomaly>,
 }
 
 impl Series {
@@ -192,69 +185,21 @@ impl Detector for Changepoint {
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), String> {
-        let rows = batch.rows();
-        out.scores.reserve(batch.points());
-        for (c, column) in batch.columns.iter().enumerate() {
-            let watched = self.config.metrics.is_empty() || self.config.metrics.iter().any(|m| m == column.metric);
-            if !watched {
-                out.scores.extend(std::iter::repeat_n(0.0, rows));
-                continue;
-            }
-            let metric = match self.metrics.iter().position(|m| m == column.metric) {
-                Some(id) => id,
-                None => {
-                    self.metrics.push(column.metric.to_owned());
-                    self.series.push(Vec::new());
-                    self.metrics.len() - 1
-                }
-            };
-            let table = &mut self.series[metric];
-            for (row, ((&router, &ts), &value)) in
-                batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
-            {
-                if router > MAX_ROUTER_ID {
-                    return Err(format!("router id {router} is over {MAX_ROUTER_ID}; ids must be dense"));
-                }
-                let r = router as usize;
-                if r >= table.len() {
-                    table.resize(r + 1, Series::default());
-                }
-                let verdict = table[r].observe(ts, value, &self.config);
-                out.scores.push(verdict.score as f32);
-                if let Some(mut anomaly) = verdict.anomaly {
-                    anomaly.row = row as u32;
-                    anomaly.column = c as u32;
-                    out.anomalies.push(anomaly);
-                }
-            }
-        }
-        Ok(())
+        let config = &self.config;
+        let watched =
+            |metric: &str| (config.metrics.is_empty() || config.metrics.iter().any(|m| m == metric)).then_some(());
+        self.series.process(batch, out, watched, |series, _, ts, value| series.observe(ts, value, config))
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = vec![SNAPSHOT_VERSION];
-        let body = (&self.config, &self.metrics, &self.series);
-        bytes.extend(postcard::to_allocvec(&body).expect("state always serialises"));
-        bytes
+        snapshot::encode(SNAPSHOT_VERSION, &(&self.config, &self.series))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match bytes.split_first() {
-            Some((&SNAPSHOT_VERSION, body)) => {
-                let (config, metrics, series): (Config, Vec<String>, Vec<Vec<Series>>) =
-                    postcard::from_bytes(body).map_err(|e| format!("corrupt changepoint snapshot: {e}"))?;
-                if series.len() != metrics.len() || series.iter().any(|s| s.len() > MAX_ROUTER_ID as usize + 1) {
-                    return Err("corrupt changepoint snapshot: series do not match the metrics".into());
-                }
-                self.config = config;
-                self.metrics = metrics;
-                self.series = series;
-                Ok(())
-            }
-            Some((version, _)) => Err(format!(
-                "changepoint snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"
-            )),
-            None => Err("empty changepoint snapshot".into()),
-        }
+        let (config, series): (Config, SeriesTable<Series>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "changepoint")?;
+        series.check().map_err(|e| format!("corrupt changepoint snapshot: {e}"))?;
+        self.config = config;
+        self.series = series;
+        Ok(())
     }
 }

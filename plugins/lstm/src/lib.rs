@@ -17,7 +17,9 @@ mod config;
 pub mod model;
 pub mod normalize;
 
-use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
+use routewatch_plugin_sdk::{
+    Anomaly, AnomalyKind, Batch, Detector, Info, MAX_ROUTER_ID, Output, score_from_z, snapshot,
+};
 use serde::{Deserialize, Serialize};
 
 pub use config::Config;
@@ -28,8 +30,6 @@ routewatch_plugin_sdk::export_detector!(Lstm);
 
 /// Snapshot layout version; bump when [`RouterState`] or the snapshot body changes shape.
 const SNAPSHOT_VERSION: u8 = 1;
-/// Largest router id accepted; ids index arrays.
-const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
 /// For Gaussian errors, `E|e| * sqrt(pi / 2)` is the standard deviation.
 const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
 
@@ -170,42 +170,31 @@ impl Detector for Lstm {
     fn snapshot(&self) -> Vec<u8> {
         let routers: Vec<(u32, &RouterState)> =
             self.routers.iter().enumerate().filter_map(|(id, s)| s.as_ref().map(|s| (id as u32, s))).collect();
-        let mut bytes = vec![SNAPSHOT_VERSION];
-        bytes.extend(postcard::to_allocvec(&(&self.config, routers)).expect("state always serialises"));
-        bytes
+        snapshot::encode(SNAPSHOT_VERSION, &(&self.config, routers))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match bytes.split_first() {
-            Some((&SNAPSHOT_VERSION, body)) => {
-                let (config, routers): (Config, Vec<(u32, RouterState)>) =
-                    postcard::from_bytes(body).map_err(|e| format!("corrupt LSTM snapshot: {e}"))?;
-                let bad = |s: &RouterState| {
-                    s.h.len() != HIDDEN
-                        || s.c.len() != HIDDEN
-                        || s.norms.len() != WIDTH
-                        || s.errors.len() != WIDTH
-                        || s.forecast.as_ref().is_some_and(|f| f.len() != WIDTH)
-                };
-                if routers.iter().any(|(id, s)| *id > MAX_ROUTER_ID || bad(s)) {
-                    return Err("corrupt LSTM snapshot: a router's state has the wrong shape".into());
-                }
-                let mut table = Vec::new();
-                for (id, state) in routers {
-                    if id as usize >= table.len() {
-                        table.resize(id as usize + 1, None);
-                    }
-                    table[id as usize] = Some(state);
-                }
-                self.config = config;
-                self.routers = table;
-                Ok(())
-            }
-            Some((version, _)) => {
-                Err(format!("LSTM snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"))
-            }
-            None => Err("empty LSTM snapshot".into()),
+        let (config, routers): (Config, Vec<(u32, RouterState)>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "LSTM")?;
+        let bad = |s: &RouterState| {
+            s.h.len() != HIDDEN
+                || s.c.len() != HIDDEN
+                || s.norms.len() != WIDTH
+                || s.errors.len() != WIDTH
+                || s.forecast.as_ref().is_some_and(|f| f.len() != WIDTH)
+        };
+        if routers.iter().any(|(id, s)| *id > MAX_ROUTER_ID || bad(s)) {
+            return Err("corrupt LSTM snapshot: a router's state has the wrong shape".into());
         }
+        let mut table = Vec::new();
+        for (id, state) in routers {
+            if id as usize >= table.len() {
+                table.resize(id as usize + 1, None);
+            }
+            table[id as usize] = Some(state);
+        }
+        self.config = config;
+        self.routers = table;
+        Ok(())
     }
 }
 

@@ -36,9 +36,12 @@
 //! ```
 
 mod score;
+mod series;
+pub mod snapshot;
 mod types;
 
 pub use score::{Z_SCORE_SLOPE, score_from_z};
+pub use series::{MAX_ROUTER_ID, SeriesTable, Verdict};
 pub use types::{Anomaly, AnomalyKind, Batch, Column, Info, Level, Output};
 
 /// The WIT package version this SDK builds against (see `wit/detector.wit`).

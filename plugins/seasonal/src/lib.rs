@@ -25,7 +25,9 @@ use std::collections::VecDeque;
 use augurs::ets::model::{ErrorComponent, Model as EtsModel, ModelType, SeasonalComponent, TrendComponent, Unfit};
 use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
 use augurs::{Fit, Forecast, Predict};
-use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
+use routewatch_plugin_sdk::{
+    Anomaly, AnomalyKind, Batch, Detector, Info, Output, SeriesTable, Verdict, score_from_z, snapshot,
+};
 use serde::{Deserialize, Serialize};
 
 pub use config::Config;
@@ -33,7 +35,6 @@ pub use config::Config;
 routewatch_plugin_sdk::export_detector!(Seasonal);
 
 const SNAPSHOT_VERSION: u8 = 1;
-const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
 /// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -41,9 +42,7 @@ const Z95: f64 = 1.959_963_984_540_054;
 #[derive(Debug, Default)]
 pub struct Seasonal {
     config: Config,
-    metrics: Vec<String>,
-    /// `series[metric][router]`.
-    series: Vec<Vec<Series>>,
+    series: SeriesTable<Series>,
 }
 
 /// A fitted model, advanced one sample at a time.
@@ -68,11 +67,6 @@ pub struct Series {
     run_side: i8,
     run_len: u32,
     run_sum: f64,
-}
-
-struct Verdict {
-    score: f64,
-    anomaly: Option<Anomaly>,
 }
 
 /// How a metric's samples are modelled: as they are, or in logarithms.
@@ -325,74 +319,30 @@ impl Detector for Seasonal {
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), String> {
-        let rows = batch.rows();
-        out.scores.reserve(batch.points());
-        for (c, column) in batch.columns.iter().enumerate() {
-            let watched = self.config.metrics.is_empty() || self.config.metrics.iter().any(|m| m == column.metric);
-            if !watched {
-                out.scores.extend(std::iter::repeat_n(0.0, rows));
-                continue;
-            }
-            let metric = match self.metrics.iter().position(|m| m == column.metric) {
-                Some(id) => id,
-                None => {
-                    self.metrics.push(column.metric.to_owned());
-                    self.series.push(Vec::new());
-                    self.metrics.len() - 1
-                }
-            };
-            let scale =
-                if self.config.log_metrics.iter().any(|m| m == column.metric) { Scale::Log } else { Scale::Linear };
-            let table = &mut self.series[metric];
-            for (row, ((&router, &ts), &value)) in
-                batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
-            {
-                if router > MAX_ROUTER_ID {
-                    return Err(format!("router id {router} is over {MAX_ROUTER_ID}; ids must be dense"));
-                }
-                let r = router as usize;
-                if r >= table.len() {
-                    table.resize(r + 1, Series::default());
-                }
-                let verdict = table[r].observe(ts, value, scale, &self.config);
-                out.scores.push(verdict.score as f32);
-                if let Some(mut anomaly) = verdict.anomaly {
-                    anomaly.row = row as u32;
-                    anomaly.column = c as u32;
-                    out.anomalies.push(anomaly);
-                }
-            }
-        }
-        Ok(())
+        let config = &self.config;
+        let watch = |metric: &str| {
+            let watched = config.metrics.is_empty() || config.metrics.iter().any(|m| m == metric);
+            let log = config.log_metrics.iter().any(|m| m == metric);
+            watched.then_some(if log { Scale::Log } else { Scale::Linear })
+        };
+        self.series.process(batch, out, watch, |series, &scale, ts, value| series.observe(ts, value, scale, config))
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = vec![SNAPSHOT_VERSION];
-        let body = (&self.config, &self.metrics, &self.series);
-        bytes.extend(postcard::to_allocvec(&body).expect("state always serialises"));
-        bytes
+        snapshot::encode(SNAPSHOT_VERSION, &(&self.config, &self.series))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match bytes.split_first() {
-            Some((&SNAPSHOT_VERSION, body)) => {
-                let (config, metrics, series): (Config, Vec<String>, Vec<Vec<Series>>) =
-                    postcard::from_bytes(body).map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
-                let bad_model =
-                    |s: &Series| s.model.as_ref().is_some_and(|m| m.profile.is_empty() || m.phase >= m.profile.len());
-                if series.len() != metrics.len() || series.iter().flatten().any(bad_model) {
-                    return Err("corrupt seasonal snapshot: series do not match the metrics".into());
-                }
-                self.config = config;
-                self.metrics = metrics;
-                self.series = series;
-                Ok(())
-            }
-            Some((version, _)) => Err(format!(
-                "seasonal snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"
-            )),
-            None => Err("empty seasonal snapshot".into()),
+        let (config, series): (Config, SeriesTable<Series>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "seasonal")?;
+        series.check().map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
+        let bad_model =
+            |s: &Series| s.model.as_ref().is_some_and(|m| m.profile.is_empty() || m.phase >= m.profile.len());
+        if series.iter().any(bad_model) {
+            return Err("corrupt seasonal snapshot: a fitted model has no profile".into());
         }
+        self.config = config;
+        self.series = series;
+        Ok(())
     }
 }
 

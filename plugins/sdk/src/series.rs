@@ -1,0 +1,167 @@
+//! Per-series state for detectors that judge every (router, metric) series on its own.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Anomaly, Batch, Output};
+
+/// Largest router id a [`SeriesTable`] accepts: ids index arrays, so they must be dense (the
+/// host numbers routers from 0 per partition).
+pub const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
+
+/// What one sample came to: its score in [0, 1] and, if it is one, the anomaly (its `row` and
+/// `column` are filled in by [`SeriesTable::process`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Verdict {
+    pub score: f64,
+    pub anomaly: Option<Anomaly>,
+}
+
+/// One `S` per (metric, router), created on first sight with `S::default()`.
+///
+/// It serialises as the metric names followed by the series, so it can go into a snapshot
+/// as it is (see [`crate::snapshot`]).
+///
+/// ```
+/// use routewatch_plugin_sdk::{Batch, Output, SeriesTable, Verdict};
+///
+/// // Counts the samples of each series; flags the third.
+/// let mut table: SeriesTable<u32> = SeriesTable::default();
+/// let mut out = Output::default();
+/// for ts in 0..3 {
+///     let timestamps = [ts, ts];
+///     let batch = Batch::new(&[0, 1], &timestamps, vec![("cpu_util", &[0.5, 0.6][..])]);
+///     table
+///         .process(&batch, &mut out, |_metric| Some(()), |seen: &mut u32, _, _ts, _value| {
+///             *seen += 1;
+///             Verdict { score: if *seen == 3 { 1.0 } else { 0.0 }, anomaly: None }
+///         })
+///         .unwrap();
+/// }
+/// assert_eq!(out.scores, vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
+/// assert_eq!(table.iter().copied().collect::<Vec<_>>(), vec![3, 3]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesTable<S> {
+    metrics: Vec<String>,
+    /// `series[metric][router]`.
+    series: Vec<Vec<S>>,
+}
+
+impl<S> Default for SeriesTable<S> {
+    fn default() -> Self {
+        SeriesTable { metrics: Vec::new(), series: Vec::new() }
+    }
+}
+
+impl<S: Default + Clone> SeriesTable<S> {
+    /// Runs `observe` over every point of `batch`, column by column and in row order within
+    /// a column, and writes one score per point to `out` (in the batch's column-major order)
+    /// and the anomalies with their row and column.
+    ///
+    /// `watch` decides per column from its metric name: `None` leaves the column unwatched
+    /// (its points score 0), `Some(context)` hands `context` to every `observe` of the column
+    /// (a per-metric setting, say).
+    pub fn process<C>(
+        &mut self,
+        batch: &Batch<'_>,
+        out: &mut Output,
+        mut watch: impl FnMut(&str) -> Option<C>,
+        mut observe: impl FnMut(&mut S, &C, i64, f64) -> Verdict,
+    ) -> Result<(), String> {
+        let rows = batch.rows();
+        out.scores.reserve(batch.points());
+        if let Some(&router) = batch.routers.iter().find(|&&r| r > MAX_ROUTER_ID) {
+            return Err(format!("router id {router} is over {MAX_ROUTER_ID}; ids must be dense"));
+        }
+        for (c, column) in batch.columns.iter().enumerate() {
+            let Some(context) = watch(column.metric) else {
+                out.scores.extend(std::iter::repeat_n(0.0, rows));
+                continue;
+            };
+            let table = self.metric(column.metric);
+            for (row, ((&router, &ts), &value)) in
+                batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
+            {
+                let r = router as usize;
+                if r >= table.len() {
+                    table.resize(r + 1, S::default());
+                }
+                let verdict = observe(&mut table[r], &context, ts, value);
+                out.scores.push(verdict.score as f32);
+                if let Some(mut anomaly) = verdict.anomaly {
+                    anomaly.row = row as u32;
+                    anomaly.column = c as u32;
+                    out.anomalies.push(anomaly);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The series of `metric`, by router id, added on first sight.
+    fn metric(&mut self, metric: &str) -> &mut Vec<S> {
+        let id = match self.metrics.iter().position(|m| m == metric) {
+            Some(id) => id,
+            None => {
+                self.metrics.push(metric.to_owned());
+                self.series.push(Vec::new());
+                self.metrics.len() - 1
+            }
+        };
+        &mut self.series[id]
+    }
+}
+
+impl<S> SeriesTable<S> {
+    /// Every series, metric by metric.
+    pub fn iter(&self) -> impl Iterator<Item = &S> {
+        self.series.iter().flatten()
+    }
+
+    /// Checks the shape of a table read from a snapshot: one list of series per metric, and
+    /// no more routers than ids allow.
+    pub fn check(&self) -> Result<(), String> {
+        if self.series.len() != self.metrics.len() {
+            return Err("series do not match the metrics".into());
+        }
+        if self.series.iter().any(|s| s.len() > MAX_ROUTER_ID as usize + 1) {
+            return Err(format!("more series than router ids (at most {})", MAX_ROUTER_ID as usize + 1));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwatched_columns_score_zero_and_bad_router_ids_change_nothing() {
+        let mut table: SeriesTable<u32> = SeriesTable::default();
+        let mut out = Output::default();
+        let batch = Batch::new(&[0, 2], &[1, 1], vec![("cpu_util", &[1.0, 2.0][..]), ("bgp_up", &[3.0, 4.0][..])]);
+        let watch = |metric: &str| (metric == "cpu_util").then_some(10u32);
+        table
+            .process(&batch, &mut out, watch, |s, &add, _, _| {
+                *s += add;
+                Verdict { score: 0.7, anomaly: None }
+            })
+            .unwrap();
+        assert_eq!(out.scores, vec![0.7, 0.7, 0.0, 0.0]);
+        // Router 1 was never seen: its series exists (ids index arrays) but is untouched.
+        assert_eq!(table.iter().copied().collect::<Vec<_>>(), vec![10, 0, 10]);
+        table.check().unwrap();
+
+        let before = table.clone();
+        let bad = Batch::new(&[0, MAX_ROUTER_ID + 1], &[2, 2], vec![("cpu_util", &[1.0, 2.0][..])]);
+        let err = table.process(&bad, &mut Output::default(), watch, |_, _, _, _| Verdict::default()).unwrap_err();
+        assert!(err.contains("ids must be dense"), "{err}");
+        assert_eq!(table, before, "a refused batch leaves every series as it was");
+    }
+
+    #[test]
+    fn check_refuses_a_table_whose_shape_is_off() {
+        let table: SeriesTable<u32> = SeriesTable { metrics: vec!["cpu_util".into()], series: vec![] };
+        assert!(table.check().unwrap_err().contains("do not match"));
+    }
+}
