@@ -34,7 +34,8 @@ pub use config::Config;
 
 routewatch_plugin_sdk::export_detector!(Seasonal);
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// 2: the configuration gained `log_metrics`.
+const SNAPSHOT_VERSION: u8 = 2;
 /// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
 const Z95: f64 = 1.959_963_984_540_054;
 
