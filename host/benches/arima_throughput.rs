@@ -31,7 +31,8 @@ fn main() {
     let batches: Vec<Batch> = (0..WARMUP_STEPS + TIMED_STEPS).map(batch).collect();
     let points = (TIMED_STEPS * ROUTERS as usize * METRICS.len()) as f64;
 
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: None, limits: Limits::default() }).expect("runtime");
+    let runtime =
+        Runtime::new(RuntimeConfig { limits: Limits::default(), ..RuntimeConfig::default() }).expect("runtime");
     let plugin =
         runtime.load_file(&component("routewatch_arima")).expect("ARIMA component (run `cargo xtask build` first)");
 

@@ -197,6 +197,7 @@ pub fn run(args: &QualityArgs) -> Result<()> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(args.out_dir.join("components")),
         limits: Limits { cpu_budget: std::time::Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
     })?;
     let detectors: Vec<(&str, &str)> =
         DETECTORS.iter().copied().filter(|(_, name)| !args.skip.iter().any(|s| s == name)).collect();

@@ -47,6 +47,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
         limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
     })?;
     let mut table = String::new();
     for (stem, name) in DETECTORS {

@@ -25,7 +25,7 @@ fn component(stem: &str) -> PathBuf {
 
 fn runtime() -> Runtime {
     let limits = Limits { cpu_budget: Duration::from_secs(60), memory_bytes: 512 << 20, ..Limits::default() };
-    Runtime::new(RuntimeConfig { cache_dir: None, limits }).expect("runtime starts")
+    Runtime::new(RuntimeConfig { limits, ..RuntimeConfig::default() }).expect("runtime starts")
 }
 
 fn load(runtime: &Runtime, stem: &str, name: &str) -> Plugin {

@@ -23,6 +23,8 @@ const PLUGINS: &[&str] = &[
     "routewatch-test-evil",
     "routewatch-test-wrong-world",
     "routewatch-test-wrong-version",
+    "routewatch-test-impostor",
+    "routewatch-test-bloated",
     "routewatch-lstm",
     "routewatch-seasonal",
     "routewatch-fleet-outlier",

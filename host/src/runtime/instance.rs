@@ -1,9 +1,10 @@
 //! A running plugin instance: its store, its sandbox and its calls.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap, WasmBacktrace};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -11,14 +12,17 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 use super::bindings::routewatch::detector::logging;
 use super::bindings::{Batch, DetectorPlugin, DetectorPluginPre, Output, PluginInfo};
 use super::error::{CallError, TrapKind};
-use super::{EPOCH_TICK, Limits};
+use super::{EPOCH_TICK, Limits, MAX_REASON_BYTES};
 
-/// Longest reason an anomaly may carry.
-const MAX_REASON_BYTES: usize = 200;
 /// Plugin stderr kept to explain a panic.
 const STDERR_CAPACITY: usize = 16 * 1024;
-/// Log lines a plugin may emit per second before the host drops them.
-const LOG_LINES_PER_SECOND: u32 = 20;
+/// Log lines a plugin may emit per second, over all its instances, before the host drops them.
+pub const LOG_LINES_PER_SECOND: u32 = 20;
+/// Longest plugin log line kept, in characters; the rest is cut.
+const MAX_LOG_CHARS: usize = 1000;
+/// A call may take this many times its CPU budget in wall-clock time before it is stopped
+/// anyway: a backstop should the thread's CPU clock ever fail to advance.
+const WALL_CLOCK_BACKSTOP: u32 = 20;
 
 /// Per-instance state inside the wasmtime store.
 pub struct HostState {
@@ -31,18 +35,97 @@ pub struct HostState {
     memory_high_water: usize,
     /// Set when a growth past the cap was refused, to classify the trap that follows.
     memory_refused: Option<usize>,
-    log: LogBudget,
+    log: Arc<LogLimiter>,
+    /// The running call's budget, checked whenever the epoch deadline passes.
+    budget: CallBudget,
 }
 
-/// A fixed window rate limit on plugin log lines.
-struct LogBudget {
-    window_start: Instant,
+/// The CPU budget of the call in progress. The epoch ticker only wakes the check; what counts
+/// is the CPU time of the thread running the plugin, so a plugin that waits for a core (many
+/// partitions on few cores) is not charged for the wait.
+#[derive(Clone, Copy)]
+struct CallBudget {
+    /// Thread CPU time at which the call has used its budget.
+    cpu_limit: Duration,
+    /// Wall-clock time past which the call stops whatever its CPU clock says.
+    wall_limit: Instant,
+}
+
+impl CallBudget {
+    fn start(budget: Duration) -> CallBudget {
+        CallBudget { cpu_limit: thread_cpu_time() + budget, wall_limit: Instant::now() + budget * WALL_CLOCK_BACKSTOP }
+    }
+
+    /// Called on the plugin's thread when its epoch deadline passes: stop it, or let it run
+    /// for the CPU time it has left.
+    fn check(&self) -> UpdateDeadline {
+        let left = self.cpu_limit.saturating_sub(thread_cpu_time());
+        if left.is_zero() || Instant::now() >= self.wall_limit {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(ticks(left))
+        }
+    }
+}
+
+/// The log rate limit of one plugin, shared by all of its instances (every partition, every
+/// restart): a fixed one-second window.
+#[derive(Debug)]
+pub struct LogLimiter {
+    plugin: String,
+    window: Mutex<LogWindow>,
+}
+
+#[derive(Debug)]
+struct LogWindow {
+    start: Instant,
     used: u32,
     dropped: u64,
 }
 
+impl LogLimiter {
+    pub(super) fn new(plugin: &str) -> LogLimiter {
+        LogLimiter {
+            plugin: plugin.to_owned(),
+            window: Mutex::new(LogWindow { start: Instant::now(), used: 0, dropped: 0 }),
+        }
+    }
+
+    /// Whether one more line may be written now.
+    fn admit(&self) -> bool {
+        let now = Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now.duration_since(window.start) >= Duration::from_secs(1) {
+            if window.dropped > 0 {
+                tracing::warn!(plugin = %self.plugin, dropped = window.dropped, "plugin log lines dropped by the rate limit");
+            }
+            *window = LogWindow { start: now, used: 0, dropped: 0 };
+        }
+        if window.used >= LOG_LINES_PER_SECOND {
+            window.dropped += 1;
+            return false;
+        }
+        window.used += 1;
+        true
+    }
+}
+
+/// A plugin's text made safe for one log line: control characters (newlines included) are
+/// escaped, so a plugin cannot forge lines that look like the host's, and length is capped.
+pub fn escape_plugin_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    for c in text.chars().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl HostState {
-    fn new(plugin: String, limits: Limits) -> HostState {
+    fn new(plugin: String, limits: Limits, log: Arc<LogLimiter>) -> HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtxBuilder::new();
         // Grant nothing: no files, no network, no environment or arguments, and a clock that
@@ -65,7 +148,8 @@ impl HostState {
             memory_cap: limits.memory_bytes,
             memory_high_water: 0,
             memory_refused: None,
-            log: LogBudget { window_start: Instant::now(), used: 0, dropped: 0 },
+            log,
+            budget: CallBudget::start(limits.cpu_budget),
         }
     }
 
@@ -129,19 +213,10 @@ impl super::bindings::routewatch::detector::types::Host for HostState {}
 
 impl logging::Host for HostState {
     fn log(&mut self, level: logging::Level, message: String) {
-        let now = Instant::now();
-        if now.duration_since(self.log.window_start) >= Duration::from_secs(1) {
-            if self.log.dropped > 0 {
-                tracing::warn!(plugin = %self.plugin, dropped = self.log.dropped, "plugin log lines dropped by the rate limit");
-            }
-            self.log = LogBudget { window_start: now, used: 0, dropped: 0 };
-        }
-        if self.log.used >= LOG_LINES_PER_SECOND {
-            self.log.dropped += 1;
+        if !self.log.admit() {
             return;
         }
-        self.log.used += 1;
-        let message: String = message.chars().take(1000).collect();
+        let message = escape_plugin_text(&message, MAX_LOG_CHARS);
         let plugin = &self.plugin;
         match level {
             logging::Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -179,9 +254,11 @@ impl Instance {
         pre: &DetectorPluginPre<HostState>,
         plugin: String,
         limits: Limits,
+        log: Arc<LogLimiter>,
     ) -> Result<Instance, CallError> {
-        let mut store = Store::new(pre.engine(), HostState::new(plugin, limits));
+        let mut store = Store::new(pre.engine(), HostState::new(plugin, limits, log));
         store.limiter(|state| state);
+        store.epoch_deadline_callback(|store| Ok(store.data().budget.check()));
         let budget = limits.cpu_budget;
         store.set_epoch_deadline(ticks(budget));
         let started = Instant::now();
@@ -241,6 +318,7 @@ impl Instance {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
+        self.store.data_mut().budget = CallBudget::start(self.budget);
         self.store.set_epoch_deadline(ticks(self.budget));
         let started = Instant::now();
         let cpu_started = thread_cpu_time();
@@ -323,7 +401,7 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, budget: Duration) ->
 }
 
 /// Checks a plugin's output against the contract in `wit/detector.wit`.
-fn validate(batch: &Batch, output: &Output) -> Result<(), CallError> {
+pub(super) fn validate(batch: &Batch, output: &Output) -> Result<(), CallError> {
     let rows = batch.routers.len();
     let points = rows * batch.columns.len();
     let bad = |msg: String| Err(CallError::InvalidOutput(msg));
@@ -342,6 +420,16 @@ fn validate(batch: &Batch, output: &Output) -> Result<(), CallError> {
         }
         if !(0.0..=1.0).contains(&a.score) {
             return bad(format!("anomaly score {} is outside [0, 1]", a.score));
+        }
+        if !a.observed.is_finite() || !a.expected.is_finite() {
+            return bad(format!("anomaly observed {} and expected {} must be finite", a.observed, a.expected));
+        }
+        // A bound may be infinite on its own side only: "no bound there".
+        if a.lower.is_nan() || a.upper.is_nan() || a.lower == f64::INFINITY || a.upper == f64::NEG_INFINITY {
+            return bad(format!("anomaly bounds [{}, {}] are not a range", a.lower, a.upper));
+        }
+        if a.lower > a.upper {
+            return bad(format!("anomaly lower bound {} is above its upper bound {}", a.lower, a.upper));
         }
         if a.reason.len() > MAX_REASON_BYTES {
             return bad(format!("anomaly reason is {} bytes, over {MAX_REASON_BYTES}", a.reason.len()));

@@ -4,7 +4,7 @@
 //! ```no_run
 //! use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 //!
-//! let runtime = Runtime::new(RuntimeConfig { cache_dir: None, limits: Limits::default() })?;
+//! let runtime = Runtime::new(RuntimeConfig { limits: Limits::default(), ..RuntimeConfig::default() })?;
 //! let plugin = runtime.load_file("routewatch_arima.wasm".as_ref())?;
 //! let mut instance = plugin.instantiate()?;
 //! instance.configure("{}")?;
@@ -24,9 +24,10 @@ mod error;
 mod instance;
 mod plugin;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,11 +36,34 @@ use wasmtime::{Config, Engine};
 
 pub use bindings::{Anomaly, AnomalyKind, Batch, Column, Output, PluginInfo};
 pub use error::{CallError, LoadError, RuntimeError, TrapKind};
-pub use instance::{CallStats, Instance};
+pub use instance::{CallStats, Instance, LOG_LINES_PER_SECOND, LogLimiter, escape_plugin_text};
 pub use plugin::Plugin;
 
 use cache::ComponentCache;
 use instance::HostState;
+
+/// Longest reason an anomaly may carry, in bytes.
+pub const MAX_REASON_BYTES: usize = 200;
+
+/// Caps on what a plugin says about itself in its info. Everything there is echoed by the API
+/// to every client that lists plugins, so none of it may be large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InfoCaps {
+    pub description_bytes: usize,
+    /// How many metric names `metrics` may list.
+    pub metrics: usize,
+    pub metric_name_bytes: usize,
+    pub config_schema_bytes: usize,
+}
+
+impl InfoCaps {
+    /// The caps every plugin is held to (documented in the README).
+    pub const DEFAULT: InfoCaps =
+        InfoCaps { description_bytes: 4 << 10, metrics: 256, metric_name_bytes: 64, config_schema_bytes: 64 << 10 };
+}
+
+/// Default cap on the compiled-component cache: beyond it the least recently used entries go.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
 /// Versions of the `routewatch:detector` WIT package this host serves.
 pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
@@ -50,7 +74,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Sandbox limits applied to every call of every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock budget of one call into a plugin (enforced by epoch interruption).
+    /// CPU time one call into a plugin may use: the CPU time of the thread running it, so
+    /// time spent waiting for a core is not counted. Checked every millisecond by epoch
+    /// interruption; a call is also stopped after 20 times the budget in wall-clock time.
     pub cpu_budget: Duration,
     /// Largest linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
@@ -64,11 +90,20 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where compiled components are kept between runs; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Largest size of the cache directory; least recently used entries are evicted past it.
+    pub cache_max_bytes: u64,
     pub limits: Limits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig { cache_dir: None, cache_max_bytes: DEFAULT_CACHE_MAX_BYTES, limits: Limits::default() }
+    }
 }
 
 /// One Wasm engine shared by every plugin, with its linker and compiled-component cache.
@@ -77,6 +112,8 @@ pub struct Runtime {
     linker: Arc<Linker<HostState>>,
     cache: Option<ComponentCache>,
     limits: Limits,
+    /// Log rate limits by plugin name, shared by every instance and version of a plugin.
+    log_limits: Mutex<HashMap<String, Arc<LogLimiter>>>,
     /// Kept for its `Drop`, which stops the thread.
     _ticker: EpochTicker,
 }
@@ -96,9 +133,23 @@ impl Runtime {
         bindings::DetectorPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
 
-        let cache = config.cache_dir.map(|dir| ComponentCache::open(dir, &engine)).transpose()?;
+        let cache =
+            config.cache_dir.map(|dir| ComponentCache::open(dir, &engine, config.cache_max_bytes)).transpose()?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, linker: Arc::new(linker), cache, limits: config.limits, _ticker: ticker })
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            cache,
+            limits: config.limits,
+            log_limits: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
+    }
+
+    /// The log rate limit of the plugin called `name`.
+    fn log_limiter(&self, name: &str) -> Arc<LogLimiter> {
+        let mut limits = self.log_limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        limits.entry(name.to_owned()).or_insert_with(|| Arc::new(LogLimiter::new(name))).clone()
     }
 
     /// Loads a component from a file (see [`Runtime::load`]).

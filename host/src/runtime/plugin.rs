@@ -7,8 +7,8 @@ use wasmtime::component::{Component, types::ComponentItem};
 
 use super::bindings::{DetectorPluginPre, PluginInfo};
 use super::error::LoadError;
-use super::instance::Instance;
-use super::{CallError, Limits, Runtime, SUPPORTED_WIT_VERSIONS};
+use super::instance::{Instance, LogLimiter};
+use super::{CallError, InfoCaps, Limits, Runtime, SUPPORTED_WIT_VERSIONS};
 
 /// The interface a detector exports, without its version.
 const DETECTOR_INTERFACE: &str = "routewatch:detector/detector";
@@ -24,6 +24,7 @@ struct Inner {
     sha256: String,
     pre: DetectorPluginPre<super::HostState>,
     limits: Limits,
+    log: Arc<LogLimiter>,
 }
 
 impl Plugin {
@@ -39,7 +40,7 @@ impl Plugin {
 
     /// A fresh instance with default configuration and empty state.
     pub fn instantiate(&self) -> Result<Instance, CallError> {
-        Instance::new(&self.inner.pre, self.inner.info.name.clone(), self.inner.limits)
+        Instance::new(&self.inner.pre, self.inner.info.name.clone(), self.inner.limits, self.inner.log.clone())
     }
 }
 
@@ -56,20 +57,27 @@ pub(super) fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Plugin, LoadError>
     check_header(bytes)?;
     let sha: [u8; 32] = Sha256::digest(bytes).into();
     let engine = &runtime.engine;
-    let compile = || Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")));
-    let component = match &runtime.cache {
-        Some(cache) => cache.get_or_compile(engine, &sha, compile)?,
-        None => compile()?,
+    let cached = runtime.cache.as_ref().and_then(|cache| cache.get(engine, &sha));
+    let from_cache = cached.is_some();
+    let component = match cached {
+        Some(component) => component,
+        None => Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?,
     };
     check_exports(&component, engine)?;
     let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     let pre = DetectorPluginPre::new(pre).map_err(|e| LoadError::NotADetector(format!("{e:#}")))?;
 
     // A first instance tells us who the plugin says it is, and proves it can start.
-    let mut probe = Instance::new(&pre, String::from("(loading)"), runtime.limits)?;
+    let mut probe = Instance::new(&pre, String::from("(loading)"), runtime.limits, runtime.log_limiter("(loading)"))?;
     let info = probe.info()?;
     check_info(&info)?;
-    Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits }) })
+    // Only a component that loaded is worth keeping: one that fails to start would be
+    // fetched again and fail again.
+    if let (Some(cache), false) = (&runtime.cache, from_cache) {
+        cache.put(&sha, &component)?;
+    }
+    let log = runtime.log_limiter(&info.name);
+    Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits, log }) })
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
@@ -112,13 +120,50 @@ fn check_info(info: &PluginInfo) -> Result<(), LoadError> {
         && info.name.len() <= 64
         && info.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !name_ok {
-        return Err(LoadError::BadInfo(format!("name {:?} must be 1 to 64 of [a-z0-9_-]", info.name)));
+        return Err(LoadError::BadInfo(format!("name {:?} must be 1 to 64 of [a-z0-9_-]", truncated(&info.name))));
     }
-    if info.version.is_empty() || info.version.len() > 64 {
-        return Err(LoadError::BadInfo(format!("version {:?} must be 1 to 64 characters", info.version)));
+    if info.version.is_empty() || info.version.len() > 64 || info.version.chars().any(char::is_control) {
+        return Err(LoadError::BadInfo(format!(
+            "version {:?} must be 1 to 64 characters, none of them control characters",
+            truncated(&info.version)
+        )));
+    }
+    let caps = InfoCaps::DEFAULT;
+    if info.description.len() > caps.description_bytes {
+        return Err(LoadError::BadInfo(format!(
+            "description is {} bytes, over the cap of {}",
+            info.description.len(),
+            caps.description_bytes
+        )));
+    }
+    if info.metrics.len() > caps.metrics {
+        return Err(LoadError::BadInfo(format!(
+            "it names {} metrics, over the cap of {}",
+            info.metrics.len(),
+            caps.metrics
+        )));
+    }
+    if let Some(metric) = info.metrics.iter().find(|m| m.is_empty() || m.len() > caps.metric_name_bytes) {
+        return Err(LoadError::BadInfo(format!(
+            "metric name {:?} must be 1 to {} bytes",
+            truncated(metric),
+            caps.metric_name_bytes
+        )));
+    }
+    if info.config_schema.len() > caps.config_schema_bytes {
+        return Err(LoadError::BadInfo(format!(
+            "config_schema is {} bytes, over the cap of {}",
+            info.config_schema.len(),
+            caps.config_schema_bytes
+        )));
     }
     if serde_json::from_str::<serde_json::Value>(&info.config_schema).is_err() {
         return Err(LoadError::BadInfo("config_schema is not JSON".into()));
     }
     Ok(())
+}
+
+/// The start of a plugin-supplied string, for an error message.
+fn truncated(text: &str) -> String {
+    text.chars().take(80).collect()
 }

@@ -30,6 +30,7 @@ pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig {
         cache_dir: None,
         limits: Limits { cpu_budget: Duration::from_millis(200), memory_bytes: 64 << 20, ..Limits::default() },
+        ..RuntimeConfig::default()
     })
     .expect("runtime starts")
 }
@@ -121,3 +122,13 @@ pub fn metric_samples(exposition: &str, name: &str, labels: &[(&str, &str)]) -> 
 
 /// A token for the hosts under test, so that none writes one into the home directory.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Waits until `condition` holds, polling; fails the test with `what` after `timeout`.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
