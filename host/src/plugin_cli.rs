@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use routewatch_host::api::auth::default_token_file;
 use routewatch_host::registry::PluginStatus;
+use routewatch_host::registry::signing::KeyPair;
 use serde::Deserialize;
 
 #[derive(Args)]
@@ -36,7 +37,24 @@ enum PluginCommand {
     /// Show one plugin in full (JSON).
     Show { name: String },
     /// Upload a component; it replaces the running version of its plugin, state carried over.
-    Push { file: PathBuf },
+    /// A signature `FILE.sig` beside it is sent along.
+    Push {
+        file: PathBuf,
+        /// Take over a plugin that came from elsewhere (a `--plugin` file, another file).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Let the current version start without the old state where it refused that state.
+    StartFresh { name: String },
+    /// Make an ed25519 key pair for signing plugins: the secret goes to FILE (owner-only),
+    /// the public key (for `trusted_keys`) to standard output.
+    Keygen { file: PathBuf },
+    /// Sign a component with a secret key from `keygen`: writes `PLUGIN.wasm.sig`.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        file: PathBuf,
+    },
     /// Let a plugin see records again (also lifts a quarantine).
     Enable { name: String },
     /// Stop a plugin seeing records; it keeps its state.
@@ -87,8 +105,12 @@ impl Client {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => with_auth(self.agent.delete(&url), auth).call(),
             (_, Body::Empty) => with_auth(self.agent.post(&url), auth).send_empty(),
-            (_, Body::Wasm(bytes)) => {
-                with_auth(self.agent.post(&url), auth).header("Content-Type", "application/wasm").send(&bytes[..])
+            (_, Body::Wasm(bytes, signature)) => {
+                let request = with_auth(self.agent.post(&url), auth).header("Content-Type", "application/wasm");
+                match signature {
+                    Some(signature) => request.header("X-Routewatch-Signature", signature.trim()).send(&bytes[..]),
+                    None => request.send(&bytes[..]),
+                }
             }
             (_, Body::Json(value)) => with_auth(self.agent.put(&url), auth).send_json(&value),
         };
@@ -107,7 +129,8 @@ impl Client {
 
 enum Body {
     Empty,
-    Wasm(Vec<u8>),
+    /// A component and its signature, if any.
+    Wasm(Vec<u8>, Option<String>),
     Json(serde_json::Value),
 }
 
@@ -134,11 +157,37 @@ pub fn run(args: PluginArgs) -> Result<ExitCode> {
         PluginCommand::Show { name } => {
             println!("{}", client.send("GET", &format!("/api/v1/plugins/{name}"), Body::Empty)?)
         }
-        PluginCommand::Push { file } => {
+        PluginCommand::Push { file, replace } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let signature = std::fs::read_to_string(signature_path(&file)).ok();
+            let path = if replace { "/api/v1/plugins?replace=true" } else { "/api/v1/plugins" };
             let status: PluginStatus =
-                serde_json::from_str(&client.send("POST", "/api/v1/plugins", Body::Wasm(bytes))?)?;
+                serde_json::from_str(&client.send("POST", path, Body::Wasm(bytes, signature))?)?;
             println!("{} {} is {} (sha256 {})", status.name, status.version, status.state, &status.sha256[..12]);
+        }
+        PluginCommand::StartFresh { name } => {
+            print_state(&client.send("POST", &format!("/api/v1/plugins/{name}/start-fresh"), Body::Empty)?)?
+        }
+        PluginCommand::Keygen { file } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let pair = KeyPair::generate().context("reading /dev/urandom")?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("creating {} (it must not exist yet)", file.display()))?;
+            writeln!(out, "{}", pair.secret_hex())?;
+            println!("{}", pair.public_hex());
+        }
+        PluginCommand::Sign { key, file } => {
+            let secret = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+            let pair = KeyPair::from_secret_hex(&secret).context("the key file holds no secret key from keygen")?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let out = signature_path(&file);
+            std::fs::write(&out, pair.sign_hex(&bytes)).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} signed by {}", out.display(), pair.public_hex());
         }
         PluginCommand::Enable { name } => {
             print_state(&client.send("POST", &format!("/api/v1/plugins/{name}/enable"), Body::Empty)?)?
@@ -163,6 +212,13 @@ pub fn run(args: PluginArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `PLUGIN.wasm.sig`, where a component's signature lives.
+fn signature_path(component: &std::path::Path) -> PathBuf {
+    let mut path = component.as_os_str().to_owned();
+    path.push(".sig");
+    PathBuf::from(path)
 }
 
 fn print_state(text: &str) -> Result<()> {

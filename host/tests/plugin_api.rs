@@ -32,14 +32,14 @@ fn host() -> Host {
         Registry::new(common::runtime(), metrics.clone(), QuarantinePolicy::default(), Some(dir.path().into()))
             .unwrap(),
     );
-    let state = ApiState {
+    let state = ApiState::new(
         metrics,
-        feed: Arc::new(AnomalyFeed::default()),
-        ready: Arc::new(AtomicBool::new(true)),
-        registry: registry.clone(),
-        token: TEST_TOKEN.into(),
-        max_upload: MAX_UPLOAD,
-    };
+        Arc::new(AnomalyFeed::default()),
+        Arc::new(AtomicBool::new(true)),
+        registry.clone(),
+        TEST_TOKEN.into(),
+        MAX_UPLOAD,
+    );
     let server = Server::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
     Host { base: format!("http://{}", server.addr()), registry, dir, _server: server }
 }
@@ -239,6 +239,7 @@ fn reads_errors_and_the_openapi_document() {
         ("delete", "/api/v1/plugins/{name}"),
         ("post", "/api/v1/plugins/{name}/enable"),
         ("post", "/api/v1/plugins/{name}/disable"),
+        ("post", "/api/v1/plugins/{name}/start-fresh"),
         ("get", "/api/v1/plugins/{name}/config"),
         ("put", "/api/v1/plugins/{name}/config"),
     ];

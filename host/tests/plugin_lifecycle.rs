@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fleet::{PARTITIONS, T0, await_marked, keys, produce, producer, record, router, topics};
-use common::{TEST_TOKEN, component, metric_samples, metric_sum, rebuilt};
+use common::{TEST_TOKEN, component, metric_samples, metric_sum, rebuilt, wait_for};
 use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
@@ -32,15 +32,6 @@ fn config(broker: &Broker, group: &str, dir: &Path) -> PipelineConfig {
     config.kafka.insert("session.timeout.ms".into(), "6000".into());
     config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
     config
-}
-
-#[track_caller]
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A quiet series with a slow cycle: what ARIMA warms up on.
@@ -298,5 +289,70 @@ fn evil_plugins_are_contained_while_a_good_one_keeps_its_pace() {
     assert_eq!(metric_samples(&m, "routewatch_plugin_state", &[("plugin", "arima"), ("state", "running")]), [1.0]);
     assert!(metric_sum(&m, "routewatch_plugin_swap_pause_seconds_count") >= f64::from(PARTITIONS));
     assert_eq!(metric_sum(&m, "routewatch_plugin_load_failures_total"), 2.0);
+    pipeline.shutdown().unwrap();
+}
+
+/// A new version that refuses the old state where there is some: the API says so per
+/// partition, a configuration still reaches the version that really runs, and `start-fresh`
+/// finishes the change.
+#[test]
+fn a_refused_swap_is_shown_per_partition_and_a_fresh_start_completes_it() {
+    let broker = Broker::start();
+    topics(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(component("routewatch_test_evil"), dir.path().join("evil.wasm")).unwrap();
+    let mut config = config(&broker, "refused", dir.path());
+    config.plugin_config.insert("evil".into(), json!({"mode": "mark"}));
+    let producer = producer(&broker);
+    // Two routers, so that some partitions hold state and the others none.
+    let first = calm(2, 0..5, None);
+    produce(&producer, &first);
+    let pipeline = Pipeline::start(config).unwrap();
+    await_marked(&broker, &keys(&first), Duration::from_secs(120));
+    let registry = pipeline.registry().clone();
+    let base = format!("http://{}", pipeline.http_addr());
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let auth = format!("Bearer {TEST_TOKEN}");
+
+    // The impostor is `evil` 0.2.0 and refuses any state but its own.
+    let impostor = std::fs::read(component("routewatch_test_impostor")).unwrap();
+    let response = agent.post(&format!("{base}/api/v1/plugins")).header("Authorization", &auth).send(&impostor[..]);
+    assert_eq!(response.unwrap().status().as_u16(), 200);
+    wait_for("the partitions with state to refuse the new version", Duration::from_secs(20), || {
+        let status = registry.get("evil").unwrap();
+        status.state == "partial"
+            && status.partitions.len() == PARTITIONS as usize
+            && status.partitions.iter().any(|p| p.version == "0.1.0")
+            && status.partitions.iter().any(|p| p.version == "0.2.0")
+    });
+    let status = registry.get("evil").unwrap();
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("refusing a foreign state")), "{status:?}");
+    let exposition = pipeline.metrics().encode();
+    let old_partitions = metric_samples(&exposition, "routewatch_plugin_partitions", &[("version", "0.1.0")]);
+    assert!(old_partitions.iter().sum::<f64>() >= 1.0, "{exposition}");
+
+    // A configuration reaches the old version where it still runs: it now marks one-sided.
+    let response = agent
+        .put(&format!("{base}/api/v1/plugins/evil/config"))
+        .header("Authorization", &auth)
+        .send_json(json!({"mode": "one-sided"}));
+    assert_eq!(response.unwrap().status().as_u16(), 200);
+    produce(&producer, &calm(2, 5..8, None));
+    let mut reconfigured = false;
+    broker.consume_until("router-anomalies", Duration::from_secs(60), |m| {
+        let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();
+        reconfigured |= event.plugin_version == "0.1.0" && event.reason == "one-sided" && event.lower.is_none();
+        reconfigured
+    });
+    assert!(reconfigured, "the old version never took the new configuration");
+
+    // The operator lets the new version start without the old state.
+    let response =
+        agent.post(&format!("{base}/api/v1/plugins/evil/start-fresh")).header("Authorization", &auth).send_empty();
+    assert_eq!(response.unwrap().status().as_u16(), 200);
+    wait_for("every partition to run the new version", Duration::from_secs(20), || {
+        let status = registry.get("evil").unwrap();
+        status.state == "running" && status.partitions.iter().all(|p| p.version == "0.2.0")
+    });
     pipeline.shutdown().unwrap();
 }

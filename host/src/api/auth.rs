@@ -67,7 +67,7 @@ pub async fn require_token(State(state): State<ApiState>, request: Request, next
     match check(request.headers().get(header::AUTHORIZATION), &state.token) {
         Ok(()) => Ok(next.run(request).await),
         Err(refusal) => {
-            drain(request, state.max_upload).await;
+            drain(request.into_body()).await;
             Err(refusal)
         }
     }
@@ -86,22 +86,27 @@ fn check(given: Option<&header::HeaderValue>, token: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// Reads and discards the rest of a refused request's body (up to the upload cap, for at most
-/// a few seconds) before the refusal is sent. A server that closes a connection with unread
-/// data in it resets the connection, and a client still sending an upload then sees a broken
-/// pipe instead of the 401 that says why.
-async fn drain(request: Request, limit: usize) {
-    let announced = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_none_or(|length| length > 0 && length <= limit) {
-        let body = axum::body::to_bytes(request.into_body(), limit);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, body).await;
-    }
+/// Reads and discards the rest of a refused request's body (at most [`DRAIN_BYTES`], for at
+/// most a few seconds) before the refusal is sent. A server that closes a connection with
+/// unread data in it resets the connection, and a client still sending an upload then sees a
+/// broken pipe instead of the 401 or 413 that says why. Nothing is kept.
+pub(super) async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    let discard = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
 }
 
+/// Most bytes of a refused body read before giving up on it.
+const DRAIN_BYTES: usize = 1 << 30;
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.

@@ -6,7 +6,7 @@
 pub mod auth;
 mod error;
 mod plugins;
-mod server;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,9 @@ use crate::registry::Registry;
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Plugin changes (uploads, configurations) checked at once; more get a 503.
+pub const CHECK_WORKERS: usize = 2;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -37,18 +40,38 @@ pub struct ApiState {
     pub token: Arc<str>,
     /// Largest upload, in bytes.
     pub max_upload: usize,
+    /// Places in the pool that runs plugin code for the API (see [`CHECK_WORKERS`]).
+    pub checks: Arc<tokio::sync::Semaphore>,
+}
+
+impl ApiState {
+    /// The state with a fresh check pool of [`CHECK_WORKERS`] places.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        feed: Arc<AnomalyFeed>,
+        ready: Arc<AtomicBool>,
+        registry: Arc<Registry>,
+        token: Arc<str>,
+        max_upload: usize,
+    ) -> ApiState {
+        let checks = Arc::new(tokio::sync::Semaphore::new(CHECK_WORKERS));
+        ApiState { metrics, feed, ready, registry, token, max_upload, checks }
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
+    // Bodies past their cap are refused while they arrive, never buffered whole; the upload
+    // handler turns the refusal into a JSON 413.
+    let configure = axum::routing::put(plugins::configure)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::registry::MAX_CONFIG_BYTES));
     let mutations = Router::new()
-        .route("/api/v1/plugins", post(plugins::upload))
+        .route("/api/v1/plugins", post(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(state.max_upload)))
         .route("/api/v1/plugins/{name}", axum::routing::delete(plugins::delete))
         .route("/api/v1/plugins/{name}/enable", post(plugins::enable))
         .route("/api/v1/plugins/{name}/disable", post(plugins::disable))
-        .route("/api/v1/plugins/{name}/config", axum::routing::put(plugins::configure))
-        // Bodies past the cap are refused while they arrive, never buffered whole; the
-        // upload handler turns the refusal into a JSON 413.
-        .layer(axum::extract::DefaultBodyLimit::max(state.max_upload))
+        .route("/api/v1/plugins/{name}/start-fresh", post(plugins::start_fresh))
+        .route("/api/v1/plugins/{name}/config", configure)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::registry::MAX_CONFIG_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let reads = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -66,14 +89,35 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
+        .layer(middleware::from_fn(deadline))
         .with_state(state)
 }
 
+/// Every request, its body included, finishes within [`server::REQUEST_TIMEOUT`].
+async fn deadline(request: axum::extract::Request, next: middleware::Next) -> Response {
+    match tokio::time::timeout(server::REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took over {} s", server::REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+/// Ready once the host has joined its group, and while every partition's state is saved.
 async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
+    let unsaved = state.metrics.state_unsaved_partitions.get();
+    if !state.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    } else if unsaved > 0 {
+        let text = format!(
+            "the state of {unsaved} partitions could not be saved (see routewatch_state_save_failures_total)\n"
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
     }
 }
 

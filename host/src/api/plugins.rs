@@ -1,9 +1,10 @@
 //! `/api/v1/plugins`: list, upload, enable, disable, configure and delete detectors. Handlers
-//! are thin: the registry does the work, on a blocking thread where it runs plugin code.
+//! are thin: the registry does the work, on a bounded pool of blocking threads where it runs
+//! plugin code (a full pool answers 503 at once rather than queueing).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -25,17 +26,39 @@ fn checked(name: &str) -> Result<&str, ApiError> {
     }
 }
 
-/// Runs registry work that may execute plugin code off the async threads.
+/// Runs registry work that may execute plugin code off the async threads, if one of the
+/// pool's [`super::CHECK_WORKERS`] places is free; 503 otherwise.
 async fn blocking<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let permit = state.checks.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{} plugin changes are being checked already; try again shortly", super::CHECK_WORKERS),
+        )
+    })?;
     let registry = state.registry.clone();
-    tokio::task::spawn_blocking(move || work(&registry))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work(&registry)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(ApiError::from)
 }
+
+/// `?replace=true`: the upload may take over a plugin that came from elsewhere.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    #[serde(default)]
+    replace: bool,
+}
+
+/// Header carrying an upload's detached ed25519 signature (hex).
+pub const SIGNATURE_HEADER: &str = "x-routewatch-signature";
 
 pub async fn list(State(state): State<ApiState>) -> Json<Vec<PluginStatus>> {
     Json(state.registry.list())
@@ -53,9 +76,25 @@ pub async fn show_config(State(state): State<ApiState>, Path(name): Path<String>
     Ok(Json(serde_json::json!({"config": status.config, "config_schema": status.config_schema})).into_response())
 }
 
-/// `POST /api/v1/plugins` with the component as the body: 201 for a new plugin, 200 for a new
-/// version of one (or the same version again).
-pub async fn upload(State(state): State<ApiState>, request: Request) -> ApiResult {
+/// `POST /api/v1/plugins[?replace=true]` with the component as the body (and its signature in
+/// `X-Routewatch-Signature` when the host requires signed plugins): 201 for a new plugin, 200
+/// for a new version of one (or the same version again), 409 for a plugin from elsewhere
+/// without `replace`.
+pub async fn upload(
+    State(state): State<ApiState>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let signature = match request.headers().get(SIGNATURE_HEADER) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request(format!("{SIGNATURE_HEADER} must be hex text")))?
+                .to_owned(),
+        ),
+        None => None,
+    };
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -63,21 +102,46 @@ pub async fn upload(State(state): State<ApiState>, request: Request) -> ApiResul
             format!("uploads are capped at {} bytes (max_upload_mib)", state.max_upload),
         )
     };
-    // An announced length over the cap is refused before a byte of the body is read.
+    // An announced length over the cap is refused before a byte of the body is kept.
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if announced.is_some_and(|length| length > state.max_upload) {
+        super::auth::drain(request.into_body()).await;
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(request.into_body(), state.max_upload).await.map_err(|e| {
-        let limited = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if limited { too_large() } else { ApiError::bad_request(format!("reading the upload: {e}")) }
-    })?;
+    // The body is read up to the cap; past it, the rest is drained (so the client reads the
+    // 413 rather than a reset connection) and nothing is kept.
+    let body = match read_capped(request.into_body(), state.max_upload).await {
+        Ok(body) => body,
+        Err(Some(err)) => return Err(ApiError::bad_request(format!("reading the upload: {err}"))),
+        Err(None) => return Err(too_large()),
+    };
     if body.is_empty() {
         return Err(ApiError::bad_request("the body must be a Wasm component; it is empty"));
     }
-    let (status, created) = blocking(&state, move |registry| registry.upload(&body)).await?;
+    let replace = query.replace;
+    let (status, created) =
+        blocking(&state, move |registry| registry.upload(&body, signature.as_deref(), replace)).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(status)).into_response())
+}
+
+/// The body, if it holds at most `cap` bytes; `Err(None)` when it holds more (the rest is
+/// drained), `Err(Some(..))` when it could not be read.
+async fn read_capped(body: axum::body::Body, cap: usize) -> Result<Vec<u8>, Option<axum::Error>> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Some)?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > cap {
+                super::auth::drain(body).await;
+                return Err(None);
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(bytes)
 }
 
 pub async fn delete(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
@@ -89,6 +153,14 @@ pub async fn delete(State(state): State<ApiState>, Path(name): Path<String>) -> 
 pub async fn enable(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
     let name = checked(&name)?.to_owned();
     let status = blocking(&state, move |registry| registry.set_enabled(&name, true)).await?;
+    Ok(Json(status).into_response())
+}
+
+/// `POST /api/v1/plugins/{name}/start-fresh`: the current version starts without the old
+/// state on the partitions where it refused it.
+pub async fn start_fresh(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
+    let name = checked(&name)?.to_owned();
+    let status = blocking(&state, move |registry| registry.start_fresh(&name)).await?;
     Ok(Json(status).into_response())
 }
 
@@ -106,7 +178,17 @@ pub async fn configure(
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> ApiResult {
     let name = checked(&name)?.to_owned();
-    let Json(config) = body.map_err(|e| ApiError::bad_request(format!("the body must be JSON: {}", e.body_text())))?;
+    let Json(config) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("configurations are capped at {} bytes", crate::registry::MAX_CONFIG_BYTES),
+            )
+        } else {
+            ApiError::bad_request(format!("the body must be JSON: {}", e.body_text()))
+        }
+    })?;
     let status = blocking(&state, move |registry| registry.configure(&name, config)).await?;
     Ok(Json(status).into_response())
 }

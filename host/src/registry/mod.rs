@@ -22,6 +22,7 @@
 
 mod quarantine;
 mod settings;
+pub mod signing;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -34,13 +35,19 @@ use serde::{Deserialize, Serialize};
 
 pub use quarantine::{Health, QuarantinePolicy};
 use settings::{PluginSettings, Settings};
+pub use signing::{SignatureError, TrustedKeys};
 
 use crate::pipeline::Metrics;
-use crate::pipeline::metrics::{PluginLabels, StateLabels};
+use crate::pipeline::metrics::{NameLabels, PluginLabels, StateLabels};
 use crate::runtime::{LoadError, Plugin, Runtime};
 
 /// The states a plugin can be in, as the API and the `routewatch_plugin_state` metric name them.
-pub const STATES: [&str; 3] = ["running", "quarantined", "disabled"];
+/// `partial`: the current version runs on some partitions only, because others refused to hand
+/// it their state (see [`PluginStatus::partitions`]).
+pub const STATES: [&str; 4] = ["running", "partial", "quarantined", "disabled"];
+
+/// Largest configuration a plugin may be given, as JSON text.
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
 
 /// Why a registry operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,14 @@ pub enum RegistryError {
     NotFound(String),
     #[error("invalid configuration for {plugin}: {reason}")]
     InvalidConfig { plugin: String, reason: String },
+    /// A component names a plugin that already comes from elsewhere.
+    #[error(
+        "plugin {plugin:?} already comes from {existing}; replacing it with a component from {incoming} needs an \
+         explicit replace (upload with ?replace=true, or remove the other one first)"
+    )]
+    Conflict { plugin: String, existing: String, incoming: String },
+    #[error("plugin refused: {0}")]
+    Signature(#[from] SignatureError),
     #[error("{0}")]
     Io(String),
 }
@@ -80,13 +95,23 @@ impl PluginCounters {
     }
 }
 
-/// Where a plugin came from.
+/// Where a plugin came from. A plugin keeps its source: a component from another source that
+/// claims its name is refused unless the change says `replace` (see [`Registry::upload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A file: in the watched plugin directory, or named in the configuration.
     File(PathBuf),
     /// Uploaded over the API to a host without a plugin directory (kept in memory only).
     Upload,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Upload => f.write_str("an upload"),
+        }
+    }
 }
 
 /// What a partition worker needs of one plugin.
@@ -100,6 +125,9 @@ pub struct Active {
     pub config_rev: u64,
     /// Enabled and not quarantined.
     pub runnable: bool,
+    /// The operator chose to start this version without its predecessor's state, on the
+    /// partitions where it refused that state.
+    pub start_fresh: bool,
     pub counters: Arc<PluginCounters>,
 }
 
@@ -132,7 +160,22 @@ pub struct PluginStatus {
     /// The last change to this plugin that was refused (a version that did not load, a
     /// configuration or state it would not take), so an operator can see why.
     pub last_error: Option<String>,
+    /// What each partition of this host really runs (a partition that refused the current
+    /// version keeps the one before).
+    pub partitions: Vec<PartitionVersion>,
+    /// Whether the current version may start without the old state where it refused it.
+    pub start_fresh: bool,
+    /// The last time this plugin was taken over by a component from another source.
+    pub takeover: Option<String>,
     pub counters: CountersView,
+}
+
+/// One partition's running version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionVersion {
+    pub partition: i32,
+    pub version: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +202,8 @@ struct Entry {
     loaded_at: SystemTime,
     health: Health,
     last_error: Option<String>,
+    start_fresh: bool,
+    takeover: Option<String>,
     counters: Arc<PluginCounters>,
 }
 
@@ -170,6 +215,8 @@ struct Inner {
     config_rev: u64,
     /// Load failures of files not (or no longer) behind any plugin, by path.
     file_errors: BTreeMap<PathBuf, String>,
+    /// What each partition runs, by plugin name then partition (reported by the workers).
+    running: BTreeMap<String, BTreeMap<i32, Plugin>>,
 }
 
 /// The live set of plugins (see the module docs).
@@ -179,6 +226,7 @@ pub struct Registry {
     policy: QuarantinePolicy,
     /// The watched plugin directory: uploads are written here and settings kept here.
     dir: Option<PathBuf>,
+    trusted: TrustedKeys,
     inner: Mutex<Inner>,
     view: Mutex<Arc<View>>,
     generation: AtomicU64,
@@ -205,15 +253,23 @@ impl Registry {
             metrics,
             policy,
             dir,
+            trusted: TrustedKeys::default(),
             inner: Mutex::new(Inner {
                 entries: BTreeMap::new(),
                 settings,
                 config_rev: 0,
                 file_errors: BTreeMap::new(),
+                running: BTreeMap::new(),
             }),
             view: Mutex::new(Arc::new(View { generation: 0, plugins: Vec::new() })),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// Requires every component to be signed by one of `keys` (see [`signing`]).
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Registry {
+        self.trusted = keys;
+        self
     }
 
     /// The plugin directory, if the host has one.
@@ -245,32 +301,70 @@ impl Registry {
         self.view.lock().expect("registry view lock").clone()
     }
 
-    /// Loads a component from a file and installs it (see [`Registry::install`]).
+    /// Loads a component from a file and installs it (see [`Registry::install`]). Its
+    /// signature, when signatures are required, is the file `PATH.sig` beside it.
     pub fn install_file(&self, path: &Path) -> Result<PluginStatus, RegistryError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| RegistryError::Load(LoadError::Read { path: path.display().to_string(), source }));
-        let result = bytes.and_then(|bytes| self.install(&bytes, Source::File(path.to_owned())));
+        let result = std::fs::read(path)
+            .map_err(|source| RegistryError::Load(LoadError::Read { path: path.display().to_string(), source }))
+            .and_then(|bytes| {
+                let signature = self.signature_file(path)?;
+                self.install(&bytes, Source::File(path.to_owned()), signature.as_deref())
+            });
         if let Err(err) = &result {
             self.note_file_error(path, &err.to_string());
         }
         result
     }
 
-    /// Compiles and checks a component and makes it the running version of its plugin. A
-    /// component whose configuration is refused leaves the running version in place; a
-    /// component identical to the running one changes nothing.
-    pub fn install(&self, bytes: &[u8], source: Source) -> Result<PluginStatus, RegistryError> {
+    /// The signature beside a component file, read only when signatures are required.
+    fn signature_file(&self, path: &Path) -> Result<Option<String>, RegistryError> {
+        if !self.trusted.required() {
+            return Ok(None);
+        }
+        let mut sig_path = path.as_os_str().to_owned();
+        sig_path.push(".sig");
+        match std::fs::metadata(&sig_path) {
+            Ok(meta) if meta.len() > signing::MAX_SIGNATURE_BYTES as u64 => {
+                Err(RegistryError::Signature(SignatureError::Malformed))
+            }
+            Ok(_) => std::fs::read_to_string(&sig_path)
+                .map(Some)
+                .map_err(|e| RegistryError::Io(format!("reading {}: {e}", Path::new(&sig_path).display()))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(RegistryError::Io(format!("reading {}: {err}", Path::new(&sig_path).display()))),
+        }
+    }
+
+    /// Checks a component's signature (when required), compiles and checks it, and makes it the
+    /// running version of its plugin. A component whose configuration is refused leaves the
+    /// running version in place; a component identical to the running one changes nothing;
+    /// one that names a plugin from another source is refused ([`RegistryError::Conflict`]).
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        source: Source,
+        signature: Option<&str>,
+    ) -> Result<PluginStatus, RegistryError> {
+        self.trusted.verify(bytes, signature)?;
         if let Some(status) = self.same_as_running(bytes, &source) {
             return Ok(status);
         }
         let plugin = self.runtime.load(bytes)?;
-        self.install_plugin(plugin, source)
+        self.install_plugin(plugin, source, false)
     }
 
     /// Installs an uploaded component (see [`Registry::install`]). With a plugin directory it
     /// is also written there, as `<name>.wasm` or over the file its plugin came from, so that
-    /// it survives a restart. Returns whether the plugin is new.
-    pub fn upload(&self, bytes: &[u8]) -> Result<(PluginStatus, bool), RegistryError> {
+    /// it survives a restart (with its signature as `<name>.wasm.sig`). A plugin that came
+    /// from elsewhere (a `--plugin` file, another file) is replaced only with `replace`, and
+    /// the takeover is audited. Returns whether the plugin is new.
+    pub fn upload(
+        &self,
+        bytes: &[u8],
+        signature: Option<&str>,
+        replace: bool,
+    ) -> Result<(PluginStatus, bool), RegistryError> {
+        self.trusted.verify(bytes, signature)?;
         if let Some(status) = self.same_as_running(bytes, &Source::Upload) {
             return Ok((status, false));
         }
@@ -288,14 +382,24 @@ impl Registry {
             }
             None => Source::Upload,
         };
-        let status = self.install_plugin(plugin, source.clone())?;
+        let status = self.install_plugin(plugin, source.clone(), replace)?;
         if let Source::File(path) = &source {
             // Installed first, written second: the watcher then finds the file already
             // running and does nothing. Written under a hidden name and renamed, so that it
-            // never sees half a file.
-            let tmp = path.with_file_name(format!(".{name}.wasm.upload"));
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, path))
+            // never sees half a file. The signature goes first, so a watcher that checks
+            // signatures finds it when the component arrives.
+            let write = |path: &Path, contents: &[u8]| {
+                let tmp = path.with_file_name(format!(".{name}.upload"));
+                std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path))
+            };
+            let mut sig_path = path.as_os_str().to_owned();
+            sig_path.push(".sig");
+            let written = match signature {
+                Some(signature) => write(Path::new(&sig_path), signature.trim().as_bytes()),
+                None => Ok(()),
+            }
+            .and_then(|()| write(path, bytes));
+            written
                 .map_err(|e| RegistryError::Io(format!("plugin runs, but writing {} failed: {e}", path.display())))?;
         }
         Ok((status, existing.is_none()))
@@ -310,39 +414,67 @@ impl Registry {
             inner.file_errors.remove(path);
         }
         let (name, entry) = inner.entries.iter().find(|(_, e)| e.plugin.sha256() == sha)?;
-        Some(status(name, entry, &inner.settings))
+        Some(status(name, entry, &inner))
     }
 
-    fn install_plugin(&self, plugin: Plugin, source: Source) -> Result<PluginStatus, RegistryError> {
+    fn install_plugin(&self, plugin: Plugin, source: Source, replace: bool) -> Result<PluginStatus, RegistryError> {
         let name = plugin.info().name.clone();
         let schema = compile_schema(&plugin)?;
-        let mut inner = self.lock();
+        // The plugin must accept the configuration it will run with. That runs plugin code, so
+        // it runs outside the lock; the configuration is then checked to be the same one.
+        let mut inner = loop {
+            let (config, rev) = {
+                let inner = self.lock();
+                self.check_source(&inner, &name, &source, replace)?;
+                (inner.settings.plugins.get(&name).and_then(|s| s.config.clone()), inner.config_rev)
+            };
+            if let Some(config) = &config
+                && let Err(reason) = check_config(&plugin, &schema, config)
+            {
+                let err = RegistryError::InvalidConfig { plugin: name.clone(), reason };
+                if let Some(entry) = self.lock().entries.get_mut(&name) {
+                    entry.last_error = Some(format!("version {} refused: {err}", plugin.info().version));
+                }
+                return Err(err);
+            }
+            let inner = self.lock();
+            if inner.config_rev == rev {
+                break inner;
+            }
+        };
+        self.check_source(&inner, &name, &source, replace)?;
         if let Source::File(path) = &source {
             inner.file_errors.remove(path);
         }
         if let Some(entry) = inner.entries.get(&name)
             && entry.plugin.sha256() == plugin.sha256()
         {
-            return Ok(status(&name, entry, &inner.settings));
-        }
-        let settings = inner.settings.plugins.get(&name).cloned().unwrap_or_default();
-        if let Some(config) = &settings.config
-            && let Err(reason) = check_config(&plugin, &schema, config)
-        {
-            let err = RegistryError::InvalidConfig { plugin: name.clone(), reason };
-            if let Some(entry) = inner.entries.get_mut(&name) {
-                entry.last_error = Some(format!("version {} refused: {err}", plugin.info().version));
-            }
-            return Err(err);
+            return Ok(status(&name, entry, &inner));
         }
         let replaced = inner.entries.remove(&name);
         let counters = replaced.as_ref().map(|e| e.counters.clone()).unwrap_or_default();
+        let mut takeover = replaced.as_ref().and_then(|e| e.takeover.clone());
         if let Some(old) = &replaced {
             self.clear_state_metric(&name, old.plugin.info().version.as_str());
-            if old.source != source
-                && let Source::File(old_path) = &old.source
-            {
-                tracing::warn!(plugin = %name, old = %old_path.display(), "plugin replaced by one from another source");
+            if old.source != source {
+                let audit = format!(
+                    "{} (sha256 {}) replaced {} (sha256 {}) at unix ms {}",
+                    source,
+                    plugin.sha256(),
+                    old.source,
+                    old.plugin.sha256(),
+                    now_ms()
+                );
+                tracing::warn!(
+                    plugin = %name,
+                    from_source = %old.source,
+                    from_sha256 = %old.plugin.sha256(),
+                    to_source = %source,
+                    to_sha256 = %plugin.sha256(),
+                    "plugin taken over by a component from another source"
+                );
+                self.metrics.plugin_takeovers.get_or_create(&NameLabels::new(&name)).inc();
+                takeover = Some(audit);
             }
             counters.reloads.fetch_add(1, Ordering::Relaxed);
             self.metrics.plugin_reloads.get_or_create(&labels(&plugin)).inc();
@@ -359,6 +491,7 @@ impl Registry {
         let _ = self.metrics.plugin_reloads.get_or_create(&version_labels);
         let _ = self.metrics.plugin_quarantines.get_or_create(&version_labels);
         let _ = self.metrics.plugin_poison_records.get_or_create(&version_labels);
+        let _ = self.metrics.plugin_restore_failures.get_or_create(&version_labels);
         let entry = Entry {
             plugin,
             schema,
@@ -366,12 +499,26 @@ impl Registry {
             loaded_at: SystemTime::now(),
             health: replaced.map(|e| e.health).unwrap_or_default(),
             last_error: None,
+            start_fresh: false,
+            takeover,
             counters,
         };
-        let result = status(&name, &entry, &inner.settings);
-        inner.entries.insert(name, entry);
+        inner.entries.insert(name.clone(), entry);
+        let result = status(&name, &inner.entries[&name], &inner);
         self.publish(&mut inner);
         Ok(result)
+    }
+
+    /// Refuses a component from another source than the running plugin's, unless `replace`.
+    fn check_source(&self, inner: &Inner, name: &str, source: &Source, replace: bool) -> Result<(), RegistryError> {
+        match inner.entries.get(name) {
+            Some(entry) if entry.source != *source && !replace => Err(RegistryError::Conflict {
+                plugin: name.to_owned(),
+                existing: entry.source.to_string(),
+                incoming: source.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Unloads the plugin that `path` provided, if any (its file was removed).
@@ -418,20 +565,36 @@ impl Registry {
         self.save_settings(&inner)?;
         tracing::info!(plugin = %name, enabled, "plugin {}", if enabled { "enabled" } else { "disabled" });
         self.publish(&mut inner);
-        Ok(status(name, &inner.entries[name], &inner.settings))
+        Ok(status(name, &inner.entries[name], &inner))
     }
 
     /// Replaces a plugin's configuration after checking it against the plugin's schema and
-    /// with the plugin itself (a fresh instance must accept it).
+    /// with the plugin itself: a fresh instance of the current version, and of every older
+    /// version still running on some partition, must accept it.
     pub fn configure(&self, name: &str, config: serde_json::Value) -> Result<PluginStatus, RegistryError> {
-        let plugin = {
+        let invalid = |reason: String| RegistryError::InvalidConfig { plugin: name.to_owned(), reason };
+        let size = config.to_string().len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(invalid(format!("it is {size} bytes of JSON, over the cap of {MAX_CONFIG_BYTES}")));
+        }
+        let (current, schema, older) = {
             let inner = self.lock();
             let entry = inner.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
-            (entry.plugin.clone(), entry.schema.clone())
+            let mut older: Vec<Plugin> = Vec::new();
+            for plugin in inner.running.get(name).into_iter().flat_map(BTreeMap::values) {
+                if plugin.sha256() != entry.plugin.sha256() && older.iter().all(|p| p.sha256() != plugin.sha256()) {
+                    older.push(plugin.clone());
+                }
+            }
+            (entry.plugin.clone(), entry.schema.clone(), older)
         };
-        // The check runs plugin code, so it runs outside the lock.
-        check_config(&plugin.0, &plugin.1, &config)
-            .map_err(|reason| RegistryError::InvalidConfig { plugin: name.to_owned(), reason })?;
+        // The checks run plugin code, so they run outside the lock.
+        check_config(&current, &schema, &config).map_err(invalid)?;
+        for plugin in &older {
+            let schema = compile_schema(plugin)?;
+            check_config(plugin, &schema, &config)
+                .map_err(|reason| invalid(format!("version {} still running here: {reason}", plugin.info().version)))?;
+        }
         let mut inner = self.lock();
         if !inner.entries.contains_key(name) {
             return Err(RegistryError::NotFound(name.to_owned()));
@@ -441,7 +604,68 @@ impl Registry {
         self.save_settings(&inner)?;
         tracing::info!(plugin = %name, "plugin reconfigured");
         self.publish(&mut inner);
-        Ok(status(name, &inner.entries[name], &inner.settings))
+        Ok(status(name, &inner.entries[name], &inner))
+    }
+
+    /// Lets the current version start without its predecessor's state on the partitions
+    /// where it refused that state (its warm-up starts again there).
+    pub fn start_fresh(&self, name: &str) -> Result<PluginStatus, RegistryError> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get_mut(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        entry.start_fresh = true;
+        entry.last_error = None;
+        tracing::warn!(plugin = %name, version = %entry.plugin.info().version, "plugin version may start without the old state");
+        self.publish(&mut inner);
+        Ok(status(name, &inner.entries[name], &inner))
+    }
+
+    /// A worker's report of which version of a plugin runs on its partition; `None` when the
+    /// plugin no longer runs there.
+    pub fn report_running(&self, partition: i32, name: &str, plugin: Option<&Plugin>) {
+        let mut inner = self.lock();
+        let changed = match plugin {
+            Some(plugin) => {
+                let partitions = inner.running.entry(name.to_owned()).or_default();
+                let before = partitions.insert(partition, plugin.clone());
+                before.is_none_or(|p| p.sha256() != plugin.sha256())
+            }
+            None => inner.running.get_mut(name).is_some_and(|p| p.remove(&partition).is_some()),
+        };
+        if changed {
+            self.refresh_partition_metrics(&inner, name);
+        }
+    }
+
+    /// A worker's report that it gave up its partition: nothing runs there any more.
+    pub fn report_partition_stopped(&self, partition: i32) {
+        let mut inner = self.lock();
+        let names: Vec<String> = inner
+            .running
+            .iter_mut()
+            .filter_map(|(name, partitions)| partitions.remove(&partition).map(|_| name.clone()))
+            .collect();
+        for name in names {
+            self.refresh_partition_metrics(&inner, &name);
+        }
+    }
+
+    /// `routewatch_plugin_partitions`: partitions per running version of one plugin.
+    fn refresh_partition_metrics(&self, inner: &Inner, name: &str) {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        if let Some(entry) = inner.entries.get(name) {
+            counts.insert(entry.plugin.info().version.clone(), 0);
+        }
+        for plugin in inner.running.get(name).into_iter().flat_map(BTreeMap::values) {
+            *counts.entry(plugin.info().version.clone()).or_default() += 1;
+        }
+        for (version, count) in counts {
+            let labels = PluginLabels { plugin: name.to_owned(), version };
+            if count == 0 && inner.entries.get(name).is_none_or(|e| e.plugin.info().version != labels.version) {
+                self.metrics.plugin_partitions.remove(&labels);
+            } else {
+                self.metrics.plugin_partitions.get_or_create(&labels).set(count);
+            }
+        }
     }
 
     /// A worker's report of a batch the plugin failed, even after a retry on a fresh instance.
@@ -469,7 +693,7 @@ impl Registry {
         if let Some(entry) = inner.entries.get_mut(name) {
             entry.last_error = Some(format!("version {version} refused on partition {partition}: {reason}"));
         }
-        self.metrics.plugin_reload_failures.get_or_create(&crate::pipeline::metrics::NameLabels::new(name)).inc();
+        self.metrics.plugin_reload_failures.get_or_create(&NameLabels::new(name)).inc();
     }
 
     /// Ends quarantines whose time is up; called about once a second.
@@ -491,12 +715,12 @@ impl Registry {
     /// Every plugin, by name.
     pub fn list(&self) -> Vec<PluginStatus> {
         let inner = self.lock();
-        inner.entries.iter().map(|(name, entry)| status(name, entry, &inner.settings)).collect()
+        inner.entries.iter().map(|(name, entry)| status(name, entry, &inner)).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<PluginStatus> {
         let inner = self.lock();
-        inner.entries.get(name).map(|entry| status(name, entry, &inner.settings))
+        inner.entries.get(name).map(|entry| status(name, entry, &inner))
     }
 
     /// Files in the plugin directory that failed to load, with why.
@@ -544,12 +768,13 @@ impl Registry {
                     config: settings.config.as_ref().map(|c| c.to_string()),
                     config_rev: inner.config_rev,
                     runnable: settings.enabled && !entry.health.is_quarantined(now),
+                    start_fresh: entry.start_fresh,
                     counters: entry.counters.clone(),
                 }
             })
             .collect();
         for (name, entry) in &inner.entries {
-            let current = state_of(entry, &inner.settings, now);
+            let current = state_of(name, entry, inner, now);
             for state in STATES {
                 let labels = StateLabels::new(name, &entry.plugin.info().version, state);
                 self.metrics.plugin_state.get_or_create(&labels).set(i64::from(state == current));
@@ -570,31 +795,45 @@ fn labels(plugin: &Plugin) -> PluginLabels {
     PluginLabels { plugin: plugin.info().name.clone(), version: plugin.info().version.clone() }
 }
 
-fn state_of(entry: &Entry, settings: &Settings, now: Instant) -> &'static str {
-    let enabled = settings.plugins.get(&entry.plugin.info().name).is_none_or(|s| s.enabled);
+fn state_of(name: &str, entry: &Entry, inner: &Inner, now: Instant) -> &'static str {
+    let enabled = inner.settings.plugins.get(name).is_none_or(|s| s.enabled);
+    let partial = inner.running.get(name).is_some_and(|p| p.values().any(|p| p.sha256() != entry.plugin.sha256()));
     if !enabled {
         "disabled"
     } else if entry.health.is_quarantined(now) {
         "quarantined"
+    } else if partial {
+        "partial"
     } else {
         "running"
     }
 }
 
-fn status(name: &str, entry: &Entry, settings: &Settings) -> PluginStatus {
+fn status(name: &str, entry: &Entry, inner: &Inner) -> PluginStatus {
     let now = Instant::now();
     let info = entry.plugin.info();
-    let plugin_settings = settings.plugins.get(name).cloned().unwrap_or_else(PluginSettings::default);
+    let plugin_settings = inner.settings.plugins.get(name).cloned().unwrap_or_else(PluginSettings::default);
     let quarantine = entry.health.quarantined_until().filter(|&until| now < until).map(|until| QuarantineView {
         reason: entry.health.reason().unwrap_or_default().to_owned(),
         remaining_secs: until.duration_since(now).as_secs_f64(),
     });
+    let partitions = inner
+        .running
+        .get(name)
+        .into_iter()
+        .flatten()
+        .map(|(&partition, plugin)| PartitionVersion {
+            partition,
+            version: plugin.info().version.clone(),
+            sha256: plugin.sha256().to_owned(),
+        })
+        .collect();
     PluginStatus {
         name: name.to_owned(),
         version: info.version.clone(),
         description: info.description.clone(),
         sha256: entry.plugin.sha256().to_owned(),
-        state: state_of(entry, settings, now).to_owned(),
+        state: state_of(name, entry, inner, now).to_owned(),
         enabled: plugin_settings.enabled,
         metrics: info.metrics.clone(),
         config: plugin_settings.config,
@@ -612,8 +851,15 @@ fn status(name: &str, entry: &Entry, settings: &Settings) -> PluginStatus {
         quarantine,
         quarantines: entry.health.quarantines(),
         last_error: entry.last_error.clone(),
+        partitions,
+        start_fresh: entry.start_fresh,
+        takeover: entry.takeover.clone(),
         counters: entry.counters.snapshot(),
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn compile_schema(plugin: &Plugin) -> Result<Arc<jsonschema::Validator>, RegistryError> {
@@ -625,6 +871,10 @@ fn compile_schema(plugin: &Plugin) -> Result<Arc<jsonschema::Validator>, Registr
 
 /// Checks a configuration against the plugin's schema, then with a fresh instance of it.
 fn check_config(plugin: &Plugin, schema: &jsonschema::Validator, config: &serde_json::Value) -> Result<(), String> {
+    let size = config.to_string().len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(format!("it is {size} bytes of JSON, over the cap of {MAX_CONFIG_BYTES}"));
+    }
     let problems: Vec<String> =
         schema.iter_errors(config).take(5).map(|e| format!("{} (at {})", e, e.instance_path())).collect();
     if !problems.is_empty() {

@@ -82,6 +82,8 @@ fn handle(registry: &Registry, dir: &Path, event: notify::Event) {
         EventKind::Access(AccessKind::Close(AccessMode::Write))
         | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
             event.paths.iter().filter(|p| is_component(p)).for_each(|p| load(registry, p));
+            // A signature that arrives after its component: try the component again.
+            event.paths.iter().filter_map(|p| signed_component(p)).for_each(|p| load(registry, &p));
         }
         EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
             event.paths.iter().filter(|p| is_component(p)).for_each(|p| _ = registry.remove_file(p));
@@ -97,6 +99,13 @@ fn handle(registry: &Registry, dir: &Path, event: notify::Event) {
         }
         _ => {}
     }
+}
+
+/// The component `X.wasm` that a signature file `X.wasm.sig` belongs to.
+fn signed_component(path: &Path) -> Option<PathBuf> {
+    let component = path.to_str()?.strip_suffix(".sig")?;
+    let component = PathBuf::from(component);
+    is_component(&component).then_some(component)
 }
 
 fn load(registry: &Registry, path: &Path) {
