@@ -29,7 +29,8 @@ enum Command {
     /// Everything on one machine: an embedded broker, the simulator and the host, with live
     /// anomalies in the terminal.
     Demo(demo::DemoArgs),
-    /// Manage a running host's plugins over its API: ls, show, push, enable, disable, config, rm.
+    /// Manage a running host's plugins over its API: ls, show, push, enable, disable, config, rm,
+    /// start-fresh; keygen and sign for signed plugins.
     Plugin(plugin_cli::PluginArgs),
 }
 
@@ -105,9 +106,19 @@ struct RunArgs {
     /// Memory cap of one plugin instance, in MiB.
     #[arg(long, env = "ROUTEWATCH_MEMORY_MIB")]
     memory_mib: Option<usize>,
+    /// Largest snapshot a plugin may hand over, in MiB.
+    #[arg(long, env = "ROUTEWATCH_MAX_SNAPSHOT_MIB")]
+    max_snapshot_mib: Option<usize>,
     /// Directory for compiled components.
     #[arg(long, env = "ROUTEWATCH_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Largest size of the compiled-component cache, in MiB.
+    #[arg(long, env = "ROUTEWATCH_CACHE_MAX_MIB")]
+    cache_max_mib: Option<u64>,
+    /// Ed25519 public key (64 hex digits) plugins must be signed with; repeat for several
+    /// (replaces the file's list).
+    #[arg(long = "trusted-key", env = "ROUTEWATCH_TRUSTED_KEYS", value_delimiter = ',')]
+    trusted_keys: Vec<String>,
     /// Extra librdkafka setting for every client, as KEY=VALUE; repeat for several.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     kafka: Vec<String>,
@@ -207,7 +218,10 @@ fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
     }
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
-    set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs);
+    set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs, cache_max_mib, max_snapshot_mib);
+    if !args.trusted_keys.is_empty() {
+        config.trusted_keys = args.trusted_keys;
+    }
     if args.cache_dir.is_some() {
         config.cache_dir = args.cache_dir;
     }
@@ -287,12 +301,24 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     let runtime = runtime(&args.sandbox)?;
     let mut configs = parse_configs(&args.configs)?;
     let mut plugins = Vec::new();
+    // A plugin that does not load is reported and left out; the others still run.
+    let mut not_loaded = Vec::new();
     for path in &args.plugins {
-        let plugin = runtime.load_file(path).with_context(|| format!("loading {}", path.display()))?;
-        let config = configs.remove(&plugin.info().name);
-        plugins.push(ReplayPlugin { plugin, config });
+        match runtime.load_file(path) {
+            Ok(plugin) => {
+                let config = configs.remove(&plugin.info().name);
+                plugins.push(ReplayPlugin { plugin, config });
+            }
+            Err(err) => {
+                eprintln!("  {}: FAILED to load: {err}", path.display());
+                not_loaded.push(path);
+            }
+        }
     }
-    if let Some(name) = configs.keys().next() {
+    if plugins.is_empty() {
+        bail!("no plugin loaded");
+    }
+    if let Some(name) = configs.keys().next().filter(|_| not_loaded.is_empty()) {
         bail!("--config names plugin {name:?}, which is not among the loaded plugins");
     }
     let options = ReplayOptions {
@@ -315,7 +341,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         summary.points as f64 / secs.max(1e-9),
         if summary.skipped_rows > 0 { format!("; skipped {} bad rows", summary.skipped_rows) } else { String::new() }
     );
-    let mut failed = false;
+    let mut failed = !not_loaded.is_empty();
     for p in &summary.plugins {
         match &p.failure {
             None => eprintln!(
@@ -341,7 +367,7 @@ fn runtime(args: &SandboxArgs) -> Result<Runtime> {
         ..Limits::default()
     };
     let cache_dir = (!args.no_cache).then(|| args.cache_dir.clone());
-    Ok(Runtime::new(RuntimeConfig { cache_dir, limits })?)
+    Ok(Runtime::new(RuntimeConfig { cache_dir, limits, ..RuntimeConfig::default() })?)
 }
 
 /// `NAME=JSON` or `NAME=@FILE` into a map from plugin name to JSON text.

@@ -79,7 +79,11 @@ fn detects_an_injected_spike_end_to_end() {
     let event = found.unwrap();
     assert_eq!((event.plugin.as_str(), event.kind.name()), ("arima", "spike"));
     assert_eq!((event.site.as_deref(), event.role.as_deref()), (Some("site1"), Some("edge")));
-    assert!(event.detected_at.is_some_and(|t| t > event.ts) && event.score > 0.5 && event.value > event.upper);
+    assert!(
+        event.detected_at.is_some_and(|t| t > event.ts)
+            && event.score > 0.5
+            && event.upper.is_some_and(|upper| event.value > upper)
+    );
     let metrics = pipeline.metrics().encode();
     assert!(metrics.contains("routewatch_records_total 6000"), "{metrics}");
     pipeline.shutdown().unwrap();

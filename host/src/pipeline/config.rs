@@ -47,8 +47,16 @@ pub struct PipelineConfig {
     pub cpu_budget_ms: u64,
     /// Memory cap of one plugin instance, in MiB.
     pub memory_mib: usize,
+    /// Largest snapshot a plugin may hand over, in MiB; a larger one is a failure of the
+    /// plugin (counted toward quarantine) and the previous snapshot is kept.
+    pub max_snapshot_mib: usize,
     /// Compiled-component cache; empty for none.
     pub cache_dir: Option<PathBuf>,
+    /// Largest size of the compiled-component cache, in MiB (least recently used go first).
+    pub cache_max_mib: u64,
+    /// Ed25519 public keys (64 hex digits each) that plugins must be signed with. When any
+    /// are set, a component without a valid signature by one of them is refused.
+    pub trusted_keys: Vec<String>,
     /// A plugin that fails this many batches within `quarantine_window_secs` is quarantined.
     pub quarantine_failures: u32,
     pub quarantine_window_secs: u64,
@@ -89,7 +97,10 @@ impl Default for PipelineConfig {
             plugin_config: BTreeMap::new(),
             cpu_budget_ms: 1000,
             memory_mib: 256,
+            max_snapshot_mib: 64,
             cache_dir: None,
+            cache_max_mib: 2048,
+            trusted_keys: Vec::new(),
             plugin_dir: None,
             quarantine_failures: 3,
             quarantine_window_secs: 60,
@@ -136,6 +147,9 @@ impl PipelineConfig {
         }
         anyhow::ensure!(self.cpu_budget_ms >= 1, "cpu_budget_ms must be at least 1");
         anyhow::ensure!(self.memory_mib >= 1, "memory_mib must be at least 1");
+        anyhow::ensure!(self.cache_max_mib >= 1, "cache_max_mib must be at least 1");
+        anyhow::ensure!((1..=1024).contains(&self.max_snapshot_mib), "max_snapshot_mib must be 1 to 1024");
+        crate::registry::TrustedKeys::parse(&self.trusted_keys).map_err(|e| anyhow::anyhow!("trusted_keys: {e}"))?;
         Ok(())
     }
 

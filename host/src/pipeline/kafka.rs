@@ -1,6 +1,6 @@
 //! Kafka plumbing: client settings, topic creation, producing with acknowledgement.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
@@ -44,6 +44,28 @@ pub fn producer(config: &PipelineConfig) -> anyhow::Result<FutureProducer> {
     .context("creating the Kafka producer")
 }
 
+/// The producer for partition state: like [`producer`], but a delivery that the broker has not
+/// acknowledged within `timeout` fails instead of waiting for ever.
+pub fn state_producer(config: &PipelineConfig, timeout: Duration) -> anyhow::Result<FutureProducer> {
+    let timeout = timeout.as_millis().to_string();
+    client_config(
+        config,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", timeout.as_str()),
+            // One record per batch: a state reader stops at the topic's high watermark, and
+            // some Kafka-compatible brokers (Tansu) count a batch as one offset there.
+            ("linger.ms", "0"),
+            ("batch.num.messages", "1"),
+            ("compression.type", "lz4"),
+            ("message.max.bytes", "67108864"),
+        ],
+    )
+    .create()
+    .context("creating the Kafka state producer")
+}
+
 /// Creates the topics this host uses if they are missing.
 pub fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
@@ -71,11 +93,11 @@ pub fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A record to produce.
+/// A record to produce; no payload is a tombstone.
 pub struct Outgoing {
     pub topic: String,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
     pub headers: Option<OwnedHeaders>,
 }
 
@@ -86,7 +108,10 @@ pub fn deliver(producer: &FutureProducer, records: Vec<Outgoing>) {
     let mut pending = records;
     let mut backoff = Duration::from_millis(100);
     while !pending.is_empty() {
-        let deliveries: Vec<DeliveryFuture> = pending.iter().map(|r| send(producer, r)).collect();
+        let deliveries: Vec<DeliveryFuture> = pending
+            .iter()
+            .map(|r| send(producer, r, None).expect("without a deadline, sending waits until the record is queued"))
+            .collect();
         let results = futures::executor::block_on(futures::future::join_all(deliveries));
         let mut failed = Vec::new();
         for (record, result) in pending.into_iter().zip(results) {
@@ -107,26 +132,51 @@ pub fn deliver(producer: &FutureProducer, records: Vec<Outgoing>) {
     }
 }
 
-/// Queues one record, waiting while the local queue is full.
-fn send(producer: &FutureProducer, record: &Outgoing) -> DeliveryFuture {
+/// Produces every record once and waits for the broker's answers, giving up on the first
+/// failure or when `limit` has passed (the producer's own delivery timeout must not be longer).
+pub fn deliver_within(producer: &FutureProducer, records: Vec<Outgoing>, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in &records {
+        deliveries.push(send(producer, record, Some(deadline))?);
+    }
+    for (record, result) in records.iter().zip(futures::executor::block_on(futures::future::join_all(deliveries))) {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((err, _))) => return Err(format!("{}: {err}", record.topic)),
+            Err(_) => return Err(format!("{}: the producer went away", record.topic)),
+        }
+    }
+    Ok(())
+}
+
+/// Queues one record, waiting while the local queue is full: for ever without a deadline,
+/// else until the deadline.
+fn send(producer: &FutureProducer, record: &Outgoing, deadline: Option<Instant>) -> Result<DeliveryFuture, String> {
     loop {
-        let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).payload(&record.payload);
+        let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic);
+        if let Some(payload) = &record.payload {
+            future = future.payload(payload);
+        }
         if let Some(key) = &record.key {
             future = future.key(key);
         }
         if let Some(headers) = &record.headers {
             future = future.headers(headers.clone());
         }
-        match producer.send_result(future) {
-            Ok(delivery) => return delivery,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // The broker is slow or away: let librdkafka drain its queue.
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        let pause = match producer.send_result(future) {
+            Ok(delivery) => return Ok(delivery),
+            // The broker is slow or away: let librdkafka drain its queue.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Duration::from_millis(5),
+            Err((err, _)) if deadline.is_some() => return Err(format!("producing to {}: {err}", record.topic)),
             Err((err, _)) => {
                 tracing::error!(topic = %record.topic, "producing: {err}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
+                Duration::from_millis(100)
             }
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(format!("producing to {}: the local queue stayed full", record.topic));
         }
+        std::thread::sleep(pause);
     }
 }

@@ -100,14 +100,22 @@ pub struct Metrics {
     pub plugin_quarantines: Family<PluginLabels, Counter>,
     pub plugin_state: Family<StateLabels, Gauge>,
     pub plugin_swap_pause: Family<PluginLabels, Histogram>,
+    pub plugin_partitions: Family<PluginLabels, Gauge>,
+    pub plugin_restore_failures: Family<PluginLabels, Counter>,
+    pub plugin_takeovers: Family<NameLabels, Counter>,
     pub anomalies: Family<AnomalyLabels, Counter>,
     pub site_anomalies: Family<SiteLabels, Counter>,
     pub router_anomalies: Family<RouterLabels, Counter>,
     pub detection_latency: Histogram,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    pub partition_pauses: Counter,
     pub assigned_partitions: Gauge,
     pub state_snapshots: Counter,
     pub state_restores: Counter,
+    pub state_save_failures: Counter,
+    pub state_unsaved_partitions: Gauge,
+    pub state_bytes: Family<PartitionLabels, Gauge>,
+    pub plugin_oversized_snapshots: Family<PluginLabels, Counter>,
     router_series: std::sync::atomic::AtomicUsize,
 }
 
@@ -221,6 +229,25 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             plugin_swap_pause.clone(),
         );
+        let plugin_partitions = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_partitions",
+            "Partitions of this host that run this version of the plugin (a new version refused on some \
+             partitions shows beside the old one)",
+            plugin_partitions.clone(),
+        );
+        let plugin_restore_failures = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_restore_failures",
+            "Saved states a plugin refused to restore (it started without them)",
+            plugin_restore_failures.clone(),
+        );
+        let plugin_takeovers = Family::<NameLabels, Counter>::default();
+        registry.register(
+            "plugin_takeovers",
+            "Plugins replaced by a component from another source (an explicit replace, audited in the log)",
+            plugin_takeovers.clone(),
+        );
         let anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register("anomalies", "Anomalies produced, by plugin and kind", anomalies.clone());
         let site_anomalies = Family::<SiteLabels, Counter>::default();
@@ -240,12 +267,43 @@ impl Default for Metrics {
         );
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         registry.register("consumer_lag_records", "Records in a partition not yet processed", consumer_lag.clone());
+        let partition_pauses = Counter::default();
+        registry.register(
+            "partition_pauses",
+            "Times a partition's fetching was paused because its worker was behind (the others go on)",
+            partition_pauses.clone(),
+        );
         let assigned_partitions = Gauge::default();
         registry.register("assigned_partitions", "Partitions this host holds", assigned_partitions.clone());
         let state_snapshots = Counter::default();
         registry.register("state_snapshots", "Partition states written to the state topic", state_snapshots.clone());
         let state_restores = Counter::default();
         registry.register("state_restores", "Partition states restored from the state topic", state_restores.clone());
+        let state_save_failures = Counter::default();
+        registry.register(
+            "state_save_failures",
+            "Partition state saves the broker did not take in time (tried again at the next interval)",
+            state_save_failures.clone(),
+        );
+        let state_unsaved_partitions = Gauge::default();
+        registry.register(
+            "state_unsaved_partitions",
+            "Partitions whose last state save failed (/readyz answers 503 while any is)",
+            state_unsaved_partitions.clone(),
+        );
+        let state_bytes = Family::<PartitionLabels, Gauge>::default();
+        registry.register_with_unit(
+            "state",
+            "Size of each partition's last saved state",
+            prometheus_client::registry::Unit::Bytes,
+            state_bytes.clone(),
+        );
+        let plugin_oversized_snapshots = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_oversized_snapshots",
+            "Snapshots over max_snapshot_mib, refused (each counts as a failure of the plugin)",
+            plugin_oversized_snapshots.clone(),
+        );
         Metrics {
             registry,
             records,
@@ -267,14 +325,22 @@ impl Default for Metrics {
             plugin_quarantines,
             plugin_state,
             plugin_swap_pause,
+            plugin_partitions,
+            plugin_restore_failures,
+            plugin_takeovers,
             anomalies,
             site_anomalies,
             router_anomalies,
             detection_latency,
             consumer_lag,
+            partition_pauses,
             assigned_partitions,
             state_snapshots,
             state_restores,
+            state_save_failures,
+            state_unsaved_partitions,
+            state_bytes,
+            plugin_oversized_snapshots,
             router_series: Default::default(),
         }
     }

@@ -34,7 +34,7 @@ pub use state::{PartitionState, StateStore};
 
 use crate::api::{self, ApiState};
 use crate::registry::watch::{self, DirWatcher};
-use crate::registry::{Registry, Source};
+use crate::registry::{Registry, TrustedKeys};
 use crate::runtime::{Limits, Runtime, RuntimeConfig};
 use metrics::PartitionLabels;
 use worker::{Incoming, WorkerHandle};
@@ -120,6 +120,7 @@ impl Pipeline {
         config.validate()?;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: config.cache_dir.clone(),
+            cache_max_bytes: config.cache_max_mib << 20,
             limits: Limits {
                 cpu_budget: Duration::from_millis(config.cpu_budget_ms),
                 memory_bytes: config.memory_mib << 20,
@@ -137,18 +138,18 @@ impl Pipeline {
         let ready = Arc::new(AtomicBool::new(false));
         let http = api::Server::start(
             config.listen,
-            ApiState {
-                metrics: metrics.clone(),
-                feed: feed.clone(),
-                ready: ready.clone(),
-                registry: registry.clone(),
-                token: token.into(),
-                max_upload: config.max_upload_mib << 20,
-            },
+            ApiState::new(
+                metrics.clone(),
+                feed.clone(),
+                ready.clone(),
+                registry.clone(),
+                token.into(),
+                config.max_upload_mib << 20,
+            ),
         )?;
         let http_addr = http.addr();
         let shared = Arc::new(Shared {
-            state: StateStore::new(&config, producer.clone()),
+            state: StateStore::new(&config)?,
             config,
             registry: registry.clone(),
             producer,
@@ -238,16 +239,16 @@ fn load_plugins(
     if let Some(dir) = &config.plugin_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
     }
-    let registry =
-        Arc::new(Registry::new(runtime, metrics.clone(), config.quarantine_policy(), config.plugin_dir.clone())?);
+    let trusted = TrustedKeys::parse(&config.trusted_keys).context("trusted_keys")?;
+    let registry = Arc::new(
+        Registry::new(runtime, metrics.clone(), config.quarantine_policy(), config.plugin_dir.clone())?
+            .with_trusted_keys(trusted),
+    );
     for (name, plugin_config) in &config.plugin_config {
         registry.set_initial_config(name, plugin_config.clone());
     }
     for path in &config.plugins {
-        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
-        let status = registry
-            .install(&bytes, Source::File(path.clone()))
-            .with_context(|| format!("loading plugin {}", path.display()))?;
+        let status = registry.install_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
         tracing::info!(plugin = %status.name, version = %status.version, sha256 = %status.sha256, "loaded plugin");
     }
     let watcher = match &config.plugin_dir {
@@ -271,10 +272,19 @@ fn load_plugins(
     Ok((registry, watcher))
 }
 
+/// A partition this host holds: its worker, and the records it could not take yet.
+struct Assigned {
+    worker: WorkerHandle,
+    /// Records fetched while the worker's queue was full, in order; the partition is paused
+    /// meanwhile, so this holds at most what was already fetched.
+    overflow: VecDeque<Incoming>,
+    paused: bool,
+}
+
 /// The consumer's rebalance handling: workers start on assign and stop on revoke.
 struct HostContext {
     shared: Arc<Shared>,
-    workers: Mutex<HashMap<i32, WorkerHandle>>,
+    workers: Mutex<HashMap<i32, Assigned>>,
 }
 
 impl ClientContext for HostContext {}
@@ -309,21 +319,27 @@ impl HostContext {
         let mut workers = self.workers.lock().expect("workers lock");
         for &partition in partitions {
             let restored = states.remove(&partition);
-            workers.insert(partition, WorkerHandle::spawn(self.shared.clone(), partition, restored));
+            let worker = WorkerHandle::spawn(self.shared.clone(), partition, restored);
+            workers.insert(partition, Assigned { worker, overflow: VecDeque::new(), paused: false });
         }
         self.shared.metrics.assigned_partitions.set(workers.len() as i64);
         tracing::info!(?partitions, "partitions assigned");
     }
 
-    /// Stops the workers of `partitions` (each finishes and saves), stores their final
-    /// offsets and commits them before the partitions go elsewhere.
+    /// Stops the workers of `partitions` (all at once: each finishes its batch and saves),
+    /// stores their final offsets and commits them before the partitions go elsewhere.
+    /// Records still queued or parked are left to the next owner, uncommitted.
     fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
         let topic = &self.shared.config.metrics_topic;
         let mut workers = self.workers.lock().expect("workers lock");
-        for partition in partitions {
-            let Some(worker) = workers.remove(partition) else { continue };
-            if let Some(offset) = worker.stop() {
-                store_offset(consumer, topic, *partition, offset);
+        let stopping: Vec<(i32, Assigned)> =
+            partitions.iter().filter_map(|p| workers.remove(p).map(|a| (*p, a))).collect();
+        for (_, assigned) in &stopping {
+            assigned.worker.request_stop();
+        }
+        for (partition, assigned) in stopping {
+            if let Some(offset) = assigned.worker.join() {
+                store_offset(consumer, topic, partition, offset);
             }
             self.shared.metrics.consumer_lag.remove(&PartitionLabels { partition: partition.to_string() });
         }
@@ -331,6 +347,57 @@ impl HostContext {
         drop(workers);
         commit(consumer);
         tracing::info!(?partitions, "partitions revoked");
+    }
+}
+
+/// Pauses or resumes fetching one partition.
+fn set_paused(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32, pause: bool) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let result = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
+    match result {
+        Ok(()) => tracing::debug!(partition, pause, "partition fetch {}", if pause { "paused" } else { "resumed" }),
+        Err(err) => tracing::warn!(partition, "changing the partition's pause: {err}"),
+    }
+}
+
+/// Hands a fetched record to its partition's worker without ever waiting: when the worker's
+/// queue is full the record is parked and the partition paused.
+fn route(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32, incoming: Incoming) {
+    let mut workers = consumer.context().workers.lock().expect("workers lock");
+    let Some(assigned) = workers.get_mut(&partition) else {
+        tracing::warn!(partition, "record for a partition without a worker");
+        return;
+    };
+    if !assigned.overflow.is_empty() {
+        assigned.overflow.push_back(incoming);
+        return;
+    }
+    if let Err(incoming) = assigned.worker.try_send(incoming) {
+        assigned.overflow.push_back(incoming);
+        if !assigned.paused {
+            assigned.paused = true;
+            consumer.context().shared.metrics.partition_pauses.inc();
+            set_paused(consumer, topic, partition, true);
+        }
+    }
+}
+
+/// Moves parked records into workers that have room, and resumes a partition once its worker
+/// has worked its queue down to half (so that pause and resume do not alternate per record).
+fn drain_overflow(consumer: &BaseConsumer<HostContext>, topic: &str) {
+    let mut workers = consumer.context().workers.lock().expect("workers lock");
+    for (&partition, assigned) in workers.iter_mut().filter(|(_, a)| a.paused) {
+        while let Some(incoming) = assigned.overflow.pop_front() {
+            if let Err(incoming) = assigned.worker.try_send(incoming) {
+                assigned.overflow.push_front(incoming);
+                break;
+            }
+        }
+        if assigned.overflow.is_empty() && assigned.worker.queued() <= worker::QUEUE_RECORDS / 2 {
+            assigned.paused = false;
+            set_paused(consumer, topic, partition, false);
+        }
     }
 }
 
@@ -386,22 +453,19 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                 };
-                let workers = consumer.context().workers.lock().expect("workers lock");
-                match workers.get(&message.partition()) {
-                    Some(worker) => worker.send(incoming),
-                    None => tracing::warn!(partition = message.partition(), "record for a partition without a worker"),
-                }
+                route(&consumer, &config.metrics_topic, message.partition(), incoming);
             }
             Some(Err(err)) => tracing::warn!("consumer: {err}"),
             None => {}
         }
+        drain_overflow(&consumer, &config.metrics_topic);
         if last_store.elapsed() >= Duration::from_millis(200) {
             last_store = Instant::now();
             shared.registry.tick();
             let workers = consumer.context().workers.lock().expect("workers lock");
             let mut progress = HashMap::new();
-            for (&partition, worker) in workers.iter() {
-                if let Some(offset) = worker.progress() {
+            for (&partition, assigned) in workers.iter() {
+                if let Some(offset) = assigned.worker.progress() {
                     progress.insert(partition, offset);
                     if stored.get(&partition) != Some(&offset) {
                         store_offset(&consumer, &config.metrics_topic, partition, offset);

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use routewatch_telemetry::{AnomalyEvent, DecodeError, Metric, Record};
 
 use super::Shared;
-use super::metrics::{AnomalyLabels, PluginLabels, ReasonLabels, TrapLabels};
+use super::metrics::{AnomalyLabels, PartitionLabels, PluginLabels, ReasonLabels, TrapLabels};
 use super::state::{PartitionState, PluginState, RouterInfo};
 use super::{kafka, now_ms};
 use crate::registry::{Active, PluginCounters};
@@ -30,8 +30,8 @@ use crate::runtime::{Batch, CallError, Column, Instance, Output, Plugin};
 /// How long an idle worker waits for a record before it looks at the registry again.
 const IDLE_TICK: Duration = Duration::from_millis(10);
 
-/// Records queued for one worker before the consumer waits (back-pressure).
-const QUEUE_RECORDS: usize = 50_000;
+/// Records queued for one worker; past this the consumer pauses that partition alone.
+pub const QUEUE_RECORDS: usize = 50_000;
 
 /// A record as the consumer hands it over.
 pub struct Incoming {
@@ -40,18 +40,15 @@ pub struct Incoming {
     pub payload: Option<Vec<u8>>,
 }
 
-enum Command {
-    Record(Incoming),
-    /// Finish what is queued, save state, and answer with the next offset to commit.
-    Stop(mpsc::Sender<Option<i64>>),
-}
-
 /// The consumer's side of a worker.
 pub struct WorkerHandle {
     partition: i32,
-    tx: SyncSender<Command>,
-    thread: Option<JoinHandle<()>>,
+    tx: SyncSender<Incoming>,
+    thread: Option<JoinHandle<Option<i64>>>,
     progress: Arc<AtomicI64>,
+    /// Records sent and not yet taken by the worker.
+    queued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
@@ -59,19 +56,35 @@ impl WorkerHandle {
     pub fn spawn(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>) -> WorkerHandle {
         let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
         let progress = Arc::new(AtomicI64::new(-1));
-        let reported = progress.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reported, taken, stopping) = (progress.clone(), queued.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("partition-{partition}"))
-            .spawn(move || Worker::new(shared, partition, restored, reported).run(rx))
+            .spawn(move || Worker::new(shared, partition, restored, reported).run(rx, taken, stopping))
             .expect("spawning a partition worker");
-        WorkerHandle { partition, tx, thread: Some(thread), progress }
+        WorkerHandle { partition, tx, thread: Some(thread), progress, queued, stop }
     }
 
-    /// Queues a record, waiting if the worker is behind.
-    pub fn send(&self, record: Incoming) {
-        if self.tx.send(Command::Record(record)).is_err() {
-            tracing::error!(partition = self.partition, "worker is gone; record left for the next owner");
+    /// Queues a record without waiting; a full queue hands it back (the caller pauses the
+    /// partition, so that one slow partition never holds up the others).
+    pub fn try_send(&self, record: Incoming) -> Result<(), Incoming> {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(TrySendError::Full(record)) => Err(record),
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!(partition = self.partition, "worker is gone; record left for the next owner");
+                Ok(())
+            }
         }
+    }
+
+    /// Records waiting in the worker's queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// The next offset to commit, once the worker has finished a record.
@@ -80,17 +93,17 @@ impl WorkerHandle {
         (offset >= 0).then_some(offset)
     }
 
-    /// Finishes the queued records, saves state, and returns the next offset to commit.
-    pub fn stop(mut self) -> Option<i64> {
-        let (reply, answer) = mpsc::channel();
-        let offset = match self.tx.send(Command::Stop(reply)) {
-            Ok(()) => answer.recv().ok().flatten(),
-            Err(_) => self.progress(),
-        };
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        offset
+    /// Asks the worker to stop after its current batch; see [`WorkerHandle::join`].
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for a stopping worker: it finishes its batch and saves its state (queued records
+    /// are left for the next owner, uncommitted). Returns the next offset to commit.
+    pub fn join(mut self) -> Option<i64> {
+        self.request_stop();
+        let finished = self.thread.take().and_then(|t| t.join().ok()).flatten();
+        finished.or_else(|| self.progress())
     }
 }
 
@@ -107,8 +120,9 @@ struct Slot {
     instance: Option<Instance>,
     /// Last state saved, for restarting the instance after a failure.
     snapshot: Vec<u8>,
-    /// A version that would not take this partition's state: not tried again.
-    refused_sha: Option<String>,
+    /// A version that would not take over here, and whether it was tried without the old
+    /// state: not tried again until the operator allows a fresh start.
+    refused: Option<(String, bool)>,
 }
 
 impl Slot {
@@ -123,13 +137,13 @@ impl Slot {
             counters: active.counters.clone(),
             instance: None,
             snapshot,
-            refused_sha: None,
+            refused: None,
         }
     }
 
     /// A fresh instance of this slot's plugin, configured and given `state`. A plugin that
-    /// refuses its state starts empty (a warm-up lost, nothing else).
-    fn fresh_instance(&self, state: &[u8]) -> Result<Instance, CallError> {
+    /// refuses its state starts empty (a warm-up lost, nothing else), and that is counted.
+    fn fresh_instance(&self, state: &[u8], metrics: &super::Metrics) -> Result<Instance, CallError> {
         let mut instance = self.plugin.instantiate()?;
         if let Some(config) = &self.config {
             instance.configure(config)?;
@@ -140,6 +154,7 @@ impl Slot {
             if !err.instance_survives() {
                 return Err(err);
             }
+            metrics.plugin_restore_failures.get_or_create(&self.labels).inc();
             tracing::warn!(plugin = %self.name, "plugin refused its saved state, starting fresh: {err}");
         }
         Ok(instance)
@@ -177,6 +192,9 @@ struct Worker {
     next_offset: Option<i64>,
     progress: Arc<AtomicI64>,
     last_save: Instant,
+    /// The last save of this partition's state failed (counted in
+    /// `routewatch_state_unsaved_partitions`, which `/readyz` reads).
+    unsaved: bool,
 }
 
 /// A decoded row waiting for its batch.
@@ -201,6 +219,7 @@ impl Worker {
             next_offset: None,
             progress,
             last_save: Instant::now(),
+            unsaved: false,
         };
         if let Some(state) = restored {
             worker.restore(state);
@@ -240,10 +259,16 @@ impl Worker {
                 Some(i) => {
                     let mut slot = old.swap_remove(i);
                     let sha = active.plugin.sha256();
-                    if slot.plugin.sha256() != sha && slot.refused_sha.as_deref() != Some(sha) {
+                    let tried = slot
+                        .refused
+                        .as_ref()
+                        .is_some_and(|(refused, fresh)| refused == sha && (*fresh || !active.start_fresh));
+                    if slot.plugin.sha256() != sha && !tried {
                         self.swap(&mut slot, active);
                     }
-                    if slot.config_rev != active.config_rev && slot.plugin.sha256() == sha {
+                    // A configuration applies to the version that really runs here, which the
+                    // registry checked it against.
+                    if slot.config_rev != active.config_rev {
                         self.reconfigure(&mut slot, active);
                     }
                     slot.runnable = active.runnable;
@@ -254,9 +279,11 @@ impl Worker {
                     Slot::new(active, snapshot)
                 }
             };
+            registry.report_running(self.partition, &slot.name, Some(&slot.plugin));
             self.slots.push(slot);
         }
         for gone in old {
+            registry.report_running(self.partition, &gone.name, None);
             tracing::info!(partition = self.partition, plugin = %gone.name, "plugin unloaded from this partition");
         }
     }
@@ -280,13 +307,22 @@ impl Worker {
             if let Some(config) = &active.config {
                 instance.configure(config)?;
             }
-            if !state.is_empty() {
-                instance.restore(&state)?;
+            if !state.is_empty()
+                && let Err(err) = instance.restore(&state)
+            {
+                self.shared.metrics.plugin_restore_failures.get_or_create(&labels(&active.plugin)).inc();
+                if !active.start_fresh || !err.instance_survives() {
+                    return Err(err);
+                }
+                // The operator chose a fresh start over keeping the old version here.
+                tracing::warn!(partition = self.partition, plugin = %slot.name, %version, "new version starts without the old state: {err}");
+                // A refused restore leaves the instance as it was: configured, empty.
+                return Ok((instance, Vec::new()));
             }
-            Ok::<_, CallError>(instance)
+            Ok::<_, CallError>((instance, state.clone()))
         })();
         match started_new {
-            Ok(instance) => {
+            Ok((instance, state)) => {
                 let pause = started.elapsed();
                 tracing::info!(
                     partition = self.partition,
@@ -302,7 +338,7 @@ impl Worker {
             Err(err) => {
                 tracing::error!(partition = self.partition, plugin = %slot.name, %version, "new version refused, the old one stays: {err}");
                 self.shared.registry.report_swap_refused(&slot.name, &version, self.partition, &err.to_string());
-                slot.refused_sha = Some(active.plugin.sha256().to_owned());
+                slot.refused = Some((active.plugin.sha256().to_owned(), active.start_fresh));
             }
         }
     }
@@ -319,37 +355,37 @@ impl Worker {
         }
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
+    /// Batches and processes records until told to stop; returns the next offset to commit.
+    fn run(mut self, rx: Receiver<Incoming>, queued: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> Option<i64> {
         let max = self.shared.config.batch_records;
         let linger = self.shared.config.linger();
         let mut batch: Vec<Incoming> = Vec::with_capacity(max);
         loop {
-            let mut stop = None;
+            let mut disconnected = false;
             // Short, so that an idle partition still takes up a new plugin version promptly.
             match rx.recv_timeout(IDLE_TICK) {
-                Ok(Command::Record(record)) => batch.push(record),
-                Ok(Command::Stop(reply)) => stop = Some(reply),
+                Ok(record) => batch.push(record),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
             }
             // Fill the batch until it is full or the first record has waited `linger`.
             let deadline = Instant::now() + linger;
-            while stop.is_none() && !batch.is_empty() && batch.len() < max {
+            while !batch.is_empty() && batch.len() < max && !stop.load(Ordering::Acquire) {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(Command::Record(record)) => batch.push(record),
-                    Ok(Command::Stop(reply)) => stop = Some(reply),
+                    Ok(record) => batch.push(record),
                     Err(_) => break,
                 }
             }
+            queued.fetch_sub(batch.len(), Ordering::AcqRel);
             self.reconcile();
             if !batch.is_empty() {
                 self.process(&batch);
                 batch.clear();
             }
-            if let Some(reply) = stop {
+            if stop.load(Ordering::Acquire) || disconnected {
                 self.save();
-                let _ = reply.send(self.next_offset);
-                return;
+                self.leave();
+                return self.next_offset;
             }
             if self.last_save.elapsed() >= self.shared.config.snapshot_interval() {
                 self.save();
@@ -388,7 +424,7 @@ impl Worker {
         outgoing.extend(events.iter().map(|event| kafka::Outgoing {
             topic: self.shared.config.anomalies_topic.clone(),
             key: Some(event.router.clone().into_bytes()),
-            payload: serde_json::to_vec(event).expect("an anomaly always serialises"),
+            payload: Some(serde_json::to_vec(event).expect("an anomaly always serialises")),
             headers: None,
         }));
         // Only once all of it is acknowledged may the batch's offsets be committed.
@@ -435,7 +471,8 @@ impl Worker {
         self.shared.metrics.plugin_poison_records.get_or_create(&slot.labels).inc();
         slot.counters.poison_records.fetch_add(1, Ordering::Relaxed);
         let plugin = format!("{}@{}", slot.name, slot.labels.version);
-        self.letter(record, "plugin_trap", &err.to_string(), Some(&plugin))
+        let reason = if matches!(err, CallError::InvalidOutput(_)) { "plugin_invalid_output" } else { "plugin_trap" };
+        self.letter(record, reason, &err.to_string(), Some(&plugin))
     }
 
     fn letter(&self, record: &Incoming, reason: &str, message: &str, plugin: Option<&str>) -> kafka::Outgoing {
@@ -451,7 +488,7 @@ impl Worker {
         kafka::Outgoing {
             topic: self.shared.config.dlq_topic.clone(),
             key: record.key.clone(),
-            payload: record.payload.clone().unwrap_or_default(),
+            payload: record.payload.clone(),
             headers: Some(headers),
         }
     }
@@ -465,15 +502,17 @@ impl Worker {
     ///    of CPU, where every probe would cost a whole budget), the plugin scores nothing in
     ///    this batch and the registry counts a failure, which may quarantine it.
     ///
-    /// A plugin that returns an error or breaks the output contract is alive; it is not
-    /// retried (it would answer the same) but counts a failure.
+    /// Output that breaks the contract is contained like a trap (retried, then isolated to its
+    /// record, which goes to the dead-letter topic as `plugin_invalid_output`). A plugin that
+    /// returns an error is alive; it is not retried (it would answer the same) but counts a
+    /// failure.
     fn call(&mut self, index: usize, batch: &Batch) -> (Outputs, Option<(usize, CallError)>) {
         if !self.slots[index].runnable {
             return (Vec::new(), None);
         }
         let first = match self.slots[index].instance.take() {
             Some(instance) => Ok(instance),
-            None => self.slots[index].fresh_instance(&self.slots[index].snapshot.clone()),
+            None => self.slots[index].fresh_instance(&self.slots[index].snapshot.clone(), &self.shared.metrics),
         };
         let err = match first {
             Ok(mut instance) => match self.attempt_with(index, &mut instance, batch, 0..batch.len()) {
@@ -490,7 +529,8 @@ impl Worker {
             },
             Err(err) => err,
         };
-        if err.instance_survives() {
+        if matches!(err, CallError::Plugin(_)) {
+            // It answered with an error: it would answer the same again.
             self.fail(index, &err);
             return (Vec::new(), None);
         }
@@ -582,7 +622,7 @@ impl Worker {
         range: Range<usize>,
         state: &[u8],
     ) -> Result<(Output, Instance), CallError> {
-        let mut instance = self.slots[index].fresh_instance(state)?;
+        let mut instance = self.slots[index].fresh_instance(state, &self.shared.metrics)?;
         let output = self.attempt_with(index, &mut instance, batch, range)?;
         Ok((output, instance))
     }
@@ -672,8 +712,8 @@ impl Worker {
                     detected_at: Some(detected_at),
                     value: a.observed,
                     expected: a.expected,
-                    lower: a.lower,
-                    upper: a.upper,
+                    lower: AnomalyEvent::bound(a.lower),
+                    upper: AnomalyEvent::bound(a.upper),
                     score: a.score,
                     kind,
                     reason: a.reason,
@@ -683,14 +723,27 @@ impl Worker {
         events
     }
 
-    /// Snapshots every running plugin and writes the partition's state.
+    /// Snapshots every running plugin and writes the partition's state. A snapshot over
+    /// `max_snapshot_mib` is that plugin's failure (its previous snapshot is kept); a save the
+    /// broker does not take in time is counted and shown in `/readyz`, and tried again at the
+    /// next interval.
     fn save(&mut self) {
         self.last_save = Instant::now();
         let Some(next_offset) = self.next_offset else { return };
+        let cap = self.shared.config.max_snapshot_mib << 20;
         let mut plugins = Vec::new();
-        for slot in &mut self.slots {
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
             if let Some(instance) = slot.instance.as_mut() {
                 match instance.snapshot() {
+                    Ok(bytes) if bytes.len() > cap => {
+                        let reason =
+                            format!("snapshot of {} bytes is over max_snapshot_mib ({cap} bytes)", bytes.len());
+                        tracing::error!(partition = self.partition, plugin = %slot.name, "{reason}; keeping the previous one");
+                        self.shared.metrics.plugin_oversized_snapshots.get_or_create(&slot.labels).inc();
+                        let slot = &self.slots[index];
+                        self.shared.registry.report_failure(&slot.name, slot.plugin.sha256(), &reason);
+                    }
                     Ok(bytes) => slot.snapshot = bytes,
                     Err(err) => {
                         tracing::warn!(plugin = %slot.name, "snapshot failed, keeping the previous one: {err}");
@@ -698,6 +751,7 @@ impl Worker {
                     }
                 }
             }
+            let slot = &self.slots[index];
             plugins.push(PluginState {
                 name: slot.name.clone(),
                 version: slot.labels.version.clone(),
@@ -709,20 +763,44 @@ impl Worker {
             plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
         }
         let state = PartitionState::new(next_offset, self.router_info.clone(), plugins);
+        let metrics = &self.shared.metrics;
         match self.shared.state.save(self.partition, &state) {
             Ok(bytes) => {
-                self.shared.metrics.state_snapshots.inc();
+                metrics.state_snapshots.inc();
+                metrics
+                    .state_bytes
+                    .get_or_create(&PartitionLabels { partition: self.partition.to_string() })
+                    .set(bytes as i64);
+                if std::mem::take(&mut self.unsaved) {
+                    metrics.state_unsaved_partitions.dec();
+                }
                 tracing::debug!(partition = self.partition, bytes, "saved partition state");
             }
-            Err(err) => tracing::error!(partition = self.partition, "{err:#}"),
+            Err(err) => {
+                metrics.state_save_failures.inc();
+                if !std::mem::replace(&mut self.unsaved, true) {
+                    metrics.state_unsaved_partitions.inc();
+                }
+                tracing::error!(partition = self.partition, "saving partition state: {err}");
+            }
         }
+    }
+
+    /// This worker is done with its partition: what it reported goes with it.
+    fn leave(&mut self) {
+        self.shared.registry.report_partition_stopped(self.partition);
+        if std::mem::take(&mut self.unsaved) {
+            self.shared.metrics.state_unsaved_partitions.dec();
+        }
+        self.shared.metrics.state_bytes.remove(&PartitionLabels { partition: self.partition.to_string() });
     }
 }
 
-/// Failures worth splitting a batch for: a trap or memory overrun may be one record's doing
-/// and costs little to reproduce. A CPU overrun costs a whole budget per probe.
+/// Failures worth splitting a batch for: a trap, memory overrun or output that breaks the
+/// contract may be one record's doing and costs little to reproduce. A CPU overrun costs a
+/// whole budget per probe.
 fn isolatable(err: &CallError) -> bool {
-    matches!(err, CallError::Trap { .. } | CallError::MemoryLimitExceeded { .. })
+    matches!(err, CallError::Trap { .. } | CallError::MemoryLimitExceeded { .. } | CallError::InvalidOutput(_))
 }
 
 fn columnar(rows: &[Row]) -> Batch {
