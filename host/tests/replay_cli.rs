@@ -60,7 +60,9 @@ fn a_hundred_thousand_point_csv_gives_one_score_row_per_point_deterministically(
     let spike = events.iter().find(|e| e.ts == (1_764_000_000 + 60_000 * 300) * 1000).expect("the spike is reported");
     assert_eq!((spike.plugin.as_str(), spike.router.as_str(), spike.metric.as_str()), ("arima", "series", "value"));
     assert!(
-        spike.score > 0.5 && spike.lower < spike.expected && spike.expected < spike.upper && spike.value > spike.upper
+        spike.score > 0.5
+            && spike.lower.is_some_and(|lower| lower < spike.expected)
+            && spike.upper.is_some_and(|upper| spike.expected < upper && spike.value > upper)
     );
 
     assert_eq!(run("b"), (scores, anomalies), "same input, same bytes out");
@@ -151,7 +153,7 @@ fn csv_errors_name_the_problem() {
 }
 
 #[test]
-fn bad_plugins_and_configs_are_refused_before_reading_input() {
+fn bad_plugins_and_configs_are_reported_and_fail_the_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("not.wasm"), "hello").unwrap();
     std::fs::write(dir.path().join("s.csv"), "timestamp,value\n1,1\n").unwrap();
@@ -198,4 +200,76 @@ fn a_failing_plugin_does_not_stop_the_others() {
         scores.lines().collect::<Vec<_>>()[1..],
         ["1970-01-01T00:00:01.000Z,series,value,1,0,", "1970-01-01T00:00:02.000Z,series,value,2,0,"]
     );
+}
+
+#[test]
+fn lines_after_invalid_utf8_keep_their_own_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = record("rtr-a", 1, 0.5).into_bytes();
+    bytes.extend_from_slice(b"\n\xff\xfe not text\n\xc3\x28\n");
+    bytes.extend_from_slice(record("rtr-a", 2, 0.5).replace("\"schema\":1", "\"schema\":7").as_bytes());
+    bytes.extend_from_slice(format!("\n{}\n", record("rtr-a", 3, 0.5)).as_bytes());
+    std::fs::write(dir.path().join("fleet.jsonl"), bytes).unwrap();
+    let args = ["replay", "-p", &arima(), "-i", "fleet.jsonl", "--scores", "s.csv", "--skip-invalid"];
+    let out = routewatch(&args, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in ["fleet.jsonl:2: ", "fleet.jsonl:3: ", "fleet.jsonl:4: unsupported schema version 7"] {
+        assert!(err.contains(line), "{line:?} missing in:\n{err}");
+    }
+    assert!(err.contains("skipped 3 bad rows"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_does_not_load_or_configure_leaves_the_others_running() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.csv"), "timestamp,value\n1,1\n2,2\n").unwrap();
+    let evil = component("routewatch_test_evil").display().to_string();
+    let wrong = component("routewatch_test_wrong_world").display().to_string();
+    let args = [
+        "replay",
+        "-p",
+        &wrong,
+        "-p",
+        &evil,
+        "-p",
+        &arima(),
+        "-c",
+        r#"evil={"mode":"nope"}"#,
+        "-i",
+        "s.csv",
+        "--scores",
+        "o.csv",
+    ];
+    let out = routewatch(&args, dir.path());
+    assert!(!out.status.success(), "failures make the exit status non-zero");
+    let err = stderr(&out);
+    assert!(err.contains("FAILED to load") && err.contains("does not implement"), "{err}");
+    assert!(err.contains("evil 0.1.0: FAILED: configuring"), "{err}");
+    let scores = std::fs::read_to_string(dir.path().join("o.csv")).unwrap();
+    let rows: Vec<&str> = scores.lines().collect();
+    assert_eq!(rows.len(), 3, "{scores}");
+    // Columns: timestamp, router, metric, value, evil, arima. ARIMA's is filled, evil's empty.
+    for row in &rows[1..] {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields.len(), 6, "{scores}");
+        assert_eq!(fields[4], "", "{scores}");
+        assert!(fields[5].parse::<f64>().is_ok(), "{scores}");
+    }
+}
+
+#[test]
+fn one_sided_bounds_round_trip_through_the_anomaly_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.csv"), "timestamp,value\n1,1\n2,2\n").unwrap();
+    let evil = component("routewatch_test_evil").display().to_string();
+    let args = ["replay", "-p", &evil, "-c", r#"evil={"mode":"one-sided"}"#, "-i", "s.csv", "--anomalies", "a.jsonl"];
+    let out = routewatch(&args, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+    let events: Vec<AnomalyEvent> =
+        text.lines().map(|l| serde_json::from_str(l).expect("every event reads back")).collect();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.lower.is_none() && e.upper == Some(e.value)), "{text}");
+    assert!(!text.contains("null"), "{text}");
 }

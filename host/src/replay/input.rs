@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use routewatch_telemetry::{Metric, Record};
+use routewatch_telemetry::{MAX_RECORD_BYTES, Metric, Record};
 
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,7 +59,9 @@ pub enum RowReader {
     },
     Jsonl {
         path: String,
-        lines: std::io::Lines<Box<dyn BufRead>>,
+        reader: Box<dyn BufRead>,
+        /// The line being read, as bytes: a line that is not UTF-8 is a bad row like any other.
+        buffer: Vec<u8>,
         line: u64,
     },
 }
@@ -92,7 +94,8 @@ impl RowReader {
             }
             _ => RowReader::Jsonl {
                 path: name,
-                lines: (Box::new(std::io::BufReader::with_capacity(1 << 16, file)) as Box<dyn BufRead>).lines(),
+                reader: Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+                buffer: Vec::new(),
                 line: 0,
             },
         })
@@ -139,16 +142,22 @@ impl RowReader {
                     }
                 }
             }
-            RowReader::Jsonl { path, lines, line } => loop {
-                let text = match lines.next()? {
-                    Ok(text) => text,
+            RowReader::Jsonl { path, reader, buffer, line } => loop {
+                let complete = match read_line(reader, buffer, MAX_RECORD_BYTES) {
+                    Ok(None) => return None,
+                    Ok(Some(complete)) => complete,
                     Err(e) => return Some(Err(BadRow { path: path.clone(), line: *line + 1, reason: e.to_string() })),
                 };
+                // Counted whatever the line holds, so every later error names its own line.
                 *line += 1;
-                if text.trim().is_empty() {
+                if !complete {
+                    let reason = format!("line is over the record limit of {MAX_RECORD_BYTES} bytes");
+                    return Some(Err(BadRow { path: path.clone(), line: *line, reason }));
+                }
+                if buffer.trim_ascii().is_empty() {
                     continue;
                 }
-                return Some(match Record::decode(text.as_bytes()) {
+                return Some(match Record::decode(buffer) {
                     Ok(record) => Ok(Row {
                         values: Metric::ALL.iter().map(|&m| record.metrics.get(m)).collect(),
                         router: record.router,
@@ -161,6 +170,40 @@ impl RowReader {
             },
         }
     }
+}
+
+/// Reads one line (without its line ending) into `buffer`, keeping at most `max` bytes of it:
+/// `Some(true)` for a whole line, `Some(false)` for one that was longer (the rest is skipped,
+/// never held in memory), `None` at the end of the input.
+fn read_line(reader: &mut dyn BufRead, buffer: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
+    buffer.clear();
+    let mut complete = true;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        any = true;
+        let (chunk, found_end) = match available.iter().position(|&b| b == b'\n') {
+            Some(end) => (&available[..end], true),
+            None => (available, false),
+        };
+        let room = max.saturating_sub(buffer.len());
+        if chunk.len() > room {
+            complete = false;
+        }
+        buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len() + usize::from(found_end);
+        reader.consume(used);
+        if found_end {
+            break;
+        }
+    }
+    if buffer.last() == Some(&b'\r') {
+        buffer.pop();
+    }
+    Ok(any.then_some(complete))
 }
 
 /// Parses a timestamp to milliseconds since the Unix epoch. Accepts RFC 3339

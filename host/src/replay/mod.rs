@@ -71,7 +71,8 @@ pub struct PluginSummary {
 
 /// One plugin's instance during a replay.
 struct Runner {
-    instance: Instance,
+    /// `None` when the plugin could not start; its failure is in the summary.
+    instance: Option<Instance>,
     plugin: Plugin,
     summary: PluginSummary,
 }
@@ -135,18 +136,30 @@ pub fn replay(plugins: Vec<ReplayPlugin>, options: &ReplayOptions) -> anyhow::Re
     Ok(summary)
 }
 
+/// Starts every plugin. One that cannot start or refuses its configuration is reported as
+/// failed (empty scores) and the others go on.
 fn start_plugins(plugins: Vec<ReplayPlugin>) -> anyhow::Result<Vec<Runner>> {
     let mut runners: Vec<Runner> = Vec::with_capacity(plugins.len());
     for ReplayPlugin { plugin, config } in plugins {
         let name = plugin.info().name.clone();
-        let mut instance = plugin.instantiate().with_context(|| format!("starting plugin {name}"))?;
-        if let Some(config) = &config {
-            instance.configure(config).with_context(|| format!("configuring plugin {name}"))?;
-        }
         // The same plugin twice (say, with two configurations) gets `name#2` and so on.
         let same = runners.iter().filter(|r| r.plugin.info().name == name).count();
-        let label = if same == 0 { name } else { format!("{name}#{}", same + 1) };
-        let summary = PluginSummary { label, version: plugin.info().version.clone(), ..Default::default() };
+        let label = if same == 0 { name.clone() } else { format!("{name}#{}", same + 1) };
+        let mut summary = PluginSummary { label, version: plugin.info().version.clone(), ..Default::default() };
+        let started = plugin.instantiate().map_err(|e| format!("starting: {e}")).and_then(|mut instance| {
+            if let Some(config) = &config {
+                instance.configure(config).map_err(|e| format!("configuring: {e}"))?;
+            }
+            Ok(instance)
+        });
+        let instance = match started {
+            Ok(instance) => Some(instance),
+            Err(reason) => {
+                tracing::error!(plugin = %summary.label, "plugin failed, its scores stay empty: {reason}");
+                summary.failure = Some(reason);
+                None
+            }
+        };
         runners.push(Runner { instance, plugin, summary });
     }
     Ok(runners)
@@ -155,11 +168,9 @@ fn start_plugins(plugins: Vec<ReplayPlugin>) -> anyhow::Result<Vec<Runner>> {
 impl Runner {
     /// Runs one batch; on failure records why and produces no output from then on.
     fn process(&mut self, batch: &Batch) -> Option<Output> {
-        if self.summary.failure.is_some() {
-            return None;
-        }
-        let result = self.instance.process(batch);
-        self.summary.busy += self.instance.last_call().duration;
+        let instance = self.instance.as_mut().filter(|_| self.summary.failure.is_none())?;
+        let result = instance.process(batch);
+        self.summary.busy += instance.last_call().duration;
         match result {
             Ok(output) => Some(output),
             Err(err) => {
@@ -220,8 +231,8 @@ fn emit(
                     detected_at: None,
                     value: a.observed,
                     expected: a.expected,
-                    lower: a.lower,
-                    upper: a.upper,
+                    lower: AnomalyEvent::bound(a.lower),
+                    upper: AnomalyEvent::bound(a.upper),
                     score: a.score,
                     kind: event_kind(a.kind),
                     reason: a.reason.clone(),
