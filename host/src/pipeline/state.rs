@@ -14,7 +14,7 @@ use super::config::PipelineConfig;
 use super::kafka;
 
 /// Layout version of [`PartitionState`]; a record of another version is ignored with a warning.
-const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 1;
 
 /// A router as the partition's table knows it; its position is its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,12 @@ impl PartitionState {
     }
 }
 
+/// The state topic's key of a partition's state: `GROUP/TOPIC/PARTITION`. A tombstone (a
+/// record with this key and no value) makes the partition's next owner start fresh.
+pub fn state_key(group_id: &str, metrics_topic: &str, partition: i32) -> String {
+    format!("{group_id}/{metrics_topic}/{partition}")
+}
+
 /// Reads and writes partition states.
 pub struct StateStore {
     config: PipelineConfig,
@@ -60,29 +66,42 @@ impl StateStore {
     }
 
     fn key(&self, partition: i32) -> String {
-        format!("{}/{}/{partition}", self.config.group_id, self.config.metrics_topic)
+        state_key(&self.config.group_id, &self.config.metrics_topic, partition)
     }
 
     /// Writes a partition's state and waits for the broker to acknowledge it.
     pub fn save(&self, partition: i32, state: &PartitionState) -> anyhow::Result<usize> {
-        let bytes = postcard::to_stdvec(state).context("encoding partition state")?;
-        let size = bytes.len();
-        let record = kafka::Outgoing {
-            topic: self.config.state_topic.clone(),
-            key: Some(self.key(partition).into_bytes()),
-            payload: bytes,
-            headers: None,
-        };
+        let record = self.record(partition, state)?;
+        let size = record.payload.len();
         kafka::deliver(&self.producer, vec![record]);
         Ok(size)
     }
 
+    /// A partition's state as the record [`StateStore::save`] writes (exactly-once workers
+    /// send it in their own transaction).
+    pub fn record(&self, partition: i32, state: &PartitionState) -> anyhow::Result<kafka::Outgoing> {
+        let bytes = postcard::to_stdvec(state).context("encoding partition state")?;
+        Ok(kafka::Outgoing {
+            topic: self.config.state_topic.clone(),
+            key: Some(self.key(partition).into_bytes()),
+            payload: bytes,
+            headers: None,
+        })
+    }
+
     /// The latest state of each of `partitions` that has one: reads the state topic to its end.
+    /// The newest record of a key decides, whatever compaction has removed before it: a
+    /// tombstone (no payload) or a record of another layout means no state (a warm-up, never a
+    /// stale state from before it).
     pub fn load(&self, partitions: &[i32]) -> anyhow::Result<HashMap<i32, PartitionState>> {
         let wanted: HashMap<String, i32> = partitions.iter().map(|&p| (self.key(p), p)).collect();
         let group = format!("{}-state-reader", self.config.group_id);
-        let settings =
-            [("group.id", group.as_str()), ("enable.auto.commit", "false"), ("fetch.message.max.bytes", "67108864")];
+        let settings = [
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("fetch.message.max.bytes", "67108864"),
+        ];
         let consumer: BaseConsumer =
             kafka::client_config(&self.config, &settings).create().context("creating the state reader")?;
         let topic = &self.config.state_topic;
@@ -99,21 +118,45 @@ impl StateStore {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic} up to offset {high}");
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+            // The end is where the reader's position reaches the high watermark, not the last
+            // message: transaction markers (exactly-once) take offsets no message carries.
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                if position(&consumer, topic)? >= high {
+                    return Ok(found);
+                }
+                continue;
+            };
             let message = message.with_context(|| format!("reading {topic}"))?;
-            let partition = message.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| wanted.get(k));
-            if let (Some(&partition), Some(payload)) = (partition, message.payload()) {
-                match postcard::from_bytes::<PartitionState>(payload) {
-                    Ok(state) if state.version == STATE_VERSION => {
+            let last = message.offset() + 1 >= high;
+            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+            if let Some(&partition) = key.and_then(|k| wanted.get(k)) {
+                match message.payload().map(postcard::from_bytes::<PartitionState>) {
+                    Some(Ok(state)) if state.version == STATE_VERSION => {
                         found.insert(partition, state);
                     }
-                    Ok(state) => tracing::warn!(partition, version = state.version, "ignoring state of another layout"),
-                    Err(err) => tracing::warn!(partition, "ignoring unreadable state: {err}"),
+                    None => {
+                        tracing::info!(partition, offset = message.offset(), "state deleted by a tombstone");
+                        found.remove(&partition);
+                    }
+                    Some(Ok(state)) => {
+                        tracing::warn!(partition, version = state.version, "ignoring state of another layout");
+                        found.remove(&partition);
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(partition, "ignoring unreadable state: {err}");
+                        found.remove(&partition);
+                    }
                 }
             }
-            if message.offset() + 1 >= high {
+            if last {
                 return Ok(found);
             }
         }
     }
+}
+
+/// The reader's next offset in partition 0 of `topic` (0 before it has one).
+fn position(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<i64> {
+    let list = consumer.position().with_context(|| format!("reading the position in {topic}"))?;
+    Ok(list.find_partition(topic, 0).and_then(|e| e.offset().to_raw()).unwrap_or(0))
 }

@@ -5,12 +5,14 @@
 //!
 //! Progress is reported as the next offset whose record has *not* been fully handled; the
 //! consumer stores it for commit only after the batch's anomalies and dead letters are
-//! acknowledged by the broker (at-least-once).
+//! acknowledged by the broker (at-least-once). Exactly-once workers instead send each batch's
+//! outputs (and each state) with the partition's next offset in one transaction of their own
+//! producer.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,6 +54,7 @@ pub struct WorkerHandle {
     tx: SyncSender<Command>,
     thread: Option<JoinHandle<()>>,
     progress: Arc<AtomicI64>,
+    revoked: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
@@ -59,12 +62,13 @@ impl WorkerHandle {
     pub fn spawn(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>) -> WorkerHandle {
         let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
         let progress = Arc::new(AtomicI64::new(-1));
-        let reported = progress.clone();
+        let revoked = Arc::new(AtomicBool::new(false));
+        let (reported, revoking) = (progress.clone(), revoked.clone());
         let thread = std::thread::Builder::new()
             .name(format!("partition-{partition}"))
-            .spawn(move || Worker::new(shared, partition, restored, reported).run(rx))
+            .spawn(move || Worker::new(shared, partition, restored, reported, revoking).run(rx))
             .expect("spawning a partition worker");
-        WorkerHandle { partition, tx, thread: Some(thread), progress }
+        WorkerHandle { partition, tx, thread: Some(thread), progress, revoked }
     }
 
     /// Queues a record, waiting if the worker is behind.
@@ -82,6 +86,7 @@ impl WorkerHandle {
 
     /// Finishes the queued records, saves state, and returns the next offset to commit.
     pub fn stop(mut self) -> Option<i64> {
+        self.revoked.store(true, Ordering::Release);
         let (reply, answer) = mpsc::channel();
         let offset = match self.tx.send(Command::Stop(reply)) {
             Ok(()) => answer.recv().ok().flatten(),
@@ -177,6 +182,11 @@ struct Worker {
     next_offset: Option<i64>,
     progress: Arc<AtomicI64>,
     last_save: Instant,
+    /// Exactly-once: this partition's transactional producer.
+    txn: Option<kafka::Transactional>,
+    /// Exactly-once: the producer was fenced (the partition has another owner), so this
+    /// worker produces nothing more and waits to be stopped.
+    fenced: bool,
 }
 
 /// A decoded row waiting for its batch.
@@ -189,7 +199,13 @@ struct Row {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>, progress: Arc<AtomicI64>) -> Worker {
+    fn new(
+        shared: Arc<Shared>,
+        partition: i32,
+        restored: Option<PartitionState>,
+        progress: Arc<AtomicI64>,
+        revoked: Arc<AtomicBool>,
+    ) -> Worker {
         let mut worker = Worker {
             shared,
             partition,
@@ -201,7 +217,16 @@ impl Worker {
             next_offset: None,
             progress,
             last_save: Instant::now(),
+            txn: None,
+            fenced: false,
         };
+        if worker.shared.exactly_once() {
+            let group = worker.shared.group_metadata.clone();
+            match kafka::Transactional::start(&worker.shared.config, partition, group, revoked) {
+                Ok(txn) => worker.txn = Some(txn),
+                Err(err) => worker.fence(&err),
+            }
+        }
         if let Some(state) = restored {
             worker.restore(state);
         }
@@ -357,7 +382,35 @@ impl Worker {
         }
     }
 
+    /// Stops producing after the transactional producer was fenced.
+    fn fence(&mut self, err: &kafka::Fenced) {
+        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
+        self.fenced = true;
+    }
+
+    /// Sends a batch's outputs and waits for the broker to acknowledge them; exactly-once
+    /// also commits `next` as the partition's offset with them. False when fenced.
+    fn deliver(&mut self, records: Vec<kafka::Outgoing>, next: i64) -> bool {
+        if self.fenced {
+            return false;
+        }
+        let Some(txn) = &self.txn else {
+            kafka::deliver(&self.shared.producer, records);
+            return true;
+        };
+        match txn.commit(&records, next) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fence(&err);
+                false
+            }
+        }
+    }
+
     fn process(&mut self, records: &[Incoming]) {
+        if self.fenced {
+            return;
+        }
         let started = Instant::now();
         let metrics = self.shared.metrics.clone();
         metrics.records.inc_by(records.len() as u64);
@@ -392,14 +445,16 @@ impl Worker {
             headers: None,
         }));
         // Only once all of it is acknowledged may the batch's offsets be committed.
-        kafka::deliver(&self.shared.producer, outgoing);
+        let next = records.last().expect("a batch has records").offset + 1;
+        if !self.deliver(outgoing, next) {
+            return;
+        }
         metrics.records_done.inc_by(records.len() as u64);
         let acknowledged = now_ms();
         for event in &events {
             metrics.detection_latency.observe((acknowledged - event.ts).max(0) as f64 / 1000.0);
         }
         self.shared.feed.publish(events);
-        let next = records.last().expect("a batch has records").offset + 1;
         self.next_offset = Some(next);
         self.progress.store(next, Ordering::Release);
         metrics.batch_duration.observe(started.elapsed().as_secs_f64());
@@ -709,12 +764,17 @@ impl Worker {
             plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
         }
         let state = PartitionState::new(next_offset, self.router_info.clone(), plugins);
-        match self.shared.state.save(self.partition, &state) {
-            Ok(bytes) => {
-                self.shared.metrics.state_snapshots.inc();
-                tracing::debug!(partition = self.partition, bytes, "saved partition state");
+        let record = match self.shared.state.record(self.partition, &state) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::error!(partition = self.partition, "{err:#}");
+                return;
             }
-            Err(err) => tracing::error!(partition = self.partition, "{err:#}"),
+        };
+        let bytes = record.payload.len();
+        if self.deliver(vec![record], next_offset) {
+            self.shared.metrics.state_snapshots.inc();
+            tracing::debug!(partition = self.partition, bytes, "saved partition state");
         }
     }
 }
