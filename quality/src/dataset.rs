@@ -49,7 +49,7 @@ pub fn make(
         return Ok(Dataset { records, faults, end, interval_ms, routers });
     }
     tracing::info!("simulating {params}");
-    let config = RuntimeConfig { routers, interval_ms: interval_ms as u64, fault_rate };
+    let config = RuntimeConfig { routers, interval_ms: interval_ms as u64, fault_rate, ..Default::default() };
     let mut engine = Engine::new(seed, config, START_MS).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&records)?);
     for tick in 0..ticks {
