@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! routewatch-quality quality                      # simulated labelled fleet -> every detector -> table
+//! routewatch-quality corpus DIR --labels FILE     # a folder of labelled single-series CSVs -> table
+//! routewatch-quality generate-corpus DIR          # such a folder, from the simulator, with its labels
 //! routewatch-quality speed                        # points/s per detector through Wasm
 //! ```
 //!
@@ -9,6 +11,7 @@
 //! them first: `cargo xtask build`) and, with `--write FILE`, replace their section of FILE
 //! (BENCHMARKS.md). See `quality/README.md` for how anomalies are matched to faults.
 
+mod corpus;
 mod dataset;
 mod report;
 mod score;
@@ -40,6 +43,10 @@ struct Cli {
 enum Task {
     /// Simulate a labelled fleet, replay it through every detector, and score them per fault kind.
     Quality(QualityArgs),
+    /// Score every detector on a folder of labelled single-series CSVs (event-level and NAB).
+    Corpus(corpus::CorpusArgs),
+    /// Write a labelled corpus of single-series CSVs from the simulator (for `corpus`).
+    GenerateCorpus(corpus::GenerateArgs),
     /// Measure points per second through Wasm for every detector.
     Speed(SpeedArgs),
 }
@@ -176,6 +183,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().task {
         Task::Quality(args) => score::run(&args),
+        Task::Corpus(args) => corpus::run(&args),
+        Task::GenerateCorpus(args) => corpus::generate(&args),
         Task::Speed(args) => speed::run(&args),
     }
 }
