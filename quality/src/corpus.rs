@@ -343,7 +343,12 @@ fn timestamps(path: &Path) -> Result<Vec<i64>> {
     while let Some(row) = reader.next_row() {
         let ts = row?.ts;
         if let Some(&last) = out.last() {
-            ensure!(ts > last, "{}: timestamps must increase (row {} has {ts} after {last})", path.display(), out.len() + 1);
+            ensure!(
+                ts > last,
+                "{}: timestamps must increase (row {} has {ts} after {last})",
+                path.display(),
+                out.len() + 1
+            );
         }
         out.push(ts);
     }
@@ -384,7 +389,9 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
         let row_of: HashMap<i64, usize> = ts.iter().enumerate().map(|(i, &t)| (t, i)).collect();
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let metric = if args.metric_from_name {
-            stem.rsplit_once('.').map(|(_, m)| m.to_owned()).with_context(|| format!("{name}: no metric in the name"))?
+            stem.rsplit_once('.')
+                .map(|(_, m)| m.to_owned())
+                .with_context(|| format!("{name}: no metric in the name"))?
         } else {
             args.metric.clone()
         };
@@ -612,7 +619,9 @@ mod tests {
         let early_fp = nab(&l, &[100, 20], &NAB_STANDARD);
         assert!((early_fp.raw - (scaled_sigmoid(-1.0) - 0.11)).abs() < 1e-12);
         let just_after = nab(&l, &[100, 111], &NAB_STANDARD).raw - perfect.raw;
-        assert!((just_after - 0.11 * scaled_sigmoid(0.1)).abs() < 1e-12 && just_after < 0.0 && just_after > -0.11 * 0.3);
+        assert!(
+            (just_after - 0.11 * scaled_sigmoid(0.1)).abs() < 1e-12 && just_after < 0.0 && just_after > -0.11 * 0.3
+        );
         let far_after = nab(&l, &[100, 200], &NAB_STANDARD).raw - perfect.raw;
         assert!((far_after + 0.11).abs() < 1e-12, "beyond 3 window lengths: the full weight");
         // Missing the window costs the FN weight; normalised against null and perfect.

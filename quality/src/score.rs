@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
 use anyhow::{Context, Result};
-use routewatch_host::replay::{InputFormat, ReplayOptions, ReplayPlugin, replay};
+use routewatch_host::replay::{InputFormat, ReplayOptions, replay};
 use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_telemetry::{AnomalyEvent, ChangeKind, FaultEvent, FaultKind, PlannedChange};
 
@@ -393,14 +393,14 @@ mod tests {
             change("g1", ChangeKind::TrafficMigration, "r4", -600 * m, 200 * m, &["rx_bps"]),
         ];
         let hits = vec![
-            hit("r1", "cpu_util", 101),   // the fault wins over the change: true, detects a
-            hit("r1", "rx_bps", 95),      // the maintenance on r1: planned
-            hit("r2", "rx_bps", 301),     // planned (m2)
-            hit("r2", "bgp_up", 344),     // within grace of m2's end: planned, a second alarm
-            hit("r2", "cpu_util", 320),   // during m2 on a metric it does not list: side effect
-            hit("r2", "rx_bps", 400),     // after m2 + grace: false
-            hit("r4", "rx_bps", 150),     // the migration that started earlier: planned
-            hit("r3", "cpu_util", 700),   // after p1: false
+            hit("r1", "cpu_util", 101), // the fault wins over the change: true, detects a
+            hit("r1", "rx_bps", 95),    // the maintenance on r1: planned
+            hit("r2", "rx_bps", 301),   // planned (m2)
+            hit("r2", "bgp_up", 344),   // within grace of m2's end: planned, a second alarm
+            hit("r2", "cpu_util", 320), // during m2 on a metric it does not list: side effect
+            hit("r2", "rx_bps", 400),   // after m2 + grace: false
+            hit("r4", "rx_bps", 150),   // the migration that started earlier: planned
+            hit("r3", "cpu_util", 700), // after p1: false
         ];
         let e = evaluate("t", &hits, &faults, &changes, &w);
         assert_eq!(e.overall.true_alarms, 1);

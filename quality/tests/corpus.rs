@@ -23,7 +23,8 @@ fn quality(args: &[&str], dir: &Path) {
 }
 
 fn generate(dir: &Path, into: &str) {
-    let args = ["generate-corpus", into, "--routers", "3", "--days", "1", "--fault-rate", "6", "--metrics", "cpu_util,rx_bps"];
+    let args =
+        ["generate-corpus", into, "--routers", "3", "--days", "1", "--fault-rate", "6", "--metrics", "cpu_util,rx_bps"];
     quality(&args, dir);
 }
 
@@ -48,7 +49,10 @@ fn corpus_mode_scores_every_detector_on_a_generated_corpus() {
     // The same seed writes the same corpus.
     generate(tmp.path(), "again");
     for name in labels.keys().chain(std::iter::once(&"labels.json".to_owned())) {
-        assert_eq!(std::fs::read(corpus.join(name)).unwrap(), std::fs::read(tmp.path().join("again").join(name)).unwrap());
+        assert_eq!(
+            std::fs::read(corpus.join(name)).unwrap(),
+            std::fs::read(tmp.path().join("again").join(name)).unwrap()
+        );
     }
 
     let results = tmp.path().join("results.json");
@@ -90,8 +94,11 @@ fn corpus_mode_scores_every_detector_on_a_generated_corpus() {
         assert_eq!(f["detections"].as_u64().unwrap(), written.get(name).copied().unwrap_or(0), "{name}");
         let events = &f["events"];
         assert_eq!(events["windows"].as_u64().unwrap(), scored_windows, "{name}: every detector sees every window");
-        let (detected, alarms, true_alarms) =
-            (events["detected"].as_u64().unwrap(), events["alarms"].as_u64().unwrap(), events["true_alarms"].as_u64().unwrap());
+        let (detected, alarms, true_alarms) = (
+            events["detected"].as_u64().unwrap(),
+            events["alarms"].as_u64().unwrap(),
+            events["true_alarms"].as_u64().unwrap(),
+        );
         assert!(detected <= scored_windows && true_alarms <= alarms, "{name}: {events}");
         assert_eq!(events["delays"].as_array().unwrap().len() as u64, detected);
         // The NAB score: perfect is 100, never firing is 0, and with no detection at all it is 0.
