@@ -1,14 +1,17 @@
 //! routewatch-quality: how well, and how fast, the detectors do on simulated fleets.
 //!
 //! ```text
-//! routewatch-quality quality   # labelled data set -> replay through every detector -> table
-//! routewatch-quality speed     # points/s per detector through Wasm
+//! routewatch-quality quality                      # simulated labelled fleet -> every detector -> table
+//! routewatch-quality corpus DIR --labels FILE     # a folder of labelled single-series CSVs -> table
+//! routewatch-quality generate-corpus DIR          # such a folder, from the simulator, with its labels
+//! routewatch-quality speed                        # points/s per detector through Wasm
 //! ```
 //!
-//! Both find the components in `<target>/wasm32-wasip2/plugin` next to their own binary (build
+//! They find the components in `<target>/wasm32-wasip2/plugin` next to their own binary (build
 //! them first: `cargo xtask build`) and, with `--write FILE`, replace their section of FILE
 //! (BENCHMARKS.md). See `quality/README.md` for how anomalies are matched to faults.
 
+mod corpus;
 mod dataset;
 mod report;
 mod score;
@@ -18,6 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use routewatch_simulator::TelemetryProfile;
 
 /// The detectors, by component file stem and plugin name.
 pub const DETECTORS: [(&str, &str); 5] = [
@@ -39,6 +43,10 @@ struct Cli {
 enum Task {
     /// Simulate a labelled fleet, replay it through every detector, and score them per fault kind.
     Quality(QualityArgs),
+    /// Score every detector on a folder of labelled single-series CSVs (event-level and NAB).
+    Corpus(corpus::CorpusArgs),
+    /// Write a labelled corpus of single-series CSVs from the simulator (for `corpus`).
+    GenerateCorpus(corpus::GenerateArgs),
     /// Measure points per second through Wasm for every detector.
     Speed(SpeedArgs),
 }
@@ -60,21 +68,31 @@ pub struct QualityArgs {
     pub fault_rate: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Telemetry profile of the simulated fleet.
+    #[arg(long, value_enum, default_value_t = TelemetryProfile::Realistic)]
+    pub profile: TelemetryProfile,
     /// Samples after a fault's end in which an anomaly still counts for it.
     #[arg(long, default_value_t = 5)]
     pub grace: i64,
     /// Anomalies of one (router, metric) at most this many samples apart form one alarm.
     #[arg(long, default_value_t = 10)]
     pub merge_gap: i64,
-    /// Where the data set, anomalies and the compiled-component cache go.
+    /// Where the data sets (one folder per profile), anomalies and the compiled-component cache go.
     #[arg(long, default_value = "target/quality")]
     pub out_dir: PathBuf,
     /// Reuse an existing data set in `out_dir` if its parameters match.
     #[arg(long)]
     pub reuse: bool,
-    /// Replace the "## Detection quality" section of this file (BENCHMARKS.md).
+    /// Replace the "## Detection quality, PROFILE profile" section of this file (BENCHMARKS.md).
     #[arg(long)]
     pub write: Option<PathBuf>,
+    #[command(flatten)]
+    pub detectors: DetectorArgs,
+}
+
+/// Which detectors run, from where, with which configurations.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DetectorArgs {
     /// Directory of the components; default `<target>/wasm32-wasip2/plugin`.
     #[arg(long)]
     pub plugins: Option<PathBuf>,
@@ -84,6 +102,34 @@ pub struct QualityArgs {
     /// Configuration per detector, `NAME=JSON` (repeatable).
     #[arg(long = "config", value_parser = parse_config)]
     pub configs: Vec<(String, String)>,
+}
+
+impl DetectorArgs {
+    /// The detectors that run, `(component stem, plugin name)`.
+    pub fn selected(&self) -> Vec<(&'static str, &'static str)> {
+        DETECTORS.iter().copied().filter(|(_, name)| !self.skip.iter().any(|s| s == name)).collect()
+    }
+
+    /// Loads the selected components, each with its configuration.
+    pub fn load(
+        &self,
+        runtime: &routewatch_host::runtime::Runtime,
+    ) -> Result<Vec<(&'static str, routewatch_host::replay::ReplayPlugin)>> {
+        let dir = match &self.plugins {
+            Some(dir) => dir.clone(),
+            None => default_plugin_dir()?,
+        };
+        let mut plugins = Vec::new();
+        for (stem, name) in self.selected() {
+            let path = dir.join(format!("{stem}.wasm"));
+            let plugin = runtime
+                .load_file(&path)
+                .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
+            let config = self.configs.iter().find(|(n, _)| n == name).map(|(_, c)| c.clone());
+            plugins.push((name, routewatch_host::replay::ReplayPlugin { plugin, config }));
+        }
+        Ok(plugins)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -137,6 +183,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().task {
         Task::Quality(args) => score::run(&args),
+        Task::Corpus(args) => corpus::run(&args),
+        Task::GenerateCorpus(args) => corpus::generate(&args),
         Task::Speed(args) => speed::run(&args),
     }
 }

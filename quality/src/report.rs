@@ -29,29 +29,38 @@ fn row(out: &mut String, label: &str, f: &Figures) {
     );
 }
 
+/// The BENCHMARKS.md heading of a profile's quality table.
+pub fn heading(profile: routewatch_simulator::TelemetryProfile) -> String {
+    format!("## Detection quality, {profile} profile")
+}
+
 pub fn quality(args: &QualityArgs, data: &Dataset, summary: &Summary, evaluations: &[Evaluation]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "## Detection quality\n");
+    let _ = writeln!(out, "{}\n", heading(data.profile));
     let _ = writeln!(
         out,
         "Command: `cargo xtask quality` (runs `routewatch-quality {}`; crate `quality/`)  \n\
          Machine: {}  \n\
-         Data: the simulator's engine, {} routers x {} days at {} s, seed {}, {} random faults per router per day \
-         (all nine kinds), {} faults in all; every detector with its default configuration replays all of it \
+         Data: the simulator's engine, `{}` telemetry profile, {} routers x {} days at {} s, seed {}, {} random faults per router per day \
+         (all nine kinds), {} faults and {} planned changes in all; every detector with its default configuration replays all of it \
          (one fleet tick per batch) and is scored on the last {} day(s) ({} faults start there).  \n\
          Matching (see `quality/README.md`): an anomaly matches a fault on the same router, on a metric the fault \
          moves, between its start and {} samples after its end. Anomalies of one (router, metric) at most {} samples \
          apart form one alarm. Precision per kind = true alarms / (true alarms + false alarms on the kind's metrics); \
          recall = faults with a matching anomaly / faults; delay = samples from the fault's start to its first \
-         matching anomaly (median over detected faults).\n",
+         matching anomaly (median over detected faults). An alarm that matches no fault but falls in a planned \
+         change on its router (start to end + grace, on a metric the change moves) is counted apart, under \
+         \"planned\": neither true nor false.\n",
         std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         crate::machine(),
+        data.profile,
         data.routers,
         args.days,
         args.interval_s,
         args.seed,
         args.fault_rate,
         data.faults.len(),
+        data.changes.len(),
         args.eval_days,
         evaluations.first().map_or(0, |e| e.overall.faults),
         args.grace,
@@ -63,9 +72,9 @@ pub fn quality(args: &QualityArgs, data: &Dataset, summary: &Summary, evaluation
     );
     let _ = writeln!(
         out,
-        "| detector | anomalies | alarms true / false | precision | recall | F1 | median delay (samples) | false alarms per router-day | time in plugin (s) |"
+        "| detector | anomalies | alarms true / false / planned | precision | recall | F1 | median delay (samples) | false alarms per router-day | planned-change alarms per router-day | time in plugin (s) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for e in evaluations {
         let busy = summary
             .plugins
@@ -75,15 +84,17 @@ pub fn quality(args: &QualityArgs, data: &Dataset, summary: &Summary, evaluation
         let delay = e.overall.median_delay().map_or("-".into(), |d| format!("{d:.1}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} | {:.2} | {:.2} | {:.2} | {delay} | {:.2} | {busy} |",
+            "| {} | {} | {} / {} / {} | {:.2} | {:.2} | {:.2} | {delay} | {:.2} | {:.2} | {busy} |",
             e.name,
             e.anomalies,
             e.overall.true_alarms,
             e.overall.false_alarms,
+            e.planned_alarms(),
             e.overall.precision(),
             e.overall.recall(),
             e.overall.f1(),
-            e.false_per_router_day
+            e.false_per_router_day,
+            e.planned_per_router_day
         );
     }
     if let Some(failed) = summary.plugins.iter().find(|p| p.failure.is_some()) {
@@ -100,6 +111,13 @@ pub fn quality(args: &QualityArgs, data: &Dataset, summary: &Summary, evaluation
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         for (kind, f) in &e.per_kind {
             row(&mut out, kind, f);
+        }
+        if !data.changes.is_empty() {
+            let _ = writeln!(out, "\n| planned change | changes | changes with an alarm | alarms on them |");
+            let _ = writeln!(out, "|---|---:|---:|---:|");
+            for (kind, p) in &e.planned {
+                let _ = writeln!(out, "| {kind} | {} | {} | {} |", p.changes, p.alarmed, p.alarms);
+            }
         }
     }
     if let Some(default) = evaluations.first() {

@@ -13,6 +13,10 @@
 //! * **Precision** of a kind: true alarms for that kind over those plus the false alarms on
 //!   the kind's metrics (the alarms an operator would have to look at for this kind). The
 //!   overall precision counts all true and false alarms.
+//! * **Planned changes** (realistic profile): an alarm that matches no fault but is on a
+//!   router during one of its planned changes (same window: start to end + grace), on a
+//!   metric the change moves, is an alarm on a planned change. It is neither true nor false:
+//!   it is counted on its own, per change kind, with the changes that drew at least one.
 //! * **False alarms per router-day**: all false alarms over routers x scored days.
 //! * Only the last `eval_days` are scored: faults that start there, alarms that start there.
 
@@ -20,11 +24,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
 use anyhow::{Context, Result};
-use routewatch_host::replay::{InputFormat, ReplayOptions, ReplayPlugin, replay};
+use routewatch_host::replay::{InputFormat, ReplayOptions, replay};
 use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
-use routewatch_telemetry::{AnomalyEvent, FaultEvent, FaultKind};
+use routewatch_telemetry::{AnomalyEvent, ChangeKind, FaultEvent, FaultKind, PlannedChange};
 
-use crate::{DETECTORS, QualityArgs, dataset, default_plugin_dir, report};
+use crate::{QualityArgs, dataset, report};
 
 /// One anomaly, reduced to what matching needs.
 #[derive(Debug, Clone)]
@@ -70,6 +74,17 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
+/// Alarms on one kind of planned change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlannedFigures {
+    /// Changes of the kind that start in the scored window.
+    pub changes: usize,
+    /// Of those, the ones with at least one alarm.
+    pub alarmed: usize,
+    /// Alarms explained by a change of this kind (any change, also one that started earlier).
+    pub alarms: usize,
+}
+
 /// A detector's (or a union's) scores.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
@@ -78,6 +93,16 @@ pub struct Evaluation {
     pub per_kind: BTreeMap<&'static str, Figures>,
     pub overall: Figures,
     pub false_per_router_day: f64,
+    /// Alarms on planned changes, per change kind; neither true nor false alarms.
+    pub planned: BTreeMap<&'static str, PlannedFigures>,
+    pub planned_per_router_day: f64,
+}
+
+impl Evaluation {
+    /// All alarms on planned changes.
+    pub fn planned_alarms(&self) -> usize {
+        self.planned.values().map(|p| p.alarms).sum()
+    }
 }
 
 pub struct Window {
@@ -89,8 +114,8 @@ pub struct Window {
     pub router_days: f64,
 }
 
-/// Scores `hits` against `faults`.
-pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> Evaluation {
+/// Scores `hits` against `faults`, counting alarms on `changes` apart.
+pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], changes: &[PlannedChange], w: &Window) -> Evaluation {
     // Every fault explains alarms, also one that started before the window and is still on
     // (a leak started yesterday is no false alarm today); only those that start in the window
     // are counted for recall and delay.
@@ -101,6 +126,13 @@ pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> 
     let faults: Vec<&FaultEvent> = faults.iter().filter(|f| f.start >= w.from && f.start < w.to).collect();
     let grace_ms = w.grace * w.interval_ms;
     let mut first_match: HashMap<&str, i64> = HashMap::new();
+    let mut changes_by_router: HashMap<&str, Vec<&PlannedChange>> = HashMap::new();
+    for c in changes {
+        changes_by_router.entry(c.router.as_str()).or_default().push(c);
+    }
+    let mut planned: BTreeMap<&'static str, PlannedFigures> =
+        ChangeKind::ALL.iter().map(|k| (k.name(), PlannedFigures::default())).collect();
+    let mut alarmed_changes: std::collections::HashSet<&str> = std::collections::HashSet::new();
 
     // Alarms: runs per (router, metric).
     let mut series: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
@@ -123,6 +155,7 @@ pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> 
     for ((router, metric), mut times) in series {
         times.sort_unstable();
         let on_router = by_router.get(router).map(Vec::as_slice).unwrap_or(&[]);
+        let changes_on_router = changes_by_router.get(router).map(Vec::as_slice).unwrap_or(&[]);
         let mut alarms: Vec<Vec<i64>> = Vec::new();
         for ts in times {
             match alarms.last_mut() {
@@ -146,13 +179,29 @@ pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> 
                     }
                 }
             }
-            match matched_kind {
-                Some(kind) => {
+            let mut planned_kind = None;
+            if matched_kind.is_none() {
+                for &ts in &alarm {
+                    for c in changes_on_router {
+                        if ts >= c.start && ts <= c.end + grace_ms {
+                            if c.metrics.iter().any(|m| m == metric) {
+                                planned_kind.get_or_insert(c.kind.name());
+                                alarmed_changes.insert(c.id.as_str());
+                            } else {
+                                side_effect = true;
+                            }
+                        }
+                    }
+                }
+            }
+            match (matched_kind, planned_kind) {
+                (Some(kind), _) => {
                     per_kind.get_mut(kind).expect("every kind has a row").true_alarms += 1;
                     overall.true_alarms += 1;
                 }
-                None if side_effect => {}
-                None => {
+                (None, Some(kind)) => planned.get_mut(kind).expect("every change kind has a row").alarms += 1,
+                (None, None) if side_effect => {}
+                (None, None) => {
                     overall.false_alarms += 1;
                     *false_by_metric.entry(metric).or_default() += 1;
                 }
@@ -175,23 +224,37 @@ pub fn evaluate(name: &str, hits: &[Hit], faults: &[FaultEvent], w: &Window) -> 
         let metrics = kind_metrics.get(kind).map(Vec::as_slice).unwrap_or(&[]);
         figures.false_alarms = metrics.iter().map(|m| false_by_metric.get(m).copied().unwrap_or(0)).sum();
     }
+    for c in changes.iter().filter(|c| c.start >= w.from && c.start < w.to) {
+        let figures = planned.get_mut(c.kind.name()).expect("every change kind has a row");
+        figures.changes += 1;
+        if alarmed_changes.contains(c.id.as_str()) {
+            figures.alarmed += 1;
+        }
+    }
+    let planned_alarms: usize = planned.values().map(|p| p.alarms).sum();
     Evaluation {
         name: name.to_owned(),
         anomalies: hits.len(),
         false_per_router_day: overall.false_alarms as f64 / w.router_days,
         per_kind,
         overall,
+        planned,
+        planned_per_router_day: planned_alarms as f64 / w.router_days,
     }
 }
 
 pub fn run(args: &QualityArgs) -> Result<()> {
     anyhow::ensure!(args.eval_days >= 1 && args.eval_days < args.days, "eval_days must be 1 to days - 1");
-    let data =
-        dataset::make(&args.out_dir, args.routers, args.days, args.interval_s, args.fault_rate, args.seed, args.reuse)?;
-    let plugin_dir = match &args.plugins {
-        Some(dir) => dir.clone(),
-        None => default_plugin_dir()?,
+    let params = dataset::Params {
+        routers: args.routers,
+        days: args.days,
+        interval_s: args.interval_s,
+        fault_rate: args.fault_rate,
+        seed: args.seed,
+        profile: args.profile,
     };
+    // One data set per profile, so switching profiles never reuses the other's.
+    let data = dataset::make(&args.out_dir.join(args.profile.name()), params, args.reuse)?;
     // Generous limits: a replay batch is a whole fleet tick, and seasonal refits all its
     // series in the same tick.
     let runtime = Runtime::new(RuntimeConfig {
@@ -199,18 +262,10 @@ pub fn run(args: &QualityArgs) -> Result<()> {
         limits: Limits { cpu_budget: std::time::Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
         ..RuntimeConfig::default()
     })?;
-    let detectors: Vec<(&str, &str)> =
-        DETECTORS.iter().copied().filter(|(_, name)| !args.skip.iter().any(|s| s == name)).collect();
-    let mut plugins = Vec::new();
-    for &(stem, name) in &detectors {
-        let path = plugin_dir.join(format!("{stem}.wasm"));
-        let plugin = runtime
-            .load_file(&path)
-            .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
-        let config = args.configs.iter().find(|(n, _)| n == name).map(|(_, c)| c.clone());
-        plugins.push(ReplayPlugin { plugin, config });
-    }
-    let anomalies_path = args.out_dir.join("anomalies.jsonl");
+    let loaded = args.detectors.load(&runtime)?;
+    let detectors: Vec<&str> = loaded.iter().map(|(name, _)| *name).collect();
+    let plugins = loaded.into_iter().map(|(_, p)| p).collect();
+    let anomalies_path = args.out_dir.join(args.profile.name()).join("anomalies.jsonl");
     let options = ReplayOptions {
         input: data.records.clone(),
         format: InputFormat::Jsonl,
@@ -245,15 +300,17 @@ pub fn run(args: &QualityArgs) -> Result<()> {
     };
     let mut evaluations: Vec<Evaluation> = detectors
         .iter()
-        .map(|(_, name)| evaluate(name, hits.get(*name).map(Vec::as_slice).unwrap_or(&[]), &data.faults, &window))
+        .map(|name| {
+            evaluate(name, hits.get(*name).map(Vec::as_slice).unwrap_or(&[]), &data.faults, &data.changes, &window)
+        })
         .collect();
     let union: Vec<Hit> = ["arima", "lstm"].iter().flat_map(|n| hits.get(*n).cloned().unwrap_or_default()).collect();
-    evaluations.insert(0, evaluate("arima + lstm (default set)", &union, &data.faults, &window));
+    evaluations.insert(0, evaluate("arima + lstm (default set)", &union, &data.faults, &data.changes, &window));
 
     let text = report::quality(args, &data, &summary, &evaluations);
     println!("{text}");
     if let Some(path) = &args.write {
-        report::replace_section(path, "## Detection quality", &text)?;
+        report::replace_section(path, &report::heading(data.profile), &text)?;
         tracing::info!("wrote the table to {}", path.display());
     }
     Ok(())
@@ -298,7 +355,7 @@ mod tests {
             hit("r2", "cpu_util", 530),   // after end + grace: false, b missed
             hit("r4", "mem_util", 10),    // fault c, still on: not false
         ];
-        let e = evaluate("t", &hits, &faults, &w);
+        let e = evaluate("t", &hits, &faults, &[], &w);
         let k = &e.per_kind["cpu-runaway"];
         // Three true alarms (two for a, one for c), but only a and b are counted as faults.
         assert_eq!((k.faults, k.detected, k.true_alarms), (2, 1, 3));
@@ -308,5 +365,56 @@ mod tests {
         assert!((e.false_per_router_day - 0.3).abs() < 1e-12);
         assert!((k.recall() - 0.5).abs() < 1e-12);
         assert!((k.precision() - 0.5).abs() < 1e-12);
+    }
+
+    fn change(id: &str, kind: ChangeKind, router: &str, start: i64, end: i64, metrics: &[&str]) -> PlannedChange {
+        PlannedChange {
+            id: id.into(),
+            kind,
+            router: router.into(),
+            start,
+            end,
+            magnitude: 0.9,
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn alarms_on_planned_changes_are_neither_true_nor_false() {
+        let m = 60_000;
+        let w = Window { from: 0, to: 1440 * m, interval_ms: m, grace: 5, merge_gap: 10, router_days: 10.0 };
+        let faults = vec![fault("a", "r1", 100 * m, 110 * m, &["cpu_util"])];
+        let changes = vec![
+            // A maintenance window on r1 that overlaps the fault, and one on r2.
+            change("m1", ChangeKind::Maintenance, "r1", 90 * m, 130 * m, &["cpu_util", "rx_bps"]),
+            change("m2", ChangeKind::Maintenance, "r2", 300 * m, 340 * m, &["rx_bps", "bgp_up"]),
+            // A config push nobody flags.
+            change("p1", ChangeKind::ConfigPush, "r3", 600 * m, 603 * m, &["cpu_util"]),
+            // Started before the window: explains alarms, is not counted as a change.
+            change("g1", ChangeKind::TrafficMigration, "r4", -600 * m, 200 * m, &["rx_bps"]),
+        ];
+        let hits = vec![
+            hit("r1", "cpu_util", 101), // the fault wins over the change: true, detects a
+            hit("r1", "rx_bps", 95),    // the maintenance on r1: planned
+            hit("r2", "rx_bps", 301),   // planned (m2)
+            hit("r2", "bgp_up", 344),   // within grace of m2's end: planned, a second alarm
+            hit("r2", "cpu_util", 320), // during m2 on a metric it does not list: side effect
+            hit("r2", "rx_bps", 400),   // after m2 + grace: false
+            hit("r4", "rx_bps", 150),   // the migration that started earlier: planned
+            hit("r3", "cpu_util", 700), // after p1: false
+        ];
+        let e = evaluate("t", &hits, &faults, &changes, &w);
+        assert_eq!(e.overall.true_alarms, 1);
+        assert_eq!(e.overall.detected, 1);
+        assert_eq!(e.overall.false_alarms, 2, "only the two alarms outside every window are false");
+        let maintenance = &e.planned["maintenance"];
+        assert_eq!(*maintenance, PlannedFigures { changes: 2, alarmed: 2, alarms: 3 });
+        assert_eq!(e.planned["config-push"], PlannedFigures { changes: 1, alarmed: 0, alarms: 0 });
+        assert_eq!(e.planned["traffic-migration"], PlannedFigures { changes: 0, alarmed: 0, alarms: 1 });
+        assert_eq!(e.planned_alarms(), 4);
+        assert!((e.planned_per_router_day - 0.4).abs() < 1e-12);
+        // Recall and precision do not see the planned alarms.
+        assert!((e.overall.recall() - 1.0).abs() < 1e-12);
+        assert!((e.overall.precision() - 1.0 / 3.0).abs() < 1e-12);
     }
 }

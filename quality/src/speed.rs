@@ -20,7 +20,7 @@ use crate::{DETECTORS, SpeedArgs, dataset::START_MS, default_plugin_dir, report:
 const SEASONAL_BENCH_CONFIG: &str = r#"{"period": 60, "window": 120, "refit_every": 60}"#;
 
 fn batches(routers: u32, ticks: usize) -> Result<Vec<Batch>> {
-    let config = SimConfig { routers, interval_ms: 60_000, fault_rate: 0.0 };
+    let config = SimConfig { routers, interval_ms: 60_000, fault_rate: 0.0, ..Default::default() };
     let mut engine = Engine::new(7, config, START_MS).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::with_capacity(ticks);
     for t in 0..ticks {

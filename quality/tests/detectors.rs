@@ -43,7 +43,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(routers: u32, seed: u64) -> Fleet {
-        let config = SimConfig { routers, interval_ms: MINUTE as u64, fault_rate: 0.0 };
+        let config = SimConfig { routers, interval_ms: MINUTE as u64, fault_rate: 0.0, ..Default::default() };
         Fleet { engine: Engine::new(seed, config, START).expect("engine"), routers, tick: 0 }
     }
 

@@ -4,7 +4,9 @@
 //!    acknowledged (target: at least 200,000/s on the 2-core reference machine);
 //! 2. real time: 100,000 routers at a 1 s interval, measuring each tick's lag behind its due
 //!    time and whether that lag grows (drift);
-//! 3. file mode, for reference.
+//! 3. file mode, for reference;
+//! 4. the cost of one 100,000-router tick (simulate and encode, no sink) under each
+//!    telemetry profile, so the realistic profile's extra work is visible.
 //!
 //! Run: `cargo bench -p routewatch-simulator --bench sim_throughput`.
 //! With `ROUTEWATCH_BENCH_WRITE=path/BENCHMARKS.md` the `## Simulator` section of that file
@@ -14,19 +16,39 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use routewatch_simulator::Engine;
+use routewatch_simulator::encode::EncodedBatch;
 use routewatch_simulator::engine::RuntimeConfig;
 use routewatch_simulator::metrics::SimMetrics;
 use routewatch_simulator::runner::{self, Pace, Runner, Stop, Summary};
 use routewatch_simulator::sink::{FileSink, KafkaOptions, KafkaSink, Sink, ensure_topics};
+use routewatch_simulator::{Engine, TelemetryProfile};
 use routewatch_testkit::Broker;
 
 const START: i64 = 1_736_121_600_000;
 const COMMAND: &str = "cargo bench -p routewatch-simulator --bench sim_throughput";
 
 fn engine(routers: u32, interval_ms: u64, start: i64) -> Arc<Mutex<Engine>> {
-    let config = RuntimeConfig { routers, interval_ms, fault_rate: 0.1 };
+    let config = RuntimeConfig { routers, interval_ms, fault_rate: 0.1, profile: TelemetryProfile::Clean };
     Arc::new(Mutex::new(Engine::new(1, config, start).expect("engine")))
+}
+
+/// Mean and max seconds to simulate and encode one tick of 100,000 routers at 1 s.
+fn tick_cost(profile: TelemetryProfile, ticks: i64) -> (f64, f64, usize) {
+    let config = RuntimeConfig { routers: 100_000, interval_ms: 1000, fault_rate: 0.1, profile };
+    let mut engine = Engine::new(1, config, START).expect("engine");
+    let mut batch = EncodedBatch::new();
+    let (mut sum, mut max, mut records) = (0.0, 0.0_f64, 0);
+    for t in 0..ticks {
+        let started = std::time::Instant::now();
+        engine.tick(START + t * 1000);
+        batch.encode(engine.delivered());
+        let s = started.elapsed().as_secs_f64();
+        sum += s;
+        max = max.max(s);
+        records += batch.len();
+    }
+    eprintln!("tick cost {profile}: {:.3} s mean, {max:.3} s max", sum / ticks as f64);
+    (sum / ticks as f64, max, records)
 }
 
 fn run(engine: Arc<Mutex<Engine>>, sink: Box<dyn Sink>, metrics: &SimMetrics, pace: Pace, until: i64) -> Summary {
@@ -152,6 +174,8 @@ fn main() {
         .collect();
     let realtime = real_time(&fresh(&[("bench-realtime", 12), ("bench-faults", 1)]), secs);
     let file = file_mode();
+    let costs: Vec<_> =
+        [TelemetryProfile::Clean, TelemetryProfile::Realistic].into_iter().map(|p| (p, tick_cost(p, 30))).collect();
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut md = String::from("## Simulator\n\n");
@@ -221,6 +245,15 @@ fn main() {
         "File mode (`--out`, JSON lines, no broker), 1,000 routers x 1 day at 60 s: {:.0} records/s.",
         file.records_per_s
     );
+    let _ = writeln!(
+        md,
+        "\nOne tick of 100,000 routers at 1 s, simulated and encoded in process (no sink), 30 ticks per telemetry profile:\n"
+    );
+    let _ = writeln!(md, "| profile | tick mean | tick max | records delivered |");
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    for (profile, (mean, max, records)) in &costs {
+        let _ = writeln!(md, "| {profile} | {mean:.3} s | {max:.3} s | {records} |");
+    }
     print!("{md}");
 
     if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {

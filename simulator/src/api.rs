@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use routewatch_telemetry::{FaultKind, Record, Role};
+use routewatch_telemetry::{ChangeKind, FaultKind, PlannedChange, Record, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/routers/{id}/faults", delete(clear_router_faults))
         .route("/faults", get(list_faults).post(inject_fault))
         .route("/faults/{id}", get(get_fault).delete(clear_fault))
+        .route("/changes", get(list_changes))
         .route("/config", get(get_config).patch(patch_config))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -142,6 +143,7 @@ async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
         "mode": s.mode,
         "sink": s.sink,
         "routers": engine.config().routers,
+        "profile": engine.config().profile,
         "ticks": engine.ticks(),
         "event_time": engine.now(),
     }))
@@ -306,6 +308,35 @@ async fn list_faults(
     let total = faults.len();
     faults.drain(..total.saturating_sub(limit));
     Ok(Json(json!({ "total": total, "faults": faults })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeQuery {
+    router: Option<String>,
+    kind: Option<ChangeKind>,
+    limit: Option<usize>,
+}
+
+/// Planned changes (realistic profile): the last 10,000 ended ones and every scheduled or
+/// running one, newest `limit` kept, oldest first.
+async fn list_changes(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<ChangeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = check_limit(q.limit)?;
+    let engine = lock(&s.engine);
+    if let Some(router) = &q.router {
+        engine.lookup(router)?;
+    }
+    let mut changes: Vec<&PlannedChange> = engine
+        .changes()
+        .all()
+        .filter(|c| q.router.as_deref().is_none_or(|r| r == c.router) && q.kind.is_none_or(|k| k == c.kind))
+        .collect();
+    let total = changes.len();
+    changes.drain(..total.saturating_sub(limit));
+    Ok(Json(json!({ "total": total, "changes": changes })))
 }
 
 async fn inject_fault(

@@ -8,8 +8,10 @@ use rand_distr::{Distribution, Poisson};
 use routewatch_telemetry::{FaultKind, Record};
 use serde::{Deserialize, Serialize};
 
+use crate::changes::{ChangeBook, ChangeNotice};
 use crate::faults::{self, FaultBook, FaultNotice, FaultView, NewFault, Source};
 use crate::fleet::{Fleet, Profile};
+use crate::realism::TelemetryProfile;
 
 /// Largest fleet the engine accepts (memory stays around 1 KB per router).
 pub const MAX_ROUTERS: u32 = 1_000_000;
@@ -28,6 +30,16 @@ pub struct RuntimeConfig {
     pub interval_ms: u64,
     /// Random faults per router per day (0 disables the schedule).
     pub fault_rate: f64,
+    /// The kind of telemetry: `clean` (the default) or `realistic`.
+    #[serde(default)]
+    pub profile: TelemetryProfile,
+}
+
+impl Default for RuntimeConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        RuntimeConfig { routers: 1000, interval_ms: 1000, fault_rate: 0.1, profile: TelemetryProfile::Clean }
+    }
 }
 
 /// A partial update of the runtime config.
@@ -37,6 +49,7 @@ pub struct ConfigPatch {
     pub routers: Option<u32>,
     pub interval_ms: Option<u64>,
     pub fault_rate: Option<f64>,
+    pub profile: Option<TelemetryProfile>,
 }
 
 /// Why the engine refused a request. The API maps each to an HTTP status.
@@ -94,8 +107,13 @@ pub struct Engine {
     config: RuntimeConfig,
     fleet: Fleet,
     faults: FaultBook,
+    /// Planned changes (realistic profile only).
+    changes: ChangeBook,
     /// Draws the random schedule and the flapping faults' per-sample state.
     rng: ChaCha8Rng,
+    /// Draws the planned changes: a stream of its own, so the faults are the same under
+    /// either profile.
+    change_rng: ChaCha8Rng,
     /// Event time of the latest sample, or of the start before the first one.
     now: i64,
     ticks: u64,
@@ -107,12 +125,16 @@ impl Engine {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(u64::MAX);
+        let mut change_rng = ChaCha8Rng::seed_from_u64(seed);
+        change_rng.set_stream(u64::MAX - 1);
         Ok(Engine {
             seed,
-            fleet: Fleet::new(seed, config.routers),
+            fleet: Fleet::new(seed, config.routers, config.profile),
             config,
             faults: FaultBook::default(),
+            changes: ChangeBook::default(),
             rng,
+            change_rng,
             now: start,
             ticks: 0,
         })
@@ -148,9 +170,20 @@ impl Engine {
         &self.faults
     }
 
+    pub fn changes(&self) -> &ChangeBook {
+        &self.changes
+    }
+
     /// Each router's latest sample.
     pub fn records(&self) -> &[Record] {
         self.fleet.records()
+    }
+
+    /// The records the latest tick delivered, what the sinks get: every router's latest
+    /// sample under `clean`; under `realistic` less the lost ones and plus late ones from
+    /// earlier ticks.
+    pub fn delivered(&self) -> &[Record] {
+        self.fleet.delivered()
     }
 
     /// Produces one sample per router at event time `ts`: ends expired faults, draws new ones
@@ -160,6 +193,14 @@ impl Engine {
         self.faults.expire(ts);
         self.schedule(ts, dt_ms);
         let mut effects = self.faults.effects(ts, &mut self.rng);
+        if self.config.profile == TelemetryProfile::Realistic {
+            for (index, at) in self.changes.expire(ts) {
+                // A maintenance window ends with a reboot.
+                self.fleet.restart(index, at);
+            }
+            self.changes.schedule(&mut self.change_rng, ts, dt_ms, self.fleet.profiles());
+            self.changes.effects_into(ts, &mut effects);
+        }
         self.fleet.step(ts, self.config.interval_ms, |i| effects.remove(&i));
         self.now = ts;
         self.ticks += 1;
@@ -264,13 +305,19 @@ impl Engine {
             routers: patch.routers.unwrap_or(self.config.routers),
             interval_ms: patch.interval_ms.unwrap_or(self.config.interval_ms),
             fault_rate: patch.fault_rate.unwrap_or(self.config.fault_rate),
+            profile: patch.profile.unwrap_or(self.config.profile),
         };
         next.validate()?;
+        let at = self.next_ts();
         if next.routers < self.config.routers {
-            let at = self.next_ts();
             self.faults.end_beyond(next.routers, at);
+            self.changes.end_beyond(next.routers, at);
+        }
+        if next.profile == TelemetryProfile::Clean {
+            self.changes.end_beyond(0, at);
         }
         self.fleet.resize(next.routers);
+        self.fleet.set_telemetry(next.profile);
         self.config = next.clone();
         Ok(next)
     }
@@ -287,5 +334,10 @@ impl Engine {
     /// Hands over the ground-truth changes since the last call.
     pub fn take_notices(&mut self) -> Vec<FaultNotice> {
         self.faults.take_notices()
+    }
+
+    /// Hands over the planned changes scheduled or ended since the last call.
+    pub fn take_change_notices(&mut self) -> Vec<ChangeNotice> {
+        self.changes.take_notices()
     }
 }

@@ -10,6 +10,7 @@ use rand_distr::{Distribution, Poisson, StandardNormal};
 use routewatch_telemetry::{Metrics, Record, Role, SCHEMA_VERSION};
 
 use crate::faults::Effects;
+use crate::realism::{self, Delivery, Realism, TelemetryProfile};
 
 /// Regions with their UTC offset in hours (which shifts the daily cycle) and their sites.
 const REGIONS: &[(&str, f64, &[&str])] = &[
@@ -63,6 +64,15 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The router's profile: the clean one, with its scales spread out under `realistic`.
+    fn for_telemetry(seed: u64, index: u32, telemetry: TelemetryProfile) -> Profile {
+        let mut profile = Profile::generate(seed, index);
+        if telemetry == TelemetryProfile::Realistic {
+            realism::rescale(&mut profile, &mut stream(seed, index, 3));
+        }
+        profile
+    }
+
     fn generate(seed: u64, index: u32) -> Profile {
         let mut rng = stream(seed, index, 0);
         let role = match rng.random::<f64>() {
@@ -131,7 +141,8 @@ pub fn parse_router_id(id: &str) -> Option<u32> {
     (router_id(index) == id).then_some(index)
 }
 
-/// A random stream per (seed, router, purpose): purpose 0 draws the profile, 1 the dynamics.
+/// A random stream per (seed, router, purpose): purpose 0 draws the profile, 1 the dynamics,
+/// 2 the realistic profile's dynamics and 3 its scales.
 fn stream(seed: u64, index: u32, purpose: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream((u64::from(index) << 2) | purpose);
@@ -158,16 +169,55 @@ struct State {
 #[derive(Debug)]
 pub struct Fleet {
     seed: u64,
+    telemetry: TelemetryProfile,
     profiles: Vec<Profile>,
     states: Vec<State>,
     records: Vec<Record>,
+    /// Realistic profile only: per-router state, the records delivered by the latest step
+    /// (on time or late), and the late ones still held back with the step they are due at.
+    realism: Vec<Realism>,
+    outbox: Vec<Record>,
+    held: Vec<(u64, Record)>,
+    steps: u64,
 }
 
 impl Fleet {
-    pub fn new(seed: u64, size: u32) -> Fleet {
-        let mut fleet = Fleet { seed, profiles: Vec::new(), states: Vec::new(), records: Vec::new() };
+    pub fn new(seed: u64, size: u32, telemetry: TelemetryProfile) -> Fleet {
+        let mut fleet = Fleet {
+            seed,
+            telemetry,
+            profiles: Vec::new(),
+            states: Vec::new(),
+            records: Vec::new(),
+            realism: Vec::new(),
+            outbox: Vec::new(),
+            held: Vec::new(),
+            steps: 0,
+        };
         fleet.resize(size);
         fleet
+    }
+
+    pub fn telemetry(&self) -> TelemetryProfile {
+        self.telemetry
+    }
+
+    /// Switches the telemetry profile: the profiles' scales are redrawn for it, the dynamic
+    /// state carries on.
+    pub fn set_telemetry(&mut self, telemetry: TelemetryProfile) {
+        if telemetry == self.telemetry {
+            return;
+        }
+        self.telemetry = telemetry;
+        for (index, profile) in self.profiles.iter_mut().enumerate() {
+            *profile = Profile::for_telemetry(self.seed, index as u32, telemetry);
+        }
+        self.realism.clear();
+        self.outbox.clear();
+        self.held.clear();
+        if telemetry == TelemetryProfile::Realistic {
+            self.realism = (0..self.profiles.len() as u32).map(|i| Realism::new(stream(self.seed, i, 2))).collect();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -184,8 +234,13 @@ impl Fleet {
         self.profiles.truncate(size);
         self.states.truncate(size);
         self.records.truncate(size);
+        self.realism.truncate(size);
+        self.held.retain(|(_, r)| parse_router_id(&r.router).is_some_and(|i| (i as usize) < size));
         for index in self.profiles.len()..size {
-            let profile = Profile::generate(self.seed, index as u32);
+            let profile = Profile::for_telemetry(self.seed, index as u32, self.telemetry);
+            if self.telemetry == TelemetryProfile::Realistic {
+                self.realism.push(Realism::new(stream(self.seed, index as u32, 2)));
+            }
             let state = State {
                 rng: stream(self.seed, index as u32, 1),
                 traffic_ar: 0.0,
@@ -228,6 +283,16 @@ impl Fleet {
         &self.records
     }
 
+    /// The records the latest step delivered: under `clean` every router's latest sample;
+    /// under `realistic` without the lost ones, and with late ones from earlier steps after
+    /// the on-time ones (so out of order for their router).
+    pub fn delivered(&self) -> &[Record] {
+        match self.telemetry {
+            TelemetryProfile::Clean => &self.records,
+            TelemetryProfile::Realistic => &self.outbox,
+        }
+    }
+
     /// Marks a router as restarted at `ts`: its BGP sessions re-establish from zero.
     pub fn restart(&mut self, index: u32, ts: i64) {
         if let Some(state) = self.states.get_mut(index as usize) {
@@ -240,17 +305,81 @@ impl Fleet {
     /// Advances every router to event time `ts`, applying `effects(index)` (the faults active
     /// on that router, if any), and rewrites each router's latest record in place.
     pub fn step(&mut self, ts: i64, interval_ms: u64, mut effects: impl FnMut(u32) -> Option<Effects>) {
+        if self.telemetry == TelemetryProfile::Realistic {
+            return self.step_realistic(ts, interval_ms, effects);
+        }
         let neutral = Effects::default();
         for ((profile, state), record) in self.profiles.iter().zip(&mut self.states).zip(&mut self.records) {
             let fx = effects(profile.index);
-            let dt_s = match state.last_ts {
-                Some(last) if ts > last => (ts - last) as f64 / 1000.0,
-                _ => interval_ms as f64 / 1000.0,
-            };
-            state.last_ts = Some(ts);
+            let dt_s = step_s(state, ts, interval_ms);
             record.ts = ts;
             record.metrics = sample(profile, state, ts, dt_s, fx.as_ref().unwrap_or(&neutral));
         }
+    }
+
+    /// The realistic step: the same dynamics between the realistic pre- and post-processing,
+    /// then delivery (on time, lost or held back).
+    fn step_realistic(&mut self, ts: i64, interval_ms: u64, mut effects: impl FnMut(u32) -> Option<Effects>) {
+        self.steps += 1;
+        let mut delivered = 0;
+        let parts = self.profiles.iter().zip(&mut self.states).zip(&mut self.records).zip(&mut self.realism);
+        for (((profile, state), record), real) in parts {
+            let mut fx = effects(profile.index).unwrap_or_default();
+            let dt_s = step_s(state, ts, interval_ms);
+            real.before(profile, ts, dt_s, &mut fx);
+            let mut metrics = sample(profile, state, ts, dt_s, &fx);
+            real.after(profile, ts, dt_s, &mut metrics);
+            record.ts = ts;
+            record.metrics = metrics;
+            match real.delivery() {
+                Delivery::OnTime => {
+                    copy_into(&mut self.outbox, delivered, record);
+                    delivered += 1;
+                }
+                Delivery::Missing => {}
+                Delivery::Late(ticks) => self.held.push((self.steps + ticks, record.clone())),
+            }
+        }
+        let steps = self.steps;
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 <= steps {
+                let (_, record) = self.held.swap_remove(i);
+                copy_into(&mut self.outbox, delivered, &record);
+                delivered += 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.outbox.truncate(delivered);
+    }
+}
+
+/// Seconds since the router's previous sample (the interval before the first).
+fn step_s(state: &mut State, ts: i64, interval_ms: u64) -> f64 {
+    let dt_s = match state.last_ts {
+        Some(last) if ts > last => (ts - last) as f64 / 1000.0,
+        _ => interval_ms as f64 / 1000.0,
+    };
+    state.last_ts = Some(ts);
+    dt_s
+}
+
+/// Writes `record` into slot `at` of `out`, reusing the slot's strings (no allocation per
+/// record once the buffer has grown).
+fn copy_into(out: &mut Vec<Record>, at: usize, record: &Record) {
+    match out.get_mut(at) {
+        Some(slot) => {
+            slot.schema = record.schema;
+            slot.router.clone_from(&record.router);
+            slot.site.clone_from(&record.site);
+            slot.region.clone_from(&record.region);
+            slot.role = record.role;
+            slot.vendor.clone_from(&record.vendor);
+            slot.ts = record.ts;
+            slot.metrics = record.metrics;
+        }
+        None => out.push(record.clone()),
     }
 }
 
@@ -341,7 +470,7 @@ fn sample(p: &Profile, s: &mut State, ts: i64, dt_s: f64, fx: &Effects) -> Metri
 }
 
 /// 1 from Saturday to Sunday, 0 on weekdays, with three-hour smooth transitions at midnight.
-fn weekend_weight(day: f64) -> f64 {
+pub(crate) fn weekend_weight(day: f64) -> f64 {
     let edge = 0.125;
     let smooth = |x: f64| {
         let x = x.clamp(0.0, 1.0);

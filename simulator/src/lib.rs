@@ -2,6 +2,8 @@
 //!
 //! * [`fleet`]: router profiles and the metric dynamics (cycles, noise, correlations).
 //! * [`faults`]: fault kinds, their effects, and the ground-truth book.
+//! * [`realism`]: the telemetry profiles (`clean`, `realistic`) and the realistic traits.
+//! * [`changes`]: planned changes (realistic profile), published as ground truth too.
 //! * [`engine`]: the simulation state that the runner and the REST API share.
 //! * [`runner`]: the clock (real time or fast event time) driving a [`sink::Sink`].
 //! * [`sink`]: Kafka, JSON-lines files, or nothing.
@@ -10,17 +12,20 @@
 //! See `simulator/README.md` for usage.
 
 pub mod api;
+pub mod changes;
 pub mod encode;
 pub mod engine;
 pub mod faults;
 pub mod fleet;
 pub mod metrics;
+pub mod realism;
 pub mod runner;
 pub mod sink;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use engine::{Engine, RuntimeConfig};
+pub use realism::TelemetryProfile;
 
 /// Locks a mutex, carrying on after a panic elsewhere: every engine operation leaves the
 /// state consistent between statements that could panic, so the data is still usable.

@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 use routewatch_simulator::metrics::{DEFAULT_ROUTER_GAUGES_MAX, SimMetrics};
 use routewatch_simulator::runner::{self, Pace, Runner, Stop};
 use routewatch_simulator::sink::{self, FileSink, KafkaOptions, KafkaSink, NullSink, Sink};
-use routewatch_simulator::{Engine, RuntimeConfig, api, app_state};
+use routewatch_simulator::{Engine, RuntimeConfig, TelemetryProfile, api, app_state};
 use tracing::info;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,6 +40,10 @@ struct Cli {
     seed: u64,
     #[arg(long, env = "ROUTEWATCH_SIM_MODE", value_enum, default_value_t = Mode::RealTime)]
     mode: Mode,
+    /// Telemetry profile: `clean` (Gaussian noise, smooth cycles) or `realistic` (heavy
+    /// tails, bursts, quantised sensors, missing and late samples, planned changes).
+    #[arg(long, env = "ROUTEWATCH_SIM_PROFILE", value_enum, default_value_t = TelemetryProfile::Clean)]
+    profile: TelemetryProfile,
     /// Fast mode: event time of the first sample (RFC 3339). Real time starts now.
     #[arg(long, env = "ROUTEWATCH_SIM_START", default_value = "2025-01-06T00:00:00Z")]
     start: String,
@@ -104,7 +108,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
 
     let interval_ms = u64::try_from(cli.interval.as_millis()).context("interval too long")?;
-    let config = RuntimeConfig { routers: cli.routers, interval_ms, fault_rate: cli.fault_rate };
+    let config = RuntimeConfig { routers: cli.routers, interval_ms, fault_rate: cli.fault_rate, profile: cli.profile };
     let (pace, start) = match cli.mode {
         Mode::RealTime => (Pace::RealTime, runner::next_aligned(runner::wall_ms(), interval_ms.max(1))),
         Mode::Fast => {

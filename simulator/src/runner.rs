@@ -161,16 +161,20 @@ impl Runner {
     /// One sample per router at `ts`, handed to the sink with any ground-truth changes.
     fn step(&mut self, ts: i64) -> Result<(), SinkError> {
         let t0 = Instant::now();
-        let notices = {
+        let (notices, changes) = {
             let mut engine = lock(&self.engine);
             engine.tick(ts);
-            self.batch.encode(engine.records());
-            engine.take_notices()
+            self.batch.encode(engine.delivered());
+            (engine.take_notices(), engine.take_change_notices())
         };
         self.count_faults(&notices);
         // Ground truth first, so a consumer reading both topics sees a fault no later than
         // its first affected sample.
-        let written = self.sink.faults(&notices).and_then(|()| self.sink.records(&self.batch));
+        let written = self
+            .sink
+            .faults(&notices)
+            .and_then(|()| self.sink.changes(&changes))
+            .and_then(|()| self.sink.records(&self.batch));
         if written.is_err() {
             self.metrics.sink_errors.inc();
         }

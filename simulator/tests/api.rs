@@ -22,7 +22,9 @@ struct Sim {
 
 /// A fleet of `routers` with one sample taken, and its API.
 fn sim(routers: u32, router_gauges_max: u32) -> Sim {
-    let engine = Engine::new(1, RuntimeConfig { routers, interval_ms: 1000, fault_rate: 0.0 }, START).unwrap();
+    let engine =
+        Engine::new(1, RuntimeConfig { routers, interval_ms: 1000, fault_rate: 0.0, ..Default::default() }, START)
+            .unwrap();
     let engine = Arc::new(Mutex::new(engine));
     lock(&engine).tick(START);
     let state = app_state(engine.clone(), &SimMetrics::default(), router_gauges_max, "real-time", "none");
@@ -239,7 +241,10 @@ async fn runtime_config_changes_and_validation() {
     let s = sim(20, 2000);
     let (status, v) = s.get("/config").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(v, json!({"routers": 20, "interval_ms": 1000, "fault_rate": 0.0, "seed": 1, "mode": "real-time"}));
+    assert_eq!(
+        v,
+        json!({"routers": 20, "interval_ms": 1000, "fault_rate": 0.0, "profile": "clean", "seed": 1, "mode": "real-time"})
+    );
 
     let (status, v) =
         s.call(Method::PATCH, "/config", Some(json!({"routers": 30, "interval_ms": 5000, "fault_rate": 2.5}))).await;
@@ -264,7 +269,41 @@ async fn runtime_config_changes_and_validation() {
     patch(json!({"interval_ms": 1}), "interval_ms").await;
     patch(json!({"fault_rate": -0.1}), "fault_rate").await;
     patch(json!({"seed": 4}), "unknown field `seed`").await;
+    patch(json!({"profile": "noisy"}), "unknown variant `noisy`").await;
     assert_eq!(lock(&s.engine).config().routers, 10, "a refused patch changes nothing");
+}
+
+#[tokio::test]
+async fn the_profile_switches_over_rest_and_planned_changes_are_listed() {
+    let s = sim(2000, 2000);
+    let (status, v) =
+        s.call(Method::PATCH, "/config", Some(json!({"profile": "realistic", "interval_ms": 60_000}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["profile"], "realistic");
+    // Two hours of a 2,000-router fleet: config pushes alone come at 0.3 per router per day.
+    for _ in 0..120 {
+        s.tick();
+    }
+    assert!(lock(&s.engine).delivered().len() < 2000, "the realistic profile loses some samples");
+    let (status, v) = s.get("/changes?kind=config-push&limit=5").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v["total"].as_u64().unwrap() > 5, "{v}");
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 5);
+    assert!(changes.iter().all(|c| c["type"] == "planned-change" && c["kind"] == "config-push"), "{v}");
+    let router = changes[0]["router"].as_str().unwrap().to_owned();
+    let (_, v) = s.get(&format!("/changes?router={router}")).await;
+    assert!(v["changes"].as_array().unwrap().iter().all(|c| c["router"] == router.as_str()));
+    s.expect_error(Method::GET, "/changes?kind=outage", None, StatusCode::BAD_REQUEST, "outage").await;
+    s.expect_error(Method::GET, "/changes?router=rtr-999999", None, StatusCode::NOT_FOUND, "rtr-999999").await;
+
+    // Back to clean: the planned changes end, every router is delivered again.
+    s.call(Method::PATCH, "/config", Some(json!({"profile": "clean"}))).await;
+    s.tick();
+    assert!(lock(&s.engine).changes().active().is_empty());
+    assert_eq!(lock(&s.engine).delivered().len(), 2000);
+    let (_, v) = s.get("/healthz").await;
+    assert_eq!(v["profile"], "clean");
 }
 
 #[tokio::test]

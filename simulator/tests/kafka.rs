@@ -19,7 +19,7 @@ const START: i64 = 1_736_121_600_000;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn engine(routers: u32) -> Arc<Mutex<Engine>> {
-    let config = RuntimeConfig { routers, interval_ms: 60_000, fault_rate: 0.0 };
+    let config = RuntimeConfig { routers, interval_ms: 60_000, fault_rate: 0.0, ..Default::default() };
     Arc::new(Mutex::new(Engine::new(3, config, START).unwrap()))
 }
 

@@ -9,7 +9,7 @@ const START: i64 = 1_736_121_600_000;
 const MINUTE: i64 = 60_000;
 
 fn engine(seed: u64, routers: u32, fault_rate: f64) -> Engine {
-    Engine::new(seed, RuntimeConfig { routers, interval_ms: 60_000, fault_rate }, START).unwrap()
+    Engine::new(seed, RuntimeConfig { routers, interval_ms: 60_000, fault_rate, ..Default::default() }, START).unwrap()
 }
 
 /// Runs `ticks` one-minute steps, returning every record.
@@ -271,8 +271,12 @@ fn traffic_drives_cpu_temperature_latency_and_loss() {
 #[test]
 fn daily_and_weekly_cycles_show_in_traffic() {
     // Hourly samples over two weeks.
-    let mut e =
-        Engine::new(13, RuntimeConfig { routers: 300, interval_ms: 3_600_000, fault_rate: 0.0 }, START).unwrap();
+    let mut e = Engine::new(
+        13,
+        RuntimeConfig { routers: 300, interval_ms: 3_600_000, fault_rate: 0.0, ..Default::default() },
+        START,
+    )
+    .unwrap();
     let mut by_hour = vec![Vec::new(); 24];
     let (mut weekday, mut weekend) = (Vec::new(), Vec::new());
     for h in 0..14 * 24 {

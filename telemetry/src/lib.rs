@@ -3,6 +3,7 @@
 //! * [`Record`]: one telemetry sample of one router (topic `router-metrics`, replay input).
 //! * [`AnomalyEvent`]: what a detector decided (topic `router-anomalies`, replay output).
 //! * [`FaultEvent`]: ground truth of an injected fault (topic `router-faults`).
+//! * [`PlannedChange`]: ground truth of a benign planned change (same topic, tagged `type`).
 //!
 //! Records are JSON objects; their `schema` field carries [`SCHEMA_VERSION`] so that a consumer
 //! can refuse a record it does not understand instead of misreading it.
@@ -20,11 +21,13 @@
 //! ```
 
 mod anomaly;
+mod change;
 mod fault;
 mod metric;
 mod record;
 
 pub use anomaly::{AnomalyEvent, AnomalyKind};
+pub use change::{ChangeKind, PlannedChange};
 pub use fault::{FaultEvent, FaultKind};
 pub use metric::{Metric, Metrics};
 pub use record::{DecodeError, MAX_RECORD_BYTES, Record, Role, SCHEMA_VERSION};

@@ -55,7 +55,8 @@ enum Task {
     Demo,
     /// Build everything and run the benchmarks; figures go to BENCHMARKS.md.
     Bench,
-    /// Build everything, then score every detector on a simulated labelled fleet (BENCHMARKS.md).
+    /// Build everything, then score every detector on a simulated labelled fleet, realistic
+    /// profile unless `-- --profile clean` (BENCHMARKS.md).
     Quality {
         /// Extra arguments for `routewatch-quality quality` (see its --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

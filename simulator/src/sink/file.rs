@@ -5,14 +5,16 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use routewatch_telemetry::FaultEvent;
+use routewatch_telemetry::{FaultEvent, PlannedChange};
 
 use super::{Sink, SinkError};
+use crate::changes::ChangeNotice;
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 
 /// Writes records, one JSON object a line, to one file, and the ground truth, one final
-/// `FaultEvent` a line (with its real end), to another.
+/// `FaultEvent` a line (with its real end), to another. Planned changes (realistic profile),
+/// one final `PlannedChange` a line, go to a third file, created with the first change.
 #[derive(Debug)]
 pub struct FileSink {
     records: BufWriter<File>,
@@ -21,6 +23,9 @@ pub struct FileSink {
     truth_path: PathBuf,
     /// Faults that have started but not ended; written when they end or at `flush`.
     open: BTreeMap<String, FaultEvent>,
+    changes: Option<BufWriter<File>>,
+    changes_path: PathBuf,
+    open_changes: BTreeMap<String, PlannedChange>,
 }
 
 impl FileSink {
@@ -40,7 +45,32 @@ impl FileSink {
             truth: open(truth_path)?,
             truth_path: truth_path.to_owned(),
             open: BTreeMap::new(),
+            changes: None,
+            changes_path: Self::changes_path_for(truth_path),
+            open_changes: BTreeMap::new(),
         })
+    }
+
+    /// The planned-change file next to a ground-truth file: `x.faults.jsonl` ->
+    /// `x.changes.jsonl` (any other name: `NAME.changes.jsonl`).
+    pub fn changes_path_for(truth: &Path) -> PathBuf {
+        let name = truth.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = name.strip_suffix(".faults.jsonl").map_or_else(
+            || truth.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            str::to_owned,
+        );
+        truth.with_file_name(format!("{stem}.changes.jsonl"))
+    }
+
+    fn write_change(&mut self, event: &PlannedChange) -> Result<(), SinkError> {
+        let path = self.changes_path.display().to_string();
+        let io = |source| SinkError::Io { path: path.clone(), source };
+        if self.changes.is_none() {
+            self.changes = Some(File::create(&self.changes_path).map(BufWriter::new).map_err(io)?);
+        }
+        let out = self.changes.as_mut().expect("created above");
+        serde_json::to_writer(&mut *out, event).map_err(|e| io(e.into()))?;
+        out.write_all(b"\n").map_err(io)
     }
 
     /// The default ground-truth path next to a records file: `x.jsonl` -> `x.faults.jsonl`.
@@ -78,10 +108,29 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    /// Writes the faults still running with their planned end, then flushes both files.
+    fn changes(&mut self, notices: &[ChangeNotice]) -> Result<(), SinkError> {
+        for notice in notices {
+            if notice.ended {
+                self.open_changes.remove(&notice.event.id);
+                self.write_change(&notice.event)?;
+            } else {
+                self.open_changes.insert(notice.event.id.clone(), notice.event.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the faults and changes still running with their planned end, then flushes.
     fn flush(&mut self) -> Result<(), SinkError> {
         for event in std::mem::take(&mut self.open).into_values() {
             self.write_truth(&event)?;
+        }
+        for event in std::mem::take(&mut self.open_changes).into_values() {
+            self.write_change(&event)?;
+        }
+        if let Some(changes) = self.changes.as_mut() {
+            let path = self.changes_path.display().to_string();
+            changes.flush().map_err(|source| SinkError::Io { path, source })?;
         }
         let records_path = self.records_path.display().to_string();
         self.records.flush().map_err(|source| SinkError::Io { path: records_path, source })?;

@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use tracing::{info, warn};
 
 use super::{Sink, SinkError};
+use crate::changes::ChangeNotice;
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 use crate::metrics::SimMetrics;
@@ -150,6 +151,21 @@ impl Sink for KafkaSink {
             let event = &notice.event;
             let payload = serde_json::to_vec(event).expect("a fault event always serialises");
             let headers = OwnedHeaders::new().insert(Header { key: "phase", value: Some(notice.phase()) });
+            self.send(&self.opts.faults_topic, event.id.as_bytes(), &payload, Some(headers))?;
+        }
+        Ok(())
+    }
+
+    /// Planned changes share the faults topic, keyed by change id; the payload's `type` (and
+    /// the `type` header) tell them from faults.
+    fn changes(&mut self, notices: &[ChangeNotice]) -> Result<(), SinkError> {
+        for notice in notices {
+            let event = &notice.event;
+            let payload = serde_json::to_vec(event).expect("a planned change always serialises");
+            let phase = if notice.ended { "ended" } else { "scheduled" };
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "phase", value: Some(phase) })
+                .insert(Header { key: "type", value: Some("planned-change") });
             self.send(&self.opts.faults_topic, event.id.as_bytes(), &payload, Some(headers))?;
         }
         Ok(())

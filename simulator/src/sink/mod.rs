@@ -6,6 +6,7 @@ mod kafka;
 pub use file::FileSink;
 pub use kafka::{KafkaOptions, KafkaSink, ensure_topics};
 
+use crate::changes::ChangeNotice;
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 
@@ -25,6 +26,8 @@ pub trait Sink: Send {
     fn records(&mut self, batch: &EncodedBatch) -> Result<(), SinkError>;
     /// Ground-truth changes (fault started, fault ended).
     fn faults(&mut self, notices: &[FaultNotice]) -> Result<(), SinkError>;
+    /// Planned changes (scheduled, ended); the realistic profile makes them.
+    fn changes(&mut self, notices: &[ChangeNotice]) -> Result<(), SinkError>;
     /// Makes everything written so far durable or delivered.
     fn flush(&mut self) -> Result<(), SinkError>;
 }
@@ -38,6 +41,9 @@ impl Sink for NullSink {
         Ok(())
     }
     fn faults(&mut self, _: &[FaultNotice]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn changes(&mut self, _: &[ChangeNotice]) -> Result<(), SinkError> {
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {

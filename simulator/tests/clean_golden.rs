@@ -1,0 +1,56 @@
+//! The clean profile is today's model, bit for bit: the records and the ground truth for a
+//! fixed seed hash to the value taken before the realistic profile existed.
+
+use routewatch_simulator::TelemetryProfile;
+use routewatch_simulator::engine::{Engine, FaultRequest, RuntimeConfig};
+use routewatch_telemetry::FaultKind;
+
+const START: i64 = 1_736_121_600_000;
+
+/// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
+fn fnv(hash: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *hash ^= u64::from(b);
+        *hash = hash.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// 300 routers x 6 hours at 60 s with a high fault rate, one injected fault and a restart.
+fn clean_hash() -> u64 {
+    let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 5.0, profile: TelemetryProfile::Clean };
+    let mut engine = Engine::new(42, config, START).unwrap();
+    let mut hash = 0xcbf2_9ce4_8422_2325;
+    for tick in 0..360 {
+        if tick == 30 {
+            let req = FaultRequest {
+                kind: FaultKind::LinkFlap,
+                router: Some("rtr-000007".into()),
+                duration_s: Some(900.0),
+                magnitude: None,
+            };
+            engine.inject(&req).unwrap();
+        }
+        if tick == 100 {
+            engine.restart("rtr-000011").unwrap();
+        }
+        engine.tick(START + tick * 60_000);
+        assert_eq!(engine.delivered(), engine.records(), "clean delivers every sample on time");
+        for record in engine.records() {
+            fnv(&mut hash, &record.encode());
+        }
+    }
+    for fault in engine.faults().all() {
+        fnv(&mut hash, &serde_json::to_vec(&fault.event).unwrap());
+    }
+    hash
+}
+
+#[test]
+fn clean_profile_is_bit_identical_to_the_model_before_profiles() {
+    let hash = clean_hash();
+    eprintln!("clean hash: {hash:#018x}");
+    assert_eq!(hash, GOLDEN, "the clean profile changed: got {hash:#018x}");
+}
+
+/// Taken at commit e101e98, before the telemetry profiles existed.
+const GOLDEN: u64 = 0x2346_691f_102e_6e91;
