@@ -23,6 +23,7 @@ const PLUGINS: &[&str] = &[
     "routewatch-test-evil",
     "routewatch-test-wrong-world",
     "routewatch-test-wrong-version",
+    "routewatch-test-calibrate-only",
     "routewatch-lstm",
     "routewatch-seasonal",
     "routewatch-fleet-outlier",

@@ -22,10 +22,6 @@ pub struct Config {
     pub warmup: u64,
     /// Weight of the newest sample in the running level.
     pub level_alpha: f64,
-    /// Weight of the newest deviation in the noise scale.
-    pub noise_alpha: f64,
-    /// The noise scale is never below this fraction of the level.
-    pub rel_floor: f64,
     /// Samples the gate rests after BOCPD rejected an alarm.
     pub cooldown: u32,
     /// Metrics to watch, by wire name; empty watches all.
@@ -43,14 +39,8 @@ impl Default for Config {
             hazard: 250.0,
             warmup: 60,
             level_alpha: 0.05,
-            noise_alpha: 0.01,
-            rel_floor: 0.001,
             cooldown: 10,
-            // Level shifts of continuous metrics; counts (errors, BGP sessions) and the loss
-            // ratio jump by nature and are left to the forecasting detectors.
-            metrics: ["cpu_util", "mem_util", "temp_c", "fan_rpm", "latency_ms", "rx_bps", "tx_bps"]
-                .map(String::from)
-                .to_vec(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -83,13 +73,8 @@ impl Config {
         if self.warmup < 10 {
             return fail(format!("warmup must be at least 10 samples, got {}", self.warmup));
         }
-        for (name, v) in [("level_alpha", self.level_alpha), ("noise_alpha", self.noise_alpha)] {
-            if !(v > 0.0 && v <= 0.5) {
-                return fail(format!("{name} must be in (0, 0.5], got {v}"));
-            }
-        }
-        if !(self.rel_floor >= 0.0 && self.rel_floor < 1.0) {
-            return fail(format!("rel_floor must be in [0, 1), got {}", self.rel_floor));
+        if !(self.level_alpha > 0.0 && self.level_alpha <= 0.5) {
+            return fail(format!("level_alpha must be in (0, 0.5], got {}", self.level_alpha));
         }
         Ok(())
     }
@@ -111,12 +96,9 @@ impl Config {
       "description": "BOCPD prior: expected samples between changepoints."},
     "warmup": {"type": "integer", "minimum": 10, "default": 60},
     "level_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.05},
-    "noise_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.01},
-    "rel_floor": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.001},
     "cooldown": {"type": "integer", "minimum": 0, "default": 10},
     "metrics": {"type": "array", "items": {"type": "string"},
-      "default": ["cpu_util", "mem_util", "temp_c", "fan_rpm", "latency_ms", "rx_bps", "tx_bps"],
-      "description": "Metrics to watch; empty watches all."}
+      "default": [], "description": "Metrics to watch; empty watches all."}
   }
 }"#;
 }
@@ -138,6 +120,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 12);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 10);
     }
 }

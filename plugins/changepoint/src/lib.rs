@@ -20,8 +20,9 @@ mod config;
 use std::collections::VecDeque;
 
 use augurs::changepoint::{Detector as _, NormalGammaDetector, dist::NormalGamma};
+use routewatch_plugin_sdk::calibrate::{finite, score_from_ratio};
 use routewatch_plugin_sdk::{
-    Anomaly, AnomalyKind, Batch, Detector, Info, Output, SeriesTable, Verdict, score_from_z, snapshot,
+    Anomaly, AnomalyKind, Batch, Detector, Info, Judge, Output, Report, SeriesTable, Verdict, episode, snapshot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +31,8 @@ pub use config::Config;
 routewatch_plugin_sdk::export_detector!(Changepoint);
 
 /// 2: the noise scale is the deviation from the level (1 measured first differences).
-const SNAPSHOT_VERSION: u8 = 2;
-/// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
-const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// 3: the SDK's calibrator and episode replace the noise scale.
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// The changepoint detector.
 #[derive(Debug, Default)]
@@ -47,8 +47,8 @@ pub struct Series {
     n: u64,
     last_ts: i64,
     level: f64,
-    /// Sd of the samples around `level` (from a running mean absolute deviation).
-    noise: f64,
+    /// Calibrated scores of the deviations from `level`, and the onsets of level shifts.
+    judge: Judge,
     up: f64,
     down: f64,
     /// Recent raw values, for the confirmation stage.
@@ -63,7 +63,7 @@ impl Default for Series {
             n: 0,
             last_ts: i64::MIN,
             level: 0.0,
-            noise: 0.0,
+            judge: Judge::default(),
             up: 0.0,
             down: 0.0,
             window: VecDeque::new(),
@@ -72,8 +72,12 @@ impl Default for Series {
     }
 }
 
+/// Normalised values handed to BOCPD are kept within this many sd: augurs' Normal-Gamma
+/// model refuses non-finite sufficient statistics (it panicked on 1.7e308).
+const BOCPD_CLIP: f64 = 1e6;
+
 impl Series {
-    fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+    fn observe(&mut self, ts: i64, value: f64, metric: &str, config: &Config) -> Verdict {
         let quiet = Verdict { score: 0.0, anomaly: None };
         if !value.is_finite() || ts <= self.last_ts {
             return quiet;
@@ -86,84 +90,94 @@ impl Series {
         self.n += 1;
         if self.n == 1 {
             self.level = value;
+            self.judge.calibrator.learn_value(value);
             return quiet;
         }
-        let deviation = (value - self.level).abs();
-        let floor = (config.rel_floor * self.level.abs()).max(1e-9);
         if self.n <= config.warmup {
-            // Warm-up: the level as a fast running mean, the scale as the mean deviation from it.
-            let n = (self.n - 1) as f64;
-            self.noise += (deviation * MEAN_ABS_TO_SD - self.noise) / n;
+            // Warm-up: the level as a fast running mean; the calibrator learns the deviations.
+            self.judge.calibrator.observe(value, self.level, f64::INFINITY);
             self.level += config.level_alpha.max(1.0 / self.n as f64) * (value - self.level);
             return quiet;
         }
-        let noise = self.noise.max(floor);
-        let z = (value - self.level) / noise;
-        self.up = (self.up + z - config.drift).max(0.0);
-        self.down = (self.down - z - config.drift).max(0.0);
+        let level = self.level;
+        // Only runs are evidence of a level shift: a single error never decides here.
+        let calibration = self.judge.calibrator.observe(value, level, f64::INFINITY);
+        let noise = calibration.sd;
+        let z = finite((value - level) / noise);
+        self.up = finite((self.up + z - config.drift).max(0.0));
+        self.down = finite((self.down - z - config.drift).max(0.0));
         let sum = self.up.max(self.down);
-        let mut score = score_from_z(sum, config.limit);
-        let mut anomaly = None;
-        if sum >= config.limit && self.cooldown == 0 {
+        // Calibrated evidence of a run, or the CUSUM beyond its limit, opens the gate.
+        let cusum = sum / config.limit;
+        let mut score = calibration.score.max(score_from_ratio(cusum));
+        let gate = score >= 0.5;
+        let mut shift = None;
+        if gate && self.cooldown == 0 {
             match self.confirm(config, noise) {
-                Some((at, before, after)) => {
-                    let shift = (after - before) / noise;
-                    anomaly = Some(Anomaly {
-                        row: 0,
-                        column: 0,
-                        observed: value,
-                        expected: before,
-                        lower: before - config.min_shift * noise,
-                        upper: before + config.min_shift * noise,
-                        score: score.max(0.5),
-                        kind: AnomalyKind::LevelShift,
-                        reason: format!(
-                            "changepoint {at} samples ago: level {before:.4} -> {after:.4} ({shift:+.1} noise sd)"
-                        ),
-                    });
-                    // Restart from the new level.
-                    self.level = after;
-                    self.up = 0.0;
-                    self.down = 0.0;
-                }
+                Some(found) => shift = Some(found),
                 None => {
-                    score = score.min(0.49);
                     self.up = 0.0;
                     self.down = 0.0;
                     self.cooldown = config.cooldown;
                 }
             }
         } else {
-            if sum >= config.limit {
-                score = score.min(0.49);
-            }
             self.cooldown = self.cooldown.saturating_sub(1);
         }
-        // The level follows slowly while nothing is going on; the noise scale learns Huber-clipped.
-        if sum < config.limit {
-            self.level += config.level_alpha * (value - self.level);
+        if shift.is_none() {
+            // Not confirmed: below the decision, whatever the gate said.
+            score = score.min(0.49);
         }
-        let clipped = (deviation * MEAN_ABS_TO_SD).min(config.limit * noise);
-        self.noise += config.noise_alpha * (clipped - self.noise);
+        let report = self.judge.episode.step(shift.is_some(), AnomalyKind::LevelShift);
+        let mut anomaly = None;
+        if let Some((at, before, after)) = shift {
+            if report != Report::None {
+                anomaly = Some(Anomaly {
+                    row: 0,
+                    column: 0,
+                    observed: value,
+                    expected: finite(before),
+                    lower: finite(before - config.min_shift * noise),
+                    upper: finite(before + config.min_shift * noise),
+                    score,
+                    kind: AnomalyKind::LevelShift,
+                    reason: episode::describe(metric, AnomalyKind::LevelShift, before, after, at.min(255) as u8, report == Report::Update),
+                });
+            }
+            // Restart from the new level.
+            self.level = after;
+            self.up = 0.0;
+            self.down = 0.0;
+        } else if sum < config.limit {
+            // The level follows slowly while nothing is going on.
+            self.level = finite(self.level + config.level_alpha * (value - self.level));
+        }
         Verdict { score, anomaly }
     }
 
     /// Runs augurs' BOCPD over the window; returns (samples ago, mean before, mean after) of a
     /// recent changepoint with a large enough shift.
     fn confirm(&self, config: &Config, noise: f64) -> Option<(usize, f64, f64)> {
-        let values: Vec<f64> = self.window.iter().map(|v| (v - self.level) / noise).collect();
+        let values: Vec<f64> =
+            self.window.iter().map(|v| ((v - self.level) / noise).clamp(-BOCPD_CLIP, BOCPD_CLIP)).collect();
         let len = values.len();
-        if len < 8 {
+        if len < 8 || values.iter().any(|v| !v.is_finite()) {
             return None;
         }
         let prior = NormalGamma::new_unchecked(0.0, 1.0, 1.0, 1.0);
         let mut bocpd = NormalGammaDetector::normal_gamma(config.hazard, prior);
         let changepoints = bocpd.detect_changepoints(&values);
         let at = changepoints.iter().rev().copied().find(|&cp| cp > 0 && cp + config.recent >= len && cp < len)?;
-        let before = self.window.range(..at).sum::<f64>() / at as f64;
-        let after = self.window.range(at..).sum::<f64>() / (len - at) as f64;
-        ((after - before).abs() >= config.min_shift * noise).then_some((len - at, before, after))
+        // Medians, so that one heavy-tailed sample does not make or break a shift.
+        let before = median(self.window.range(..at).copied().collect());
+        let after = median(self.window.range(at..).copied().collect());
+        (finite(after - before).abs() >= config.min_shift * noise).then_some((len - at, before, after))
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 impl Detector for Changepoint {
@@ -188,7 +202,9 @@ impl Detector for Changepoint {
         let config = &self.config;
         let watched =
             |metric: &str| (config.metrics.is_empty() || config.metrics.iter().any(|m| m == metric)).then_some(());
-        self.series.process(batch, out, watched, |series, _, ts, value| series.observe(ts, value, config))
+        self.series.process_named(batch, out, watched, |series, metric, _, ts, value| {
+            series.observe(ts, value, metric, config)
+        })
     }
 
     fn snapshot(&self) -> Vec<u8> {
