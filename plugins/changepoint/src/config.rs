@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// CUSUM decision limit, in noise sd (the sum scores 0.5 there).
+    /// Least single deviation from the level, in robust sd, that opens the gate (runs of
+    /// smaller ones open it as the SDK's calibration decides).
     pub limit: f64,
-    /// CUSUM allowance per sample, in noise sd.
-    pub drift: f64,
     /// Least shift of the mean, in noise sd, that BOCPD's changepoint must show.
     pub min_shift: f64,
     /// Samples BOCPD looks back over.
@@ -32,8 +31,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             limit: 10.0,
-            drift: 1.0,
-            min_shift: 4.0,
+            min_shift: 3.0,
             window: 48,
             recent: 12,
             hazard: 250.0,
@@ -61,9 +59,6 @@ impl Config {
                 return fail(format!("{name} must be a positive number, got {v}"));
             }
         }
-        if !(self.drift.is_finite() && self.drift >= 0.0) {
-            return fail(format!("drift must be a non-negative number, got {}", self.drift));
-        }
         if !(8..=1000).contains(&self.window) {
             return fail(format!("window must be 8 to 1000 samples, got {}", self.window));
         }
@@ -86,9 +81,8 @@ impl Config {
   "additionalProperties": false,
   "properties": {
     "limit": {"type": "number", "exclusiveMinimum": 0, "default": 10.0,
-      "description": "CUSUM decision limit in noise sd (score 0.5)."},
-    "drift": {"type": "number", "minimum": 0, "default": 1.0, "description": "CUSUM allowance per sample."},
-    "min_shift": {"type": "number", "exclusiveMinimum": 0, "default": 4.0,
+      "description": "Least single deviation (robust sd) that opens the gate."},
+    "min_shift": {"type": "number", "exclusiveMinimum": 0, "default": 3.0,
       "description": "Least mean shift (noise sd) a confirmed changepoint must show."},
     "window": {"type": "integer", "minimum": 8, "maximum": 1000, "default": 48},
     "recent": {"type": "integer", "minimum": 1, "default": 12},
@@ -120,6 +114,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 10);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 9);
     }
 }

@@ -1,16 +1,16 @@
 //! Changepoint detector: finds level shifts in each (router, metric) series.
 //!
 //! Two stages, so that the Bayesian method runs only where something happened:
-//! 1. **CUSUM gate** (cheap, every sample): each sample is measured in standard deviations
-//!    of its usual distance from a fast running level, and two-sided CUSUM sums collect
-//!    sustained departures. That scale includes the slow wander of a healthy series (traffic
-//!    and CPU drift for minutes, temperature lags), so only a move larger than the usual
-//!    wander adds up; the fast level follows the daily swing, which therefore does not count.
-//! 2. **BOCPD confirmation** (augurs-changepoint, on an alarm): Bayesian online changepoint
-//!    detection with a Normal-Gamma prior runs over the last `window` samples. The alarm
-//!    stands if BOCPD places a changepoint among the most recent samples and the means on
-//!    either side differ by at least `min_shift` noise sd. The series then restarts from
-//!    the new level.
+//! 1. **Calibrated gate** (cheap, every sample): the deviation from a fast running level is
+//!    scored by the SDK's calibrator: a run of deviations on one side, or a single one beyond
+//!    `limit` robust sd, that is as unlikely as 1 in 100,000 under the series' own recent
+//!    deviations opens the gate for `recent` samples.
+//! 2. **BOCPD confirmation** (augurs-changepoint, while the gate is open): Bayesian online
+//!    changepoint detection with a Normal-Gamma prior runs over the last `window` samples. The
+//!    shift stands if BOCPD places a changepoint among the most recent samples, with at least
+//!    three after it, and the medians on either side differ by at least `min_shift` noise sd.
+//!    It is reported at its onset (the SDK's episode), and the series restarts from the new
+//!    level. Unconfirmed, the score stays below 0.5.
 //!
 //! augurs' `Detector::detect_changepoints` takes a whole series, which is why it is run on
 //! a window at the moment of an alarm rather than sample by sample.
@@ -20,7 +20,7 @@ mod config;
 use std::collections::VecDeque;
 
 use augurs::changepoint::{Detector as _, NormalGammaDetector, dist::NormalGamma};
-use routewatch_plugin_sdk::calibrate::{finite, score_from_ratio};
+use routewatch_plugin_sdk::calibrate::finite;
 use routewatch_plugin_sdk::{
     Anomaly, AnomalyKind, Batch, Detector, Info, Judge, Output, Report, SeriesTable, Verdict, episode, snapshot,
 };
@@ -47,10 +47,13 @@ pub struct Series {
     n: u64,
     last_ts: i64,
     level: f64,
+    /// Sd of the samples around `level` (a running mean absolute deviation): the unit of
+    /// BOCPD's input and of `min_shift`.
+    noise: f64,
     /// Calibrated scores of the deviations from `level`, and the onsets of level shifts.
     judge: Judge,
-    up: f64,
-    down: f64,
+    /// Samples left in which an opened gate still looks for a changepoint.
+    armed: u32,
     /// Recent raw values, for the confirmation stage.
     window: VecDeque<f64>,
     /// Samples to wait after a rejected alarm before the gate may fire again.
@@ -63,9 +66,9 @@ impl Default for Series {
             n: 0,
             last_ts: i64::MIN,
             level: 0.0,
+            noise: 0.0,
             judge: Judge::default(),
-            up: 0.0,
-            down: 0.0,
+            armed: 0,
             window: VecDeque::new(),
             cooldown: 0,
         }
@@ -75,6 +78,10 @@ impl Default for Series {
 /// Normalised values handed to BOCPD are kept within this many sd: augurs' Normal-Gamma
 /// model refuses non-finite sufficient statistics (it panicked on 1.7e308).
 const BOCPD_CLIP: f64 = 1e6;
+/// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
+const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// Samples after a changepoint needed to confirm it: a lone spike is not a new level.
+const MIN_AFTER: usize = 3;
 
 impl Series {
     fn observe(&mut self, ts: i64, value: f64, metric: &str, config: &Config) -> Verdict {
@@ -93,33 +100,32 @@ impl Series {
             self.judge.calibrator.learn_value(value);
             return quiet;
         }
+        let deviation = finite((value - self.level).abs());
         if self.n <= config.warmup {
-            // Warm-up: the level as a fast running mean; the calibrator learns the deviations.
-            self.judge.calibrator.observe(value, self.level, f64::INFINITY);
-            self.level += config.level_alpha.max(1.0 / self.n as f64) * (value - self.level);
+            // Warm-up: the level as a fast running mean; the scales learn the deviations.
+            let n = (self.n - 1) as f64;
+            self.noise = finite(self.noise + (finite(deviation * MEAN_ABS_TO_SD) - self.noise) / n);
+            self.judge.calibrator.observe(value, self.level, config.limit);
+            self.level = finite(self.level + config.level_alpha.max(1.0 / self.n as f64) * (value - self.level));
             return quiet;
         }
         let level = self.level;
-        // Only runs are evidence of a level shift: a single error never decides here.
-        let calibration = self.judge.calibrator.observe(value, level, f64::INFINITY);
-        let noise = calibration.sd;
-        let z = finite((value - level) / noise);
-        self.up = finite((self.up + z - config.drift).max(0.0));
-        self.down = finite((self.down - z - config.drift).max(0.0));
-        let sum = self.up.max(self.down);
-        // Calibrated evidence of a run, or the CUSUM beyond its limit, opens the gate.
-        let cusum = sum / config.limit;
-        let mut score = calibration.score.max(score_from_ratio(cusum));
-        let gate = score >= 0.5;
+        // Calibrated evidence (a run of deviations, or one beyond `limit` sd) opens the gate;
+        // BOCPD then has `recent` samples to confirm a changepoint.
+        let calibration = self.judge.calibrator.observe(value, level, config.limit);
+        let noise = self.noise.max(calibration.sd);
+        let mut score = calibration.score;
+        if score >= 0.5 && self.cooldown == 0 && self.armed == 0 {
+            self.armed = config.recent as u32;
+        }
         let mut shift = None;
-        if gate && self.cooldown == 0 {
-            match self.confirm(config, noise) {
-                Some(found) => shift = Some(found),
-                None => {
-                    self.up = 0.0;
-                    self.down = 0.0;
-                    self.cooldown = config.cooldown;
-                }
+        if self.armed > 0 {
+            self.armed -= 1;
+            shift = self.confirm(config, noise);
+            if shift.is_some() {
+                self.armed = 0;
+            } else if self.armed == 0 {
+                self.cooldown = config.cooldown;
             }
         } else {
             self.cooldown = self.cooldown.saturating_sub(1);
@@ -127,6 +133,8 @@ impl Series {
         if shift.is_none() {
             // Not confirmed: below the decision, whatever the gate said.
             score = score.min(0.49);
+        } else {
+            score = score.max(0.5);
         }
         let report = self.judge.episode.step(shift.is_some(), AnomalyKind::LevelShift);
         let mut anomaly = None;
@@ -141,16 +149,24 @@ impl Series {
                     upper: finite(before + config.min_shift * noise),
                     score,
                     kind: AnomalyKind::LevelShift,
-                    reason: episode::describe(metric, AnomalyKind::LevelShift, before, after, at.min(255) as u8, report == Report::Update),
+                    reason: episode::describe(
+                        metric,
+                        AnomalyKind::LevelShift,
+                        before,
+                        after,
+                        at.min(255) as u8,
+                        report == Report::Update,
+                    ),
                 });
             }
             // Restart from the new level.
             self.level = after;
-            self.up = 0.0;
-            self.down = 0.0;
-        } else if sum < config.limit {
+            self.judge.calibrator.forget_run();
+        } else if self.armed == 0 {
             // The level follows slowly while nothing is going on.
             self.level = finite(self.level + config.level_alpha * (value - self.level));
+            let clipped = finite(deviation * MEAN_ABS_TO_SD).min(config.limit * noise);
+            self.noise = finite(self.noise + config.level_alpha * 0.2 * (clipped - self.noise));
         }
         Verdict { score, anomaly }
     }
@@ -167,7 +183,11 @@ impl Series {
         let prior = NormalGamma::new_unchecked(0.0, 1.0, 1.0, 1.0);
         let mut bocpd = NormalGammaDetector::normal_gamma(config.hazard, prior);
         let changepoints = bocpd.detect_changepoints(&values);
-        let at = changepoints.iter().rev().copied().find(|&cp| cp > 0 && cp + config.recent >= len && cp < len)?;
+        let at = changepoints
+            .iter()
+            .rev()
+            .copied()
+            .find(|&cp| cp > 0 && cp + config.recent >= len && cp + MIN_AFTER <= len)?;
         // Medians, so that one heavy-tailed sample does not make or break a shift.
         let before = median(self.window.range(..at).copied().collect());
         let after = median(self.window.range(at..).copied().collect());
@@ -175,8 +195,9 @@ impl Series {
     }
 }
 
+/// The median (the lower one of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
-    let mid = v.len() / 2;
+    let mid = (v.len() - 1) / 2;
     *v.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
@@ -185,7 +206,7 @@ impl Detector for Changepoint {
         Info {
             name: "changepoint".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Level shifts per series: a CUSUM gate confirmed by Bayesian online changepoint detection \
+            description: "Level shifts per series: a calibrated gate confirmed by Bayesian online changepoint detection \
                           (augurs-changepoint)"
                 .into(),
             metrics: Vec::new(),

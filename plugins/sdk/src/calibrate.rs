@@ -3,7 +3,8 @@
 //! A detector forecasts each sample; a [`Calibrator`] per series turns the forecast error into
 //! a score in [0, 1] that means the same for every detector and every series:
 //!
-//! 1. **Scale.** The error is measured in robust standard deviations `z = (value - expected) /
+//! 1. **Scale.** The error, less the part of it the previous error predicts (a lag-one
+//!    regression: forecasters' errors are seldom independent), is measured in robust standard deviations `z = (value - expected) /
 //!    sd`, where `sd` is a running, Huber-clipped mean absolute error of the series, never
 //!    below a floor taken from the series itself: its quantisation step (the least change
 //!    seen between two samples; 1 for a series of integers, so a counter that sits at zero
@@ -59,6 +60,11 @@ const PRIOR_SAMPLES: f64 = 50.0;
 /// Weight, in exceedances of 3 sd, of the prior tail index (see `tail`), and its lightest.
 const PRIOR_EXCEEDANCES: f64 = 5.0;
 const PRIOR_ALPHA_MAX: f64 = 8.0;
+/// Suspicious samples in a row after which they are learned all the same.
+const ADAPT_AFTER: u16 = 30;
+/// Weight of the newest pair of errors in the lag-one regression, and its largest weight.
+const LAG_ALPHA: f64 = 0.01;
+const MAX_PHI: f64 = 0.95;
 /// Samples scoring this or more are not learned (evidence at 70% of the decision).
 const SUSPICIOUS: f64 = 0.19;
 /// The least threshold of run evidence: a run of errors within 1.5 sd is never news.
@@ -105,7 +111,14 @@ pub struct Calibrator {
     log_excess: f64,
     /// Last `RUN - 1` signed errors in sd (0: none).
     recent: [f32; RUN - 1],
-    /// Errors (metric units) not learned yet, newest first (negative: none).
+    /// The previous error (NaN after an anomaly or before any), and the running lag-one
+    /// covariance and variance of the errors.
+    previous: f64,
+    /// Suspicious samples in a row.
+    suspicious: u16,
+    lag_cov: f64,
+    lag_var: f64,
+    /// Innovations (metric units) not learned yet, newest first (negative: none).
     pending: [f32; RUN - 1],
     /// Thresholds in sd: `[x1, x2, .., x_RUN]`, then that of all but one of `RUN`.
     thresholds: [f32; RUN + 1],
@@ -126,6 +139,10 @@ impl Default for Calibrator {
             over: [0.0; 3],
             log_excess: 0.0,
             recent: [0.0; RUN - 1],
+            previous: f64::NAN,
+            suspicious: 0,
+            lag_cov: 0.0,
+            lag_var: 0.0,
             pending: [-1.0; RUN - 1],
             thresholds: [0.0; RUN + 1],
         };
@@ -166,6 +183,22 @@ impl Calibrator {
         let deviation = finite((value - self.level).abs());
         self.level = (1.0 - VALUE_ALPHA) * self.level + VALUE_ALPHA * value;
         self.spread = (1.0 - VALUE_ALPHA) * self.spread + VALUE_ALPHA * deviation;
+    }
+
+    /// Forgets the run memory: a detector that has just followed a new level starts afresh.
+    pub fn forget_run(&mut self) {
+        self.recent = [0.0; RUN - 1];
+        self.previous = f64::NAN;
+    }
+
+    /// Weight of the previous error in the innovation (see [`Calibrator::observe_with`]).
+    pub fn phi(&self) -> f64 {
+        if self.lag_var > 0.0 {
+            let phi = self.lag_cov / self.lag_var;
+            if phi > MAX_PHI { MAX_PHI } else if phi > 0.0 { phi } else { 0.0 }
+        } else {
+            0.0
+        }
     }
 
     /// The scale learned from the errors alone (metric units), before any floor.
@@ -212,7 +245,12 @@ impl Calibrator {
             return Calibration::default();
         }
         let sd = self.sd();
-        let z = clamp_z((value - expected) / sd);
+        let error = finite(value - expected);
+        // Forecast errors of a real model are seldom independent (a bias, a lagging level, a
+        // cycle it follows late): what is judged is the innovation, the error less the part
+        // the previous error predicts (lag-one regression, weight `phi` in [0, 0.95]).
+        let innovation = if self.previous.is_finite() { finite(error - self.phi() * self.previous) } else { error };
+        let z = clamp_z(innovation / sd);
         let scoring = self.seeded || self.n >= WARMUP;
         let mut cal = Calibration { score: 0.0, z, sd, run: 1 };
         if scoring {
@@ -227,16 +265,26 @@ impl Calibrator {
         // Anomalies are not recent behaviour, and neither is a run on its way to being one: an
         // error is learned only once RUN - 1 more samples have passed without suspicion, so a
         // shift that is still building does not widen the scale it is measured against.
-        if cal.score < SUSPICIOUS {
+        // A departure that lasts becomes what the series does: after `ADAPT_AFTER` suspicious
+        // samples in a row they are learned again (Huber-clipped), so that a calibrator never
+        // stays at the decision for ever.
+        self.suspicious = if cal.score < SUSPICIOUS { 0 } else { self.suspicious.saturating_add(1) };
+        if cal.score < SUSPICIOUS || self.suspicious > ADAPT_AFTER {
             self.learn_value(value);
+            if self.previous.is_finite() {
+                self.lag_cov = finite((1.0 - LAG_ALPHA) * self.lag_cov + LAG_ALPHA * finite(self.previous * error));
+                self.lag_var = finite((1.0 - LAG_ALPHA) * self.lag_var + LAG_ALPHA * finite(self.previous * self.previous));
+            }
+            self.previous = error;
             let oldest = self.pending[RUN - 2];
             self.pending.rotate_right(1);
-            self.pending[0] = finite((value - expected).abs()) as f32;
+            self.pending[0] = innovation.abs() as f32;
             if oldest >= 0.0 {
                 self.learn(f64::from(oldest));
             }
         } else {
             self.pending = [-1.0; RUN - 1];
+            self.previous = f64::NAN;
         }
         // The run memory keeps anomalies too: they are what a run is made of.
         self.recent.rotate_right(1);
