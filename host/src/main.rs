@@ -318,7 +318,12 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     let mut failed = false;
     for p in &summary.plugins {
         if !p.ignored.is_empty() {
-            eprintln!("  {} {}: ignores {} (it reads only the metrics in its info; scores 0)", p.label, p.version, p.ignored.join(", "));
+            eprintln!(
+                "  {} {}: ignores {} (it reads only the metrics in its info; scores 0)",
+                p.label,
+                p.version,
+                p.ignored.join(", ")
+            );
         }
         match &p.failure {
             None => eprintln!(

@@ -47,7 +47,13 @@ fn detectors() -> &'static [Detector] {
                 spikes: true,
                 shift_delay: 3,
             },
-            Detector { name: "changepoint", plugin: load("routewatch_changepoint"), config: None, spikes: false, shift_delay: 5 },
+            Detector {
+                name: "changepoint",
+                plugin: load("routewatch_changepoint"),
+                config: None,
+                spikes: false,
+                shift_delay: 5,
+            },
         ]
     })
 }
@@ -152,7 +158,8 @@ fn noiseless_periodic_and_constant_series_score_nothing_at_the_decision() {
             let r = run(d, &values);
             let high = r.scores.iter().filter(|&&s| s >= 0.5).count();
             if high > 0 || !r.anomalies.is_empty() {
-                failures.push(format!("{}: {label}: {high} points at 0.5 or more, anomalies at {:?}", d.name, r.anomalies));
+                failures
+                    .push(format!("{}: {label}: {high} points at 0.5 or more, anomalies at {:?}", d.name, r.anomalies));
             }
         }
     }
@@ -170,7 +177,11 @@ fn a_level_shift_of_five_robust_sd_in_heavy_tails_is_found_within_three_samples(
             let r = run(d, &values);
             if !r.anomalies.iter().any(|&i| (AT..=AT + d.shift_delay).contains(&i)) {
                 let near: Vec<usize> = r.anomalies.iter().copied().filter(|i| i.abs_diff(AT) < 50).collect();
-                failures.push(format!("{}: seed {seed}: no anomaly in samples {AT}..={}; near: {near:?}", d.name, AT + d.shift_delay));
+                failures.push(format!(
+                    "{}: seed {seed}: no anomaly in samples {AT}..={}; near: {near:?}",
+                    d.name,
+                    AT + d.shift_delay
+                ));
             }
         }
     }
@@ -188,7 +199,8 @@ fn a_spike_of_ten_sd_in_a_noiseless_series_is_found_on_that_sample() {
         let r = run(d, &values);
         if d.spikes {
             if !r.anomalies.contains(&AT) || r.scores[AT] < 0.5 {
-                failures.push(format!("{}: spike missed (score {}, anomalies {:?})", d.name, r.scores[AT], r.anomalies));
+                failures
+                    .push(format!("{}: spike missed (score {}, anomalies {:?})", d.name, r.scores[AT], r.anomalies));
             }
         } else if !r.anomalies.is_empty() {
             failures.push(format!("{}: a lone spike is not a level shift, anomalies at {:?}", d.name, r.anomalies));
@@ -240,10 +252,19 @@ fn ten_percent_missing_values_leave_scores_and_raise_no_anomaly_at_the_gaps() {
         if scored * 2 < present {
             failures.push(format!("{}: only {scored} of {present} present values scored in the second half", d.name));
         }
-        let at_gaps: Vec<usize> =
-            r.anomalies.iter().copied().filter(|&i| !values[i].is_finite() || (i > 0 && !values[i - 1].is_finite())).collect();
+        let at_gaps: Vec<usize> = r
+            .anomalies
+            .iter()
+            .copied()
+            .filter(|&i| !values[i].is_finite() || (i > 0 && !values[i - 1].is_finite()))
+            .collect();
         if !at_gaps.is_empty() || r.anomalies.len() > 3 {
-            failures.push(format!("{}: anomalies {:?} ({} at or just after a gap)", d.name, r.anomalies, at_gaps.len()));
+            failures.push(format!(
+                "{}: anomalies {:?} ({} at or just after a gap)",
+                d.name,
+                r.anomalies,
+                at_gaps.len()
+            ));
         }
     }
     check(failures);

@@ -194,7 +194,12 @@ fn lstm_component_matches_the_native_detector_and_keeps_state_across_instances()
         for a in &ours.anomalies {
             if let Some(b) = theirs.anomalies.iter().find(|b| (b.row, b.column) == (a.row, a.column)) {
                 let tolerance = 1e-5 * (1.0 + b.expected.abs().max(b.observed.abs()));
-                assert!((a.expected - b.expected).abs() <= tolerance, "tick {tick}: forecast {} vs {}", a.expected, b.expected);
+                assert!(
+                    (a.expected - b.expected).abs() <= tolerance,
+                    "tick {tick}: forecast {} vs {}",
+                    a.expected,
+                    b.expected
+                );
             }
         }
     }

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use routewatch_telemetry::Metric;
+use serde::{Deserialize, Serialize};
 
 pub use quarantine::{Health, QuarantinePolicy};
 use settings::{PluginSettings, Settings};

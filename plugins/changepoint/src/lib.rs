@@ -206,9 +206,10 @@ impl Detector for Changepoint {
         Info {
             name: "changepoint".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Level shifts per series: a calibrated gate confirmed by Bayesian online changepoint detection \
+            description:
+                "Level shifts per series: a calibrated gate confirmed by Bayesian online changepoint detection \
                           (augurs-changepoint)"
-                .into(),
+                    .into(),
             metrics: Vec::new(),
             config_schema: Config::SCHEMA.into(),
         }

@@ -195,7 +195,13 @@ impl Calibrator {
     pub fn phi(&self) -> f64 {
         if self.lag_var > 0.0 {
             let phi = self.lag_cov / self.lag_var;
-            if phi > MAX_PHI { MAX_PHI } else if phi > 0.0 { phi } else { 0.0 }
+            if phi > MAX_PHI {
+                MAX_PHI
+            } else if phi > 0.0 {
+                phi
+            } else {
+                0.0
+            }
         } else {
             0.0
         }
@@ -273,7 +279,8 @@ impl Calibrator {
             self.learn_value(value);
             if self.previous.is_finite() {
                 self.lag_cov = finite((1.0 - LAG_ALPHA) * self.lag_cov + LAG_ALPHA * finite(self.previous * error));
-                self.lag_var = finite((1.0 - LAG_ALPHA) * self.lag_var + LAG_ALPHA * finite(self.previous * self.previous));
+                self.lag_var =
+                    finite((1.0 - LAG_ALPHA) * self.lag_var + LAG_ALPHA * finite(self.previous * self.previous));
             }
             self.previous = error;
             let oldest = self.pending[RUN - 2];
@@ -362,7 +369,13 @@ impl Calibrator {
         // pin down long before there are many exceedances of 3 to fit (about 7 for Gaussian
         // errors, 2.5 for Student-t(3)), and never lighter than PRIOR_ALPHA_MAX.
         let local = (rates[1] / rates[2]).ln() / 1.5f64.ln();
-        let prior_alpha = if local > 1.0 && local < PRIOR_ALPHA_MAX { local } else if local >= PRIOR_ALPHA_MAX { PRIOR_ALPHA_MAX } else { 1.0 };
+        let prior_alpha = if local > 1.0 && local < PRIOR_ALPHA_MAX {
+            local
+        } else if local >= PRIOR_ALPHA_MAX {
+            PRIOR_ALPHA_MAX
+        } else {
+            1.0
+        };
         let exceedances = self.over[2] + PRIOR_EXCEEDANCES;
         let inverse_alpha = (self.log_excess + PRIOR_EXCEEDANCES / prior_alpha) / exceedances;
         (rates, 1.0 / inverse_alpha)
@@ -536,7 +549,8 @@ mod tests {
     #[test]
     fn extreme_values_stay_finite() {
         let mut c = Calibrator::default();
-        for (i, v) in [1.7e308, -1e308, 5e-324, 0.0, f64::MAX, -f64::MAX, 1e-300, 3.0].iter().cycle().take(400).enumerate()
+        for (i, v) in
+            [1.7e308, -1e308, 5e-324, 0.0, f64::MAX, -f64::MAX, 1e-300, 3.0].iter().cycle().take(400).enumerate()
         {
             let expected = if i % 3 == 0 { -f64::MAX } else { *v };
             let cal = c.observe(*v, expected, 6.0);

@@ -141,7 +141,12 @@ pub fn describe(metric: &str, kind: AnomalyKind, expected: f64, observed: f64, r
     };
     let still = if update { "still: " } else { "" };
     let over = if run >= 2 { format!(" for {run} samples") } else { String::new() };
-    let mut text = format!("{still}{what}: {metric} {} → {} ({}){over}", number(expected), number(observed), change(expected, observed));
+    let mut text = format!(
+        "{still}{what}: {metric} {} → {} ({}){over}",
+        number(expected),
+        number(observed),
+        change(expected, observed)
+    );
     truncate(&mut text, MAX_REASON_BYTES);
     text
 }

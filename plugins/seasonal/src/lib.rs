@@ -180,7 +180,14 @@ impl Series {
                         upper,
                         score: calibration.score,
                         kind,
-                        reason: episode::describe(metric, kind, expected, raw, calibration.run, report == Report::Update),
+                        reason: episode::describe(
+                            metric,
+                            kind,
+                            expected,
+                            raw,
+                            calibration.run,
+                            report == Report::Update,
+                        ),
                     });
                 }
             } else {

@@ -14,15 +14,24 @@ pub struct CalibrateOnly {
 
 impl Detector for CalibrateOnly {
     fn info() -> Info {
-        Info::new("calibrate-only", env!("CARGO_PKG_VERSION"), "the SDK's calibration behind a naive forecast (benchmark)")
+        Info::new(
+            "calibrate-only",
+            env!("CARGO_PKG_VERSION"),
+            "the SDK's calibration behind a naive forecast (benchmark)",
+        )
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), String> {
-        self.series.process_named(batch, out, |_| Some(()), |(last, judge), metric, _, _, value| {
-            let expected = last.unwrap_or(value);
-            *last = Some(value);
-            let judgement = judge.judge(metric, value, expected, 6.0, 0.0);
-            Verdict { score: judgement.calibration.score, anomaly: judgement.anomaly }
-        })
+        self.series.process_named(
+            batch,
+            out,
+            |_| Some(()),
+            |(last, judge), metric, _, _, value| {
+                let expected = last.unwrap_or(value);
+                *last = Some(value);
+                let judgement = judge.judge(metric, value, expected, 6.0, 0.0);
+                Verdict { score: judgement.calibration.score, anomaly: judgement.anomaly }
+            },
+        )
     }
 }
