@@ -51,7 +51,18 @@ fn main() {
     // in zero scores.
     let empty = runtime.load_file(&component("routewatch_test_evil")).expect("evil component");
     let mut empty_rounds: Vec<Duration> = (0..ROUNDS).map(|_| time_wasm(&empty, &batches)).collect();
-    let per_call = median(&mut empty_rounds) / TIMED_STEPS as u32;
+    let empty_time = median(&mut empty_rounds);
+    let per_call = empty_time / TIMED_STEPS as u32;
+    // What calibration costs: the SDK's calibration and episodes behind a naive forecast, on
+    // the same batches, less the boundary crossing measured above.
+    let calibrate = runtime.load_file(&component("routewatch_test_calibrate_only")).expect("calibrate-only component");
+    let mut calibrate_rounds: Vec<Duration> = (0..ROUNDS).map(|_| time_wasm(&calibrate, &batches)).collect();
+    let calibrate_time = median(&mut calibrate_rounds);
+    let wasm_time = median(&mut wasm_rounds.clone());
+    let ns_per_point = |d: Duration| d.as_secs_f64() * 1e9 / points;
+    let arima_ns = ns_per_point(wasm_time);
+    let calibration_ns = ns_per_point(calibrate_time.saturating_sub(empty_time));
+    let share = calibration_ns / arima_ns;
 
     // The ratio of each round's adjacent pair, not of the medians: a neighbour's load that
     // comes and goes then hits both sides of a pair alike.
@@ -75,7 +86,20 @@ fn main() {
          | **ratio native / Wasm** | **{ratio:.2}x** |\n\n\
          Crossing the boundary (lowering a {per_batch}-point batch, lifting its scores) costs {per_call:?} \
          per call, measured with a detector that only writes zero scores.\n\n\
-         Targets: Wasm at least 1,000,000 points/s ({wasm_ok}); within 1.3x of native ({ratio_ok}).\n",
+         Targets: Wasm at least 1,000,000 points/s ({wasm_ok}); within 1.3x of native ({ratio_ok}).\n\n\
+         ### What calibration costs\n\n\
+         The same run, the same batches: ARIMA (its calibrated scores included) beside the SDK's calibration \
+         and episodes alone behind a naive forecast (`plugins/testing/calibrate-only`), each through Wasm, \
+         less the boundary crossing.\n\n\
+         | path | ns per point (Wasm) |\n|---|---:|\n\
+         | ARIMA with calibration | {arima_ns:.1} |\n\
+         | ARIMA without calibration (the difference) | {without_ns:.1} |\n\
+         | calibration alone | {calibration_ns:.1} |\n\
+         | **calibration / ARIMA** | **{share_pct:.0}%** |\n\n\
+         Target: calibration at most 20% of ARIMA's per-point time ({share_ok}).\n",
+        without_ns = arima_ns - calibration_ns,
+        share_pct = share * 100.0,
+        share_ok = if share <= 0.2 { "met" } else { "NOT met" },
         machine = common::machine(),
         routers = ROUTERS,
         metrics = METRICS.len(),

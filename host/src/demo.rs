@@ -80,7 +80,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "  inject a fault: curl -X POST http://{}/faults -H 'content-type: application/json' \\",
         args.simulator_listen
     );
-    println!("                   -d '{{\"kind\":\"cpu-runaway\",\"router\":\"rtr-000001\",\"duration_secs\":120}}'");
+    println!("                   -d '{FAULT_EXAMPLE}'");
     println!("  ARIMA warms up for {} s; anomalies appear below. Ctrl-C stops.\n", args.warmup);
     println!("{:<24} {:<12} {:<11} {:<12} {:>5}  reason", "event time", "router", "metric", "kind", "score");
 
@@ -159,5 +159,18 @@ impl Simulator {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The fault the demo tells a newcomer to inject (the body of the simulator's `POST /faults`).
+const FAULT_EXAMPLE: &str = r#"{"kind":"cpu-runaway","router":"rtr-000001","duration_s":120}"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_printed_fault_command_is_one_the_simulator_accepts() {
+        let request: routewatch_simulator::engine::FaultRequest =
+            serde_json::from_str(super::FAULT_EXAMPLE).expect("the simulator's own request type parses it");
+        assert_eq!(request.duration_s, Some(120.0));
     }
 }

@@ -347,6 +347,14 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     );
     let mut failed = !not_loaded.is_empty();
     for p in &summary.plugins {
+        if !p.ignored.is_empty() {
+            eprintln!(
+                "  {} {}: ignores {} (it reads only the metrics in its info; scores 0)",
+                p.label,
+                p.version,
+                p.ignored.join(", ")
+            );
+        }
         match &p.failure {
             None => eprintln!(
                 "  {} {}: {} anomalies, {:.2} s in the plugin",

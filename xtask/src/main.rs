@@ -25,6 +25,7 @@ const PLUGINS: &[&str] = &[
     "routewatch-test-wrong-version",
     "routewatch-test-impostor",
     "routewatch-test-bloated",
+    "routewatch-test-calibrate-only",
     "routewatch-lstm",
     "routewatch-seasonal",
     "routewatch-fleet-outlier",

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use routewatch_telemetry::Metric;
 use serde::{Deserialize, Serialize};
 
 pub use quarantine::{Health, QuarantinePolicy};
@@ -486,6 +487,15 @@ impl Registry {
             replaced = replaced.as_ref().map(|e| e.plugin.info().version.clone()),
             "plugin installed"
         );
+        let ignored = plugin.ignored(Metric::ALL.iter().map(|m| m.name()));
+        if !ignored.is_empty() {
+            tracing::warn!(
+                plugin = %name,
+                reads = ?plugin.info().metrics,
+                ?ignored,
+                "the plugin reads only the metrics it lists: it scores the others 0"
+            );
+        }
         // Counters start at zero with the version, so that rates and alerts see the first event.
         let version_labels = labels(&plugin);
         let _ = self.metrics.plugin_reloads.get_or_create(&version_labels);

@@ -67,6 +67,9 @@ pub struct PluginSummary {
     pub busy: Duration,
     /// The failure that stopped this plugin, if one did; the others carry on.
     pub failure: Option<String>,
+    /// Metrics of the input the plugin cannot read (its info lists what it reads): their
+    /// scores are 0 in its column.
+    pub ignored: Vec<String>,
 }
 
 /// One plugin's instance during a replay.
@@ -88,6 +91,17 @@ pub fn replay(plugins: Vec<ReplayPlugin>, options: &ReplayOptions) -> anyhow::Re
 
     let mut reader = RowReader::open(&options.input, options.format, &options.csv_router)?;
     let columns = reader.columns(&options.csv_metric);
+    for runner in &mut runners {
+        runner.summary.ignored = runner.plugin.ignored(columns.iter().map(String::as_str));
+        if !runner.summary.ignored.is_empty() {
+            tracing::warn!(
+                plugin = %runner.summary.label,
+                reads = ?runner.plugin.info().metrics,
+                ignored = ?runner.summary.ignored,
+                "the plugin cannot read these metrics of the input: it scores them 0"
+            );
+        }
+    }
     let mut scores =
         options.scores.as_deref().map(|p| output::create(p).and_then(|w| ScoreWriter::new(w, &labels))).transpose()?;
     let mut anomalies = options.anomalies.as_deref().map(|p| output::create(p).map(AnomalyWriter::new)).transpose()?;

@@ -38,6 +38,17 @@ impl Plugin {
         &self.inner.sha256
     }
 
+    /// Those of `metrics` the plugin cannot read: its info lists the metrics it reads (an
+    /// empty list means all), and it scores the others 0. The host and `routewatch replay`
+    /// say so rather than leave a silent column of zeros.
+    pub fn ignored<'a>(&self, metrics: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let reads = &self.inner.info.metrics;
+        if reads.is_empty() {
+            return Vec::new();
+        }
+        metrics.into_iter().filter(|m| !reads.iter().any(|r| r == m)).map(str::to_owned).collect()
+    }
+
     /// A fresh instance with default configuration and empty state.
     pub fn instantiate(&self) -> Result<Instance, CallError> {
         Instance::new(&self.inner.pre, self.inner.info.name.clone(), self.inner.limits, self.inner.log.clone())

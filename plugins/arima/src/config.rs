@@ -10,7 +10,8 @@ use crate::model::{MAX_D, MAX_ORDER};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Robust z-score at which a point is anomalous (its score is then 0.5).
+    /// Least robust z-score at which a single point is anomalous. The calibrated threshold is
+    /// higher where the series' own errors are heavy-tailed (see the SDK's `calibrate`).
     pub threshold: f64,
     /// Samples a series collects before its first fit; it is not scored until then.
     pub warmup: usize,
@@ -27,8 +28,6 @@ pub struct Config {
     /// Consecutive anomalies on the same side after which the series is taken to have moved
     /// to a new level: reported as a level shift and followed from there.
     pub level_shift_after: usize,
-    /// Smoothing of the residual scale (weight of the newest residual).
-    pub scale_alpha: f64,
     /// Metrics to watch, by wire name; empty watches all.
     pub metrics: Vec<String>,
     /// Least departure from the forecast, in the metric's own units, that can be anomalous,
@@ -49,7 +48,6 @@ impl Default for Config {
             max_d: 1,
             max_q: 2,
             level_shift_after: 3,
-            scale_alpha: 0.01,
             metrics: Vec::new(),
             min_deviation: BTreeMap::from([
                 ("if_errors".to_owned(), 5.0),
@@ -95,9 +93,6 @@ impl Config {
         if let Some((metric, value)) = self.min_deviation.iter().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
             return fail(format!("min_deviation for {metric} must be a non-negative number, got {value}"));
         }
-        if !(self.scale_alpha > 0.0 && self.scale_alpha <= 0.5) {
-            return fail(format!("scale_alpha must be in (0, 0.5], got {}", self.scale_alpha));
-        }
         Ok(())
     }
 
@@ -109,7 +104,7 @@ impl Config {
   "additionalProperties": false,
   "properties": {
     "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
-      "description": "Robust z-score at which a point is anomalous (score 0.5)."},
+      "description": "Least robust z-score at which a single point is anomalous; higher on heavy-tailed series."},
     "warmup": {"type": "integer", "minimum": 30, "default": 120,
       "description": "Samples before a series' first fit."},
     "window": {"type": "integer", "minimum": 30, "maximum": 10000, "default": 240,
@@ -121,8 +116,6 @@ impl Config {
     "max_q": {"type": "integer", "minimum": 0, "maximum": 2, "default": 2},
     "level_shift_after": {"type": "integer", "minimum": 2, "default": 3,
       "description": "Consecutive same-side anomalies that make a level shift."},
-    "scale_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.01,
-      "description": "Weight of the newest residual in the robust scale."},
     "metrics": {"type": "array", "items": {"type": "string"}, "default": [],
       "description": "Metrics to watch by wire name; empty watches all."},
     "min_deviation": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
@@ -162,6 +155,6 @@ mod tests {
     #[test]
     fn schema_is_valid_json() {
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 11);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 10);
     }
 }

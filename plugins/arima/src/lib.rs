@@ -3,11 +3,13 @@
 //! Each series collects a warm-up window, then:
 //! 1. chooses `d` by KPSS tests and `p`, `q` by AICc over a small grid (Hannan-Rissanen
 //!    screening), and fits the chosen order by conditional sum of squares (Nelder-Mead);
-//! 2. forecasts every next sample one step ahead and scores the residual against a robust,
-//!    outlier-clipped scale, so a point scores 0.5 exactly at `threshold` robust standard
-//!    deviations;
-//! 3. reports spikes and dips at once, and a level shift once `level_shift_after` anomalies
-//!    in a row sit on the same side, after which it follows the new level;
+//! 2. forecasts every next sample one step ahead and scores the residual with the SDK's
+//!    calibrator ([`routewatch_plugin_sdk::calibrate`]): how unlikely it is under the series'
+//!    own recent errors, 0.5 at the decision, with `threshold` robust sd as the least
+//!    single-error threshold;
+//! 3. reports the onset of a departure (a spike, a dip, or a level shift when a run of errors
+//!    decided) and updates under the SDK's hold-off; once `level_shift_after` anomalies in a
+//!    row sit on one side it follows the new level;
 //! 4. refits every `refit_every` samples on a window in which anomalies were replaced by
 //!    their forecasts.
 //!
@@ -19,15 +21,16 @@ pub mod model;
 mod optimize;
 mod series;
 
-use routewatch_plugin_sdk::{Anomaly, Batch, Detector, Info, Output};
+use routewatch_plugin_sdk::{Batch, Detector, Info, Output};
 
 pub use config::Config;
 use series::Series;
 
 routewatch_plugin_sdk::export_detector!(Arima);
 
-/// Snapshot layout version; bump when [`State`] changes shape.
-const SNAPSHOT_VERSION: u8 = 1;
+/// Snapshot layout version; bump when [`State`] changes shape. 2: series carry the SDK's
+/// calibrator and episode instead of their own scale.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// Largest router id accepted; ids index arrays, so an absurd one must not allocate gigabytes.
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
@@ -122,20 +125,12 @@ impl Detector for Arima {
                     *entry = state.series.len() as u32;
                 }
                 let series = &mut state.series[*entry as usize - 1].2;
-                let verdict = series.observe(ts, value, &state.config, min_deviation);
+                let verdict = series.observe(ts, value, &state.config, column.metric, min_deviation);
                 out.scores.push(verdict.score as f32);
-                if let Some((kind, reason)) = verdict.anomaly {
-                    out.anomalies.push(Anomaly {
-                        row: row as u32,
-                        column: column_index as u32,
-                        observed: value,
-                        expected: verdict.expected,
-                        lower: verdict.lower,
-                        upper: verdict.upper,
-                        score: verdict.score,
-                        kind,
-                        reason,
-                    });
+                if let Some(mut anomaly) = verdict.anomaly {
+                    anomaly.row = row as u32;
+                    anomaly.column = column_index as u32;
+                    out.anomalies.push(anomaly);
                 }
             }
         }

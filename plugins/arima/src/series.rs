@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use routewatch_plugin_sdk::{AnomalyKind, score_from_z};
+use routewatch_plugin_sdk::{Anomaly, Judge};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -17,17 +17,14 @@ const MAD_TO_SD: f64 = 1.482_602_218_505_602;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub score: f64,
-    pub expected: f64,
-    pub lower: f64,
-    pub upper: f64,
-    /// Set when the point is anomalous.
-    pub anomaly: Option<(AnomalyKind, String)>,
+    /// Set at the onset of a departure and at its updates (row and column left 0).
+    pub anomaly: Option<Anomaly>,
 }
 
 impl Verdict {
     /// A point that was not scored (warm-up, missing value, out of order).
     fn unscored() -> Verdict {
-        Verdict { score: 0.0, expected: f64::NAN, lower: f64::NAN, upper: f64::NAN, anomaly: None }
+        Verdict { score: 0.0, anomaly: None }
     }
 }
 
@@ -60,8 +57,8 @@ pub struct Series {
     model: Option<Model>,
     /// Accumulated level shifts: the model follows `value - offset`.
     offset: f64,
-    /// Robust scale of one-step residuals.
-    scale: f64,
+    /// Calibrated scores and onsets of the one-step residuals.
+    judge: Judge,
     /// Standard deviation of the history at the last fit.
     spread: f64,
     since_fit: usize,
@@ -75,7 +72,7 @@ impl Default for Series {
             history: VecDeque::new(),
             model: None,
             offset: 0.0,
-            scale: 0.0,
+            judge: Judge::default(),
             spread: 0.0,
             since_fit: 0,
             run: Run::default(),
@@ -86,13 +83,14 @@ impl Default for Series {
 impl Series {
     /// Scores one sample and learns from it. A departure smaller than `min_deviation` (in the
     /// metric's units) is never anomalous, whatever its z-score.
-    pub fn observe(&mut self, ts: i64, value: f64, config: &Config, min_deviation: f64) -> Verdict {
+    pub fn observe(&mut self, ts: i64, value: f64, config: &Config, metric: &str, min_deviation: f64) -> Verdict {
         if !value.is_finite() || ts <= self.last_ts {
             // A gap or a replayed sample: nothing to learn, nothing to say.
             return Verdict::unscored();
         }
         self.last_ts = ts;
         let Some(model) = &mut self.model else {
+            self.judge.calibrator.learn_value(value);
             self.remember(value, config);
             if self.history.len() >= config.warmup {
                 self.refit(config, None);
@@ -103,24 +101,17 @@ impl Series {
         let forecast = model.filter.forecast(&model.fit);
         let expected = forecast.y + self.offset;
         let residual = value - expected;
-        let scale = max(self.scale, scale_floor(self.spread, expected));
-        let mut z = residual.abs() / scale;
-        if min_deviation > 0.0 {
-            // Reaching the threshold takes both enough standard deviations and enough units.
-            z = min(z, config.threshold * residual.abs() / min_deviation);
-        }
-        let score = score_from_z(z, config.threshold);
-        let band = config.threshold * scale;
-        let mut verdict = Verdict { score, expected, lower: expected - band, upper: expected + band, anomaly: None };
-        // Huber-style: an outlier moves the scale only as far as one at the threshold would.
-        self.scale += config.scale_alpha * (min(residual.abs(), band) * MEAN_ABS_TO_SD - self.scale);
+        let judgement = self.judge.judge(metric, value, expected, config.threshold, min_deviation);
+        let verdict = Verdict { score: judgement.calibration.score, anomaly: judgement.anomaly };
 
-        if z < config.threshold {
+        if !residual.is_finite() || !judgement.calibration.anomalous() {
             self.run = Run::default();
-            let y = value - self.offset;
-            let w = model.filter.differenced(&model.fit, y);
-            model.filter.push(w, residual, y);
-            self.remember(value, config);
+            if residual.is_finite() {
+                let y = value - self.offset;
+                let w = model.filter.differenced(&model.fit, y);
+                model.filter.push(w, residual, y);
+                self.remember(value, config);
+            }
         } else {
             let side = if residual > 0.0 { 1 } else { -1 };
             if self.run.side != side {
@@ -128,23 +119,18 @@ impl Series {
             }
             self.run.len += 1;
             self.run.residual_sum += residual;
-            // Learn the forecast instead of the outlier, and only a clipped step of its size.
+            // Learn the forecast instead of the outlier.
             model.filter.push(forecast.w, 0.0, forecast.y);
             self.history.push_back(forecast.y);
             self.trim(config);
-
-            let sd = residual / scale;
-            verdict.anomaly = Some(if self.run.len >= config.level_shift_after {
+            if self.run.len >= config.level_shift_after {
+                // A lasting move: the model follows the new level from here.
                 let shift = self.run.residual_sum / self.run.len as f64;
-                self.offset += shift;
-                let len = self.run.len;
+                if (self.offset + shift).is_finite() {
+                    self.offset += shift;
+                }
                 self.run = Run::default();
-                (AnomalyKind::LevelShift, format!("level moved by {shift:+.4} over the last {len} samples"))
-            } else if side > 0 {
-                (AnomalyKind::Spike, format!("{value:.4} is {sd:.1} sd above the forecast {expected:.4}"))
-            } else {
-                (AnomalyKind::Dip, format!("{value:.4} is {:.1} sd below the forecast {expected:.4}", -sd))
-            });
+            }
         }
 
         self.since_fit += 1;
@@ -160,7 +146,8 @@ impl Series {
 
     /// Whether residuals have outgrown the model: the series changed character since the fit.
     fn drifted(&self) -> bool {
-        self.model.as_ref().is_some_and(|m| self.scale > 2.0 * max(m.fit.sigma2.sqrt(), 0.01 * self.spread))
+        let scale = self.judge.calibrator.learned_scale();
+        self.model.as_ref().is_some_and(|m| scale > 2.0 * max(m.fit.sigma2.sqrt(), 0.01 * self.spread))
     }
 
     fn remember(&mut self, value: f64, config: &Config) {
@@ -199,19 +186,10 @@ impl Series {
         self.spread = (history.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / history.len() as f64).sqrt();
         let filter = Filter::warm(&fit, history.iter().copied());
         if self.model.is_none() {
-            self.scale = robust_scale(&fit, history);
+            self.judge.calibrator.seed(robust_scale(&fit, history));
         }
         self.model = Some(Model { fit, filter });
     }
-}
-
-/// The least residual scale a point is judged against. A model of a very smooth series
-/// (a clean daily curve) can predict it far better than the data's precision deserves;
-/// claiming no more than 1% of the series' own spread keeps rounding from looking like
-/// an anomaly. A series that never moves (BGP sessions, say) has no spread, and then any
-/// change is news: only a tiny floor against dividing by zero remains.
-fn scale_floor(spread: f64, expected: f64) -> f64 {
-    max(0.01 * spread, 1e-9 + 1e-6 * expected.abs())
 }
 
 /// `f64::max` (a NaN loses), as a compare and select: in Wasm, `f64::max` is a call to libm's
@@ -219,12 +197,6 @@ fn scale_floor(spread: f64, expected: f64) -> f64 {
 #[inline(always)]
 fn max(a: f64, b: f64) -> f64 {
     if a < b || a.is_nan() { b } else { a }
-}
-
-/// `f64::min` (a NaN loses), as a compare and select; see [`max`].
-#[inline(always)]
-fn min(a: f64, b: f64) -> f64 {
-    if b < a || a.is_nan() { b } else { a }
 }
 
 /// The scale a fresh model starts from: MAD of its residuals, or their mean absolute value

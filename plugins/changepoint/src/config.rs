@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// CUSUM decision limit, in noise sd (the sum scores 0.5 there).
+    /// Least single deviation from the level, in robust sd, that opens the gate (runs of
+    /// smaller ones open it as the SDK's calibration decides).
     pub limit: f64,
-    /// CUSUM allowance per sample, in noise sd.
-    pub drift: f64,
     /// Least shift of the mean, in noise sd, that BOCPD's changepoint must show.
     pub min_shift: f64,
     /// Samples BOCPD looks back over.
@@ -22,10 +21,6 @@ pub struct Config {
     pub warmup: u64,
     /// Weight of the newest sample in the running level.
     pub level_alpha: f64,
-    /// Weight of the newest deviation in the noise scale.
-    pub noise_alpha: f64,
-    /// The noise scale is never below this fraction of the level.
-    pub rel_floor: f64,
     /// Samples the gate rests after BOCPD rejected an alarm.
     pub cooldown: u32,
     /// Metrics to watch, by wire name; empty watches all.
@@ -36,21 +31,14 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             limit: 10.0,
-            drift: 1.0,
-            min_shift: 4.0,
+            min_shift: 3.0,
             window: 48,
             recent: 12,
             hazard: 250.0,
             warmup: 60,
             level_alpha: 0.05,
-            noise_alpha: 0.01,
-            rel_floor: 0.001,
             cooldown: 10,
-            // Level shifts of continuous metrics; counts (errors, BGP sessions) and the loss
-            // ratio jump by nature and are left to the forecasting detectors.
-            metrics: ["cpu_util", "mem_util", "temp_c", "fan_rpm", "latency_ms", "rx_bps", "tx_bps"]
-                .map(String::from)
-                .to_vec(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -71,9 +59,6 @@ impl Config {
                 return fail(format!("{name} must be a positive number, got {v}"));
             }
         }
-        if !(self.drift.is_finite() && self.drift >= 0.0) {
-            return fail(format!("drift must be a non-negative number, got {}", self.drift));
-        }
         if !(8..=1000).contains(&self.window) {
             return fail(format!("window must be 8 to 1000 samples, got {}", self.window));
         }
@@ -83,13 +68,8 @@ impl Config {
         if self.warmup < 10 {
             return fail(format!("warmup must be at least 10 samples, got {}", self.warmup));
         }
-        for (name, v) in [("level_alpha", self.level_alpha), ("noise_alpha", self.noise_alpha)] {
-            if !(v > 0.0 && v <= 0.5) {
-                return fail(format!("{name} must be in (0, 0.5], got {v}"));
-            }
-        }
-        if !(self.rel_floor >= 0.0 && self.rel_floor < 1.0) {
-            return fail(format!("rel_floor must be in [0, 1), got {}", self.rel_floor));
+        if !(self.level_alpha > 0.0 && self.level_alpha <= 0.5) {
+            return fail(format!("level_alpha must be in (0, 0.5], got {}", self.level_alpha));
         }
         Ok(())
     }
@@ -101,9 +81,8 @@ impl Config {
   "additionalProperties": false,
   "properties": {
     "limit": {"type": "number", "exclusiveMinimum": 0, "default": 10.0,
-      "description": "CUSUM decision limit in noise sd (score 0.5)."},
-    "drift": {"type": "number", "minimum": 0, "default": 1.0, "description": "CUSUM allowance per sample."},
-    "min_shift": {"type": "number", "exclusiveMinimum": 0, "default": 4.0,
+      "description": "Least single deviation (robust sd) that opens the gate."},
+    "min_shift": {"type": "number", "exclusiveMinimum": 0, "default": 3.0,
       "description": "Least mean shift (noise sd) a confirmed changepoint must show."},
     "window": {"type": "integer", "minimum": 8, "maximum": 1000, "default": 48},
     "recent": {"type": "integer", "minimum": 1, "default": 12},
@@ -111,12 +90,9 @@ impl Config {
       "description": "BOCPD prior: expected samples between changepoints."},
     "warmup": {"type": "integer", "minimum": 10, "default": 60},
     "level_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.05},
-    "noise_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.01},
-    "rel_floor": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.001},
     "cooldown": {"type": "integer", "minimum": 0, "default": 10},
     "metrics": {"type": "array", "items": {"type": "string"},
-      "default": ["cpu_util", "mem_util", "temp_c", "fan_rpm", "latency_ms", "rx_bps", "tx_bps"],
-      "description": "Metrics to watch; empty watches all."}
+      "default": [], "description": "Metrics to watch; empty watches all."}
   }
 }"#;
 }
@@ -138,6 +114,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 12);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 9);
     }
 }

@@ -1,16 +1,16 @@
 //! Changepoint detector: finds level shifts in each (router, metric) series.
 //!
 //! Two stages, so that the Bayesian method runs only where something happened:
-//! 1. **CUSUM gate** (cheap, every sample): each sample is measured in standard deviations
-//!    of its usual distance from a fast running level, and two-sided CUSUM sums collect
-//!    sustained departures. That scale includes the slow wander of a healthy series (traffic
-//!    and CPU drift for minutes, temperature lags), so only a move larger than the usual
-//!    wander adds up; the fast level follows the daily swing, which therefore does not count.
-//! 2. **BOCPD confirmation** (augurs-changepoint, on an alarm): Bayesian online changepoint
-//!    detection with a Normal-Gamma prior runs over the last `window` samples. The alarm
-//!    stands if BOCPD places a changepoint among the most recent samples and the means on
-//!    either side differ by at least `min_shift` noise sd. The series then restarts from
-//!    the new level.
+//! 1. **Calibrated gate** (cheap, every sample): the deviation from a fast running level is
+//!    scored by the SDK's calibrator: a run of deviations on one side, or a single one beyond
+//!    `limit` robust sd, that is as unlikely as 1 in 100,000 under the series' own recent
+//!    deviations opens the gate for `recent` samples.
+//! 2. **BOCPD confirmation** (augurs-changepoint, while the gate is open): Bayesian online
+//!    changepoint detection with a Normal-Gamma prior runs over the last `window` samples. The
+//!    shift stands if BOCPD places a changepoint among the most recent samples, with at least
+//!    three after it, and the medians on either side differ by at least `min_shift` noise sd.
+//!    It is reported at its onset (the SDK's episode), and the series restarts from the new
+//!    level. Unconfirmed, the score stays below 0.5.
 //!
 //! augurs' `Detector::detect_changepoints` takes a whole series, which is why it is run on
 //! a window at the moment of an alarm rather than sample by sample.
@@ -20,8 +20,9 @@ mod config;
 use std::collections::VecDeque;
 
 use augurs::changepoint::{Detector as _, NormalGammaDetector, dist::NormalGamma};
+use routewatch_plugin_sdk::calibrate::finite;
 use routewatch_plugin_sdk::{
-    Anomaly, AnomalyKind, Batch, Detector, Info, Output, SeriesTable, Verdict, score_from_z, snapshot,
+    Anomaly, AnomalyKind, Batch, Detector, Info, Judge, Output, Report, SeriesTable, Verdict, episode, snapshot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +31,8 @@ pub use config::Config;
 routewatch_plugin_sdk::export_detector!(Changepoint);
 
 /// 2: the noise scale is the deviation from the level (1 measured first differences).
-const SNAPSHOT_VERSION: u8 = 2;
-/// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
-const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// 3: the SDK's calibrator and episode replace the noise scale.
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// The changepoint detector.
 #[derive(Debug, Default)]
@@ -47,10 +47,13 @@ pub struct Series {
     n: u64,
     last_ts: i64,
     level: f64,
-    /// Sd of the samples around `level` (from a running mean absolute deviation).
+    /// Sd of the samples around `level` (a running mean absolute deviation): the unit of
+    /// BOCPD's input and of `min_shift`.
     noise: f64,
-    up: f64,
-    down: f64,
+    /// Calibrated scores of the deviations from `level`, and the onsets of level shifts.
+    judge: Judge,
+    /// Samples left in which an opened gate still looks for a changepoint.
+    armed: u32,
     /// Recent raw values, for the confirmation stage.
     window: VecDeque<f64>,
     /// Samples to wait after a rejected alarm before the gate may fire again.
@@ -64,16 +67,24 @@ impl Default for Series {
             last_ts: i64::MIN,
             level: 0.0,
             noise: 0.0,
-            up: 0.0,
-            down: 0.0,
+            judge: Judge::default(),
+            armed: 0,
             window: VecDeque::new(),
             cooldown: 0,
         }
     }
 }
 
+/// Normalised values handed to BOCPD are kept within this many sd: augurs' Normal-Gamma
+/// model refuses non-finite sufficient statistics (it panicked on 1.7e308).
+const BOCPD_CLIP: f64 = 1e6;
+/// For Gaussian noise, `sd = sqrt(pi / 2) E|x - mean|`.
+const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// Samples after a changepoint needed to confirm it: a lone spike is not a new level.
+const MIN_AFTER: usize = 3;
+
 impl Series {
-    fn observe(&mut self, ts: i64, value: f64, config: &Config) -> Verdict {
+    fn observe(&mut self, ts: i64, value: f64, metric: &str, config: &Config) -> Verdict {
         let quiet = Verdict { score: 0.0, anomaly: None };
         if !value.is_finite() || ts <= self.last_ts {
             return quiet;
@@ -86,84 +97,108 @@ impl Series {
         self.n += 1;
         if self.n == 1 {
             self.level = value;
+            self.judge.calibrator.learn_value(value);
             return quiet;
         }
-        let deviation = (value - self.level).abs();
-        let floor = (config.rel_floor * self.level.abs()).max(1e-9);
+        let deviation = finite((value - self.level).abs());
         if self.n <= config.warmup {
-            // Warm-up: the level as a fast running mean, the scale as the mean deviation from it.
+            // Warm-up: the level as a fast running mean; the scales learn the deviations.
             let n = (self.n - 1) as f64;
-            self.noise += (deviation * MEAN_ABS_TO_SD - self.noise) / n;
-            self.level += config.level_alpha.max(1.0 / self.n as f64) * (value - self.level);
+            self.noise = finite(self.noise + (finite(deviation * MEAN_ABS_TO_SD) - self.noise) / n);
+            self.judge.calibrator.observe(value, self.level, config.limit);
+            self.level = finite(self.level + config.level_alpha.max(1.0 / self.n as f64) * (value - self.level));
             return quiet;
         }
-        let noise = self.noise.max(floor);
-        let z = (value - self.level) / noise;
-        self.up = (self.up + z - config.drift).max(0.0);
-        self.down = (self.down - z - config.drift).max(0.0);
-        let sum = self.up.max(self.down);
-        let mut score = score_from_z(sum, config.limit);
-        let mut anomaly = None;
-        if sum >= config.limit && self.cooldown == 0 {
-            match self.confirm(config, noise) {
-                Some((at, before, after)) => {
-                    let shift = (after - before) / noise;
-                    anomaly = Some(Anomaly {
-                        row: 0,
-                        column: 0,
-                        observed: value,
-                        expected: before,
-                        lower: before - config.min_shift * noise,
-                        upper: before + config.min_shift * noise,
-                        score: score.max(0.5),
-                        kind: AnomalyKind::LevelShift,
-                        reason: format!(
-                            "changepoint {at} samples ago: level {before:.4} -> {after:.4} ({shift:+.1} noise sd)"
-                        ),
-                    });
-                    // Restart from the new level.
-                    self.level = after;
-                    self.up = 0.0;
-                    self.down = 0.0;
-                }
-                None => {
-                    score = score.min(0.49);
-                    self.up = 0.0;
-                    self.down = 0.0;
-                    self.cooldown = config.cooldown;
-                }
+        let level = self.level;
+        // Calibrated evidence (a run of deviations, or one beyond `limit` sd) opens the gate;
+        // BOCPD then has `recent` samples to confirm a changepoint.
+        let calibration = self.judge.calibrator.observe(value, level, config.limit);
+        let noise = self.noise.max(calibration.sd);
+        let mut score = calibration.score;
+        if score >= 0.5 && self.cooldown == 0 && self.armed == 0 {
+            self.armed = config.recent as u32;
+        }
+        let mut shift = None;
+        if self.armed > 0 {
+            self.armed -= 1;
+            shift = self.confirm(config, noise);
+            if shift.is_some() {
+                self.armed = 0;
+            } else if self.armed == 0 {
+                self.cooldown = config.cooldown;
             }
         } else {
-            if sum >= config.limit {
-                score = score.min(0.49);
-            }
             self.cooldown = self.cooldown.saturating_sub(1);
         }
-        // The level follows slowly while nothing is going on; the noise scale learns Huber-clipped.
-        if sum < config.limit {
-            self.level += config.level_alpha * (value - self.level);
+        if shift.is_none() {
+            // Not confirmed: below the decision, whatever the gate said.
+            score = score.min(0.49);
+        } else {
+            score = score.max(0.5);
         }
-        let clipped = (deviation * MEAN_ABS_TO_SD).min(config.limit * noise);
-        self.noise += config.noise_alpha * (clipped - self.noise);
+        let report = self.judge.episode.step(shift.is_some(), AnomalyKind::LevelShift);
+        let mut anomaly = None;
+        if let Some((at, before, after)) = shift {
+            if report != Report::None {
+                anomaly = Some(Anomaly {
+                    row: 0,
+                    column: 0,
+                    observed: value,
+                    expected: finite(before),
+                    lower: finite(before - config.min_shift * noise),
+                    upper: finite(before + config.min_shift * noise),
+                    score,
+                    kind: AnomalyKind::LevelShift,
+                    reason: episode::describe(
+                        metric,
+                        AnomalyKind::LevelShift,
+                        before,
+                        after,
+                        at.min(255) as u8,
+                        report == Report::Update,
+                    ),
+                });
+            }
+            // Restart from the new level.
+            self.level = after;
+            self.judge.calibrator.forget_run();
+        } else if self.armed == 0 {
+            // The level follows slowly while nothing is going on.
+            self.level = finite(self.level + config.level_alpha * (value - self.level));
+            let clipped = finite(deviation * MEAN_ABS_TO_SD).min(config.limit * noise);
+            self.noise = finite(self.noise + config.level_alpha * 0.2 * (clipped - self.noise));
+        }
         Verdict { score, anomaly }
     }
 
     /// Runs augurs' BOCPD over the window; returns (samples ago, mean before, mean after) of a
     /// recent changepoint with a large enough shift.
     fn confirm(&self, config: &Config, noise: f64) -> Option<(usize, f64, f64)> {
-        let values: Vec<f64> = self.window.iter().map(|v| (v - self.level) / noise).collect();
+        let values: Vec<f64> =
+            self.window.iter().map(|v| ((v - self.level) / noise).clamp(-BOCPD_CLIP, BOCPD_CLIP)).collect();
         let len = values.len();
-        if len < 8 {
+        if len < 8 || values.iter().any(|v| !v.is_finite()) {
             return None;
         }
         let prior = NormalGamma::new_unchecked(0.0, 1.0, 1.0, 1.0);
         let mut bocpd = NormalGammaDetector::normal_gamma(config.hazard, prior);
         let changepoints = bocpd.detect_changepoints(&values);
-        let at = changepoints.iter().rev().copied().find(|&cp| cp > 0 && cp + config.recent >= len && cp < len)?;
-        let before = self.window.range(..at).sum::<f64>() / at as f64;
-        let after = self.window.range(at..).sum::<f64>() / (len - at) as f64;
-        ((after - before).abs() >= config.min_shift * noise).then_some((len - at, before, after))
+        let at = changepoints
+            .iter()
+            .rev()
+            .copied()
+            .find(|&cp| cp > 0 && cp + config.recent >= len && cp + MIN_AFTER <= len)?;
+        // Medians, so that one heavy-tailed sample does not make or break a shift.
+        let before = median(self.window.range(..at).copied().collect());
+        let after = median(self.window.range(at..).copied().collect());
+        (finite(after - before).abs() >= config.min_shift * noise).then_some((len - at, before, after))
     }
+}
+
+/// The median (the lower one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    let mid = (v.len() - 1) / 2;
+    *v.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 impl Detector for Changepoint {
@@ -171,9 +206,10 @@ impl Detector for Changepoint {
         Info {
             name: "changepoint".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Level shifts per series: a CUSUM gate confirmed by Bayesian online changepoint detection \
+            description:
+                "Level shifts per series: a calibrated gate confirmed by Bayesian online changepoint detection \
                           (augurs-changepoint)"
-                .into(),
+                    .into(),
             metrics: Vec::new(),
             config_schema: Config::SCHEMA.into(),
         }
@@ -188,7 +224,9 @@ impl Detector for Changepoint {
         let config = &self.config;
         let watched =
             |metric: &str| (config.metrics.is_empty() || config.metrics.iter().any(|m| m == metric)).then_some(());
-        self.series.process(batch, out, watched, |series, _, ts, value| series.observe(ts, value, config))
+        self.series.process_named(batch, out, watched, |series, metric, _, ts, value| {
+            series.observe(ts, value, metric, config)
+        })
     }
 
     fn snapshot(&self) -> Vec<u8> {

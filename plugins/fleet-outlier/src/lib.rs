@@ -17,14 +17,16 @@
 mod config;
 
 use augurs::outlier::{DbscanDetector, MADDetector, OutlierDetector};
-use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Info, Output, score_from_z};
+use routewatch_plugin_sdk::calibrate::{finite, score_from_ratio};
+use routewatch_plugin_sdk::{Anomaly, AnomalyKind, Batch, Detector, Episode, Info, Output, Report, episode};
 use serde::{Deserialize, Serialize};
 
 pub use config::{Config, Method};
 
 routewatch_plugin_sdk::export_detector!(FleetOutlier);
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// 2: baselines carry the SDK's episode.
+const SNAPSHOT_VERSION: u8 = 2;
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
 /// Normal-consistent MAD factor, as augurs uses.
 const MAD_K: f64 = 1.4826;
@@ -42,7 +44,7 @@ pub struct FleetOutlier {
 }
 
 /// One router's running baseline for one metric.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     n: u64,
     mean: f64,
@@ -50,11 +52,13 @@ pub struct Baseline {
     last_ts: i64,
     /// Consecutive outlying samples (the baseline is frozen meanwhile, up to `accept_after`).
     outlying: u32,
+    /// Onset and updates of the router's departure from its peers.
+    episode: Episode,
 }
 
 impl Baseline {
     fn sd(&self, floor: f64) -> f64 {
-        self.var.max(0.0).sqrt().max(floor * self.mean.abs()).max(1e-9)
+        self.var.max(0.0).sqrt().max(floor * self.mean.abs()).max(f64::MIN_POSITIVE)
     }
 
     fn update(&mut self, value: f64, alpha: f64, warmup: u64) {
@@ -64,14 +68,15 @@ impl Baseline {
             self.var = 0.0;
             return;
         }
-        let d = value - self.mean;
+        // Extreme but valid values (1e308) must not turn the moments infinite.
+        let d = finite(value - self.mean);
         if self.n <= warmup {
             let n = self.n as f64;
-            self.mean += d / n;
-            self.var += (d * (value - self.mean) - self.var) / n;
+            self.mean = finite(self.mean + d / n);
+            self.var = finite(self.var + (finite(d * finite(value - self.mean)) - self.var) / n);
         } else {
-            self.mean += alpha * d;
-            self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+            self.mean = finite(self.mean + alpha * d);
+            self.var = finite((1.0 - alpha) * finite(self.var + alpha * finite(d * d)));
         }
     }
 }
@@ -141,7 +146,7 @@ impl Detector for FleetOutlier {
                         base.update(value, self.config.baseline_alpha, self.config.warmup);
                         continue;
                     }
-                    let residual = (value - base.mean) / base.sd(self.config.rel_floor);
+                    let residual = finite((value - base.mean) / base.sd(self.config.rel_floor));
                     members.push(Member { row, router, residual });
                 }
                 self.judge(metric, c, column.values, &members, rows, out);
@@ -207,7 +212,8 @@ impl FleetOutlier {
         out: &mut Output,
     ) {
         let config = &self.config;
-        let min_dev = config.min_deviation.get(&self.metrics[metric]).copied().unwrap_or(0.0);
+        let metric_name = self.metrics[metric].as_str();
+        let min_dev = config.min_deviation.get(metric_name).copied().unwrap_or(0.0);
         let table = &mut self.baselines[metric];
         if members.len() < config.min_peers {
             // Too few peers to say anything: learn and stay silent.
@@ -234,39 +240,42 @@ impl FleetOutlier {
             let mad_flag = scores[i] >= config.threshold;
             let (outlying, score) = match (&dbscan_outlier, config.method) {
                 (Some(d), Method::Dbscan) => {
-                    (d[i], if d[i] { 1.0 } else { score_from_z(scores[i], config.threshold).min(0.49) })
+                    let s = score_from_ratio(scores[i] / config.threshold);
+                    (d[i], if d[i] { s.max(0.5) } else { s.min(0.49) })
                 }
                 (Some(d), _) => {
-                    let s = score_from_z(scores[i], config.threshold);
+                    let s = score_from_ratio(scores[i] / config.threshold);
                     (mad_flag && d[i], if mad_flag && !d[i] { s.min(0.49) } else { s })
                 }
-                (None, _) => (mad_flag, score_from_z(scores[i], config.threshold)),
+                (None, _) => (mad_flag, score_from_ratio(scores[i] / config.threshold)),
             };
             let base = &mut table[m.router];
             let value = values[m.row];
             let (outlying, score) =
                 if (value - base.mean).abs() < min_dev { (false, score.min(0.49)) } else { (outlying, score) };
             out.scores[column * rows + m.row] = score as f32;
-            if outlying {
+            let report = base.episode.step(outlying, AnomalyKind::Outlier);
+            if report != Report::None {
                 let sd = base.sd(config.rel_floor);
-                let expected = base.mean + center * sd;
-                let band = config.threshold * sd;
+                let expected = finite(base.mean + finite(center * sd));
+                let band = finite(config.threshold * sd);
+                let mut reason =
+                    episode::describe(metric_name, AnomalyKind::Outlier, expected, value, 1, report == Report::Update);
+                reason.push_str(&format!(" while its {} peers sit at {}", members.len() - 1, episode::number(center)));
+                reason.push_str(" sd");
                 out.anomalies.push(Anomaly {
                     row: m.row as u32,
                     column: column as u32,
                     observed: value,
                     expected,
-                    lower: expected - band,
-                    upper: expected + band,
+                    lower: finite(expected - band),
+                    upper: finite(expected + band),
                     score: score.max(0.5),
                     kind: AnomalyKind::Outlier,
-                    reason: format!(
-                        "{:+.1} sd from its own baseline while its {} peers sit at {center:+.1} ({:.1} MAD)",
-                        m.residual,
-                        members.len() - 1,
-                        scores[i]
-                    ),
+                    reason,
                 });
+            }
+            if outlying {
                 base.outlying += 1;
                 // A lasting change becomes the router's new normal after a while.
                 if base.outlying >= config.accept_after {

@@ -6,17 +6,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Error, in robust standard deviations of the router's own forecast errors, at which a
-    /// point is anomalous (score 0.5).
+    /// Least error, in robust standard deviations of the series' own forecast errors, at which
+    /// a single point is anomalous; the calibrated threshold is higher on heavy-tailed series.
     pub threshold: f64,
     /// Samples a router is seen before it is scored (normaliser and error scale settle).
     pub warmup: u64,
-    /// Weight of the newest error in the smoothed error (1 = no smoothing).
-    pub smoothing: f64,
-    /// Weight of the newest error in the error scale.
-    pub scale_alpha: f64,
-    /// Least error scale, in the router's standard deviations.
-    pub min_scale: f64,
     /// Consecutive anomalies on one side after which the new level is accepted.
     pub level_shift_after: u32,
     /// Least absolute departure from the forecast, per metric in its own unit, for a point to
@@ -37,9 +31,6 @@ impl Default for Config {
         Config {
             threshold: 6.0,
             warmup: 120,
-            smoothing: 0.5,
-            scale_alpha: 0.01,
-            min_scale: 0.05,
             level_shift_after: 3,
             min_deviation: default_min_deviation(),
             metrics: Vec::new(),
@@ -67,15 +58,6 @@ impl Config {
                 self.warmup
             ));
         }
-        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
-            return fail(format!("smoothing must be in (0, 1], got {}", self.smoothing));
-        }
-        if !(self.scale_alpha > 0.0 && self.scale_alpha <= 0.5) {
-            return fail(format!("scale_alpha must be in (0, 0.5], got {}", self.scale_alpha));
-        }
-        if !(self.min_scale.is_finite() && self.min_scale > 0.0) {
-            return fail(format!("min_scale must be a positive number, got {}", self.min_scale));
-        }
         if self.level_shift_after < 2 {
             return fail(format!("level_shift_after must be at least 2, got {}", self.level_shift_after));
         }
@@ -95,15 +77,9 @@ impl Config {
   "additionalProperties": false,
   "properties": {
     "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
-      "description": "Forecast error, in robust sd of the router's own errors, that scores 0.5."},
+      "description": "Least forecast error, in robust sd of the series' own errors, at which a single point is anomalous."},
     "warmup": {"type": "integer", "minimum": 70, "default": 120,
       "description": "Samples a router is seen before it is scored."},
-    "smoothing": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.5,
-      "description": "Weight of the newest error in the smoothed error."},
-    "scale_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.01,
-      "description": "Weight of the newest error in the error scale."},
-    "min_scale": {"type": "number", "exclusiveMinimum": 0, "default": 0.05,
-      "description": "Least error scale, in the router's standard deviations."},
     "level_shift_after": {"type": "integer", "minimum": 2, "default": 3,
       "description": "Consecutive same-side anomalies after which the new level is accepted."},
     "min_deviation": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
@@ -133,6 +109,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 8);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 5);
     }
 }

@@ -6,20 +6,21 @@
 //! a sample in a batch go through the model in one call (the batch dimension), so a batch of a
 //! thousand routers costs one inference, not a thousand.
 //!
-//! Each (router, metric) compares the sample with its forecast: the error is measured against
-//! a Huber-clipped running scale of the router's own errors (a dynamic threshold), both raw
-//! and exponentially smoothed, so a sharp spike and a sustained moderate departure both
-//! reach the threshold. Anomalous samples enter the model and the statistics as their
-//! forecasts, until `level_shift_after` in a row on one side make a level shift, which is
-//! then accepted as the new normal.
+//! Each (router, metric) compares the sample with its forecast, and the SDK's calibrator scores
+//! the error: how unlikely it is under that series' own recent errors, both as a single error
+//! and as a run of errors on one side, so a sharp spike and a sustained moderate departure both
+//! reach the decision. Anomalies mark the onset of a departure and its updates. Anomalous
+//! samples enter the model and the statistics as their forecasts, until `level_shift_after` in
+//! a row on one side make a level shift, which is then accepted as the new normal.
+//!
+//! The model reads only its ten trained inputs ([`model::FEATURES`]); its info says so, and
+//! other metrics of a batch score 0.
 
 mod config;
 pub mod model;
 pub mod normalize;
 
-use routewatch_plugin_sdk::{
-    Anomaly, AnomalyKind, Batch, Detector, Info, MAX_ROUTER_ID, Output, score_from_z, snapshot,
-};
+use routewatch_plugin_sdk::{Batch, Detector, Info, Judge, MAX_ROUTER_ID, Output, snapshot};
 use serde::{Deserialize, Serialize};
 
 pub use config::Config;
@@ -29,9 +30,8 @@ use normalize::{CLIP, Norm};
 routewatch_plugin_sdk::export_detector!(Lstm);
 
 /// Snapshot layout version; bump when [`RouterState`] or the snapshot body changes shape.
-const SNAPSHOT_VERSION: u8 = 1;
-/// For Gaussian errors, `E|e| * sqrt(pi / 2)` is the standard deviation.
-const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
+/// 2: error tracks carry the SDK's calibrator and episode.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// The LSTM detector.
 #[derive(Debug, Default)]
@@ -44,12 +44,10 @@ pub struct Lstm {
 }
 
 /// Forecast-error tracking of one (router, metric).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ErrorTrack {
-    /// Running scale of the raw errors (an sd estimate, normalised units).
-    scale: f64,
-    /// Exponentially smoothed signed error.
-    smoothed: f64,
+    /// Calibrated scores of the forecast errors (metric units) and onsets of departures.
+    judge: Judge,
     /// Consecutive anomalies on one side: sign and length.
     run_side: i8,
     run_len: u32,
@@ -241,79 +239,37 @@ impl Lstm {
             let mut accept = true;
             if let (Some(expected_z), true) = (forecast, learning_scale) {
                 let track = &mut state.errors[f];
-                let error = z - expected_z;
-                track.smoothed += config.smoothing * (error - track.smoothed);
-                if track.scale == 0.0 {
-                    track.scale = error.abs().max(config.min_scale);
-                }
-                let scale = track.scale.max(config.min_scale);
-                // The smoothed error of white noise has sd `scale * sqrt(s / (2 - s))`.
-                let smooth_sd = scale * (config.smoothing / (2.0 - config.smoothing)).sqrt();
-                let z_raw = error.abs() / scale;
-                let z_smooth = track.smoothed.abs() / smooth_sd;
-                let mut severity = z_raw.max(z_smooth);
-                if min_dev[f] > 0.0 {
-                    // Below the least departure, a point can reach the threshold only by far.
-                    let departure = (value - norm.denormalise(expected_z)).abs();
-                    severity = severity.min(config.threshold * departure / min_dev[f]);
-                }
-                let band = config.threshold * scale;
-                // Huber-style: an outlier moves the scale only as far as one at the threshold.
-                let alpha = if scoring { config.scale_alpha } else { 1.0 / (state.seen - normalize::WARMUP) as f64 };
-                track.scale += alpha * (error.abs().min(band) * MEAN_ABS_TO_SD - track.scale);
-                if scoring && severity >= config.threshold {
-                    let side: i8 = if error > 0.0 { 1 } else { -1 };
-                    if track.run_side != side {
-                        track.run_side = side;
-                        track.run_len = 0;
-                    }
-                    track.run_len += 1;
-                    let shifted = track.run_len >= config.level_shift_after;
-                    // Until the departure has lasted, do not let it bend the model or the statistics.
-                    accept = shifted;
-                    if shifted {
+                let expected = norm.denormalise(expected_z);
+                if !scoring {
+                    // The calibrator learns the errors while the model settles.
+                    track.judge.calibrator.observe(value, expected, config.threshold);
+                } else {
+                    let judgement = track.judge.judge(FEATURES[f], value, expected, config.threshold, min_dev[f]);
+                    if judgement.calibration.anomalous() {
+                        let side: i8 = if value > expected { 1 } else { -1 };
+                        if track.run_side != side {
+                            track.run_side = side;
+                            track.run_len = 0;
+                        }
+                        track.run_len += 1;
+                        // Until the departure has lasted, do not let it bend the model or the
+                        // statistics.
+                        accept = track.run_len >= config.level_shift_after;
+                        if accept {
+                            track.run_len = 0;
+                            track.run_side = 0;
+                        }
+                    } else if track.run_len > 0 {
                         track.run_len = 0;
                         track.run_side = 0;
-                        track.smoothed = 0.0;
                     }
                     if let (Some(c), true) = (column_of[f], reported[f]) {
-                        let score = score_from_z(severity, config.threshold);
-                        out.scores[c * rows + row] = score as f32;
-                        let expected = norm.denormalise(expected_z);
-                        let sd = norm.sd();
-                        let kind = if shifted {
-                            AnomalyKind::LevelShift
-                        } else if z_raw < config.threshold {
-                            AnomalyKind::Drift
-                        } else if side > 0 {
-                            AnomalyKind::Spike
-                        } else {
-                            AnomalyKind::Dip
-                        };
-                        out.anomalies.push(Anomaly {
-                            row: row as u32,
-                            column: c as u32,
-                            observed: value,
-                            expected,
-                            lower: expected - band * sd,
-                            upper: expected + band * sd,
-                            score,
-                            kind,
-                            reason: format!(
-                                "{} {value:.4} vs forecast {expected:.4}: error {:+.1} sd (smoothed {:+.1})",
-                                FEATURES[f],
-                                error / scale,
-                                track.smoothed / smooth_sd
-                            ),
-                        });
-                    }
-                } else {
-                    if track.run_len > 0 {
-                        track.run_len = 0;
-                        track.run_side = 0;
-                    }
-                    if let (Some(c), true, true) = (column_of[f], reported[f], scoring) {
-                        out.scores[c * rows + row] = score_from_z(severity, config.threshold) as f32;
+                        out.scores[c * rows + row] = judgement.calibration.score as f32;
+                        if let Some(mut anomaly) = judgement.anomaly {
+                            anomaly.row = row as u32;
+                            anomaly.column = c as u32;
+                            out.anomalies.push(anomaly);
+                        }
                     }
                 }
             }

@@ -35,11 +35,15 @@
 //! assert_eq!(out.scores, vec![1.0]);
 //! ```
 
+pub mod calibrate;
+pub mod episode;
 mod score;
 mod series;
 pub mod snapshot;
 mod types;
 
+pub use calibrate::{Calibration, Calibrator};
+pub use episode::{Episode, Judge, Judgement, MAX_REASON_BYTES, Report};
 pub use score::{Z_SCORE_SLOPE, score_from_z};
 pub use series::{MAX_ROUTER_ID, SeriesTable, Verdict};
 pub use types::{Anomaly, AnomalyKind, Batch, Column, Info, Level, Output};

@@ -65,8 +65,20 @@ impl<S: Default + Clone> SeriesTable<S> {
         &mut self,
         batch: &Batch<'_>,
         out: &mut Output,
-        mut watch: impl FnMut(&str) -> Option<C>,
+        watch: impl FnMut(&str) -> Option<C>,
         mut observe: impl FnMut(&mut S, &C, i64, f64) -> Verdict,
+    ) -> Result<(), String> {
+        self.process_named(batch, out, watch, |series, _, context, ts, value| observe(series, context, ts, value))
+    }
+
+    /// [`SeriesTable::process`], with the column's metric name handed to `observe` too (for
+    /// reasons such as [`crate::episode::describe`] writes).
+    pub fn process_named<C>(
+        &mut self,
+        batch: &Batch<'_>,
+        out: &mut Output,
+        mut watch: impl FnMut(&str) -> Option<C>,
+        mut observe: impl FnMut(&mut S, &str, &C, i64, f64) -> Verdict,
     ) -> Result<(), String> {
         let rows = batch.rows();
         out.scores.reserve(batch.points());
@@ -86,7 +98,7 @@ impl<S: Default + Clone> SeriesTable<S> {
                 if r >= table.len() {
                     table.resize(r + 1, S::default());
                 }
-                let verdict = observe(&mut table[r], &context, ts, value);
+                let verdict = observe(&mut table[r], column.metric, &context, ts, value);
                 out.scores.push(verdict.score as f32);
                 if let Some(mut anomaly) = verdict.anomaly {
                     anomaly.row = row as u32;

@@ -100,7 +100,7 @@ pub struct Anomaly {
 }
 
 /// WIT `anomaly-kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AnomalyKind {
     Spike,
     Dip,

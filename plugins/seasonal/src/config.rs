@@ -12,13 +12,12 @@ pub struct Config {
     pub window: usize,
     /// Samples between refits.
     pub refit_every: usize,
-    /// Half-width of the prediction interval, in ETS error sd (score 0.5 at the boundary).
+    /// Least half-width of the prediction interval, in robust sd of the one-step errors; the
+    /// calibrated width is larger on heavy-tailed series.
     pub threshold: f64,
     /// Consecutive same-side anomalies that make a level shift.
     pub level_shift_after: u32,
-    /// The error sd is never below this fraction of the forecast.
-    pub rel_floor: f64,
-    /// Metrics to watch, by wire name; empty watches all. Defaults to those with a daily cycle.
+    /// Metrics to watch, by wire name; empty watches all.
     pub metrics: Vec<String>,
     /// Metrics modelled in logarithms. Traffic and latency vary by a factor over the day, and so
     /// does their noise: in logs the noise is the same at the peak as at night, so one interval
@@ -34,8 +33,7 @@ impl Default for Config {
             refit_every: 1440,
             threshold: 6.0,
             level_shift_after: 3,
-            rel_floor: 0.001,
-            metrics: ["cpu_util", "temp_c", "latency_ms", "rx_bps", "tx_bps"].map(String::from).to_vec(),
+            metrics: Vec::new(),
             log_metrics: ["latency_ms", "rx_bps", "tx_bps"].map(String::from).to_vec(),
         }
     }
@@ -70,9 +68,6 @@ impl Config {
         if self.level_shift_after < 2 {
             return fail(format!("level_shift_after must be at least 2, got {}", self.level_shift_after));
         }
-        if !(self.rel_floor >= 0.0 && self.rel_floor < 1.0) {
-            return fail(format!("rel_floor must be in [0, 1), got {}", self.rel_floor));
-        }
         Ok(())
     }
 
@@ -90,14 +85,11 @@ impl Config {
     "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
       "description": "Prediction-interval half-width in ETS error sd (score 0.5)."},
     "level_shift_after": {"type": "integer", "minimum": 2, "default": 3},
-    "rel_floor": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.001,
-      "description": "Least error sd, as a fraction of the forecast."},
     "metrics": {"type": "array", "items": {"type": "string"},
-      "default": ["cpu_util", "temp_c", "latency_ms", "rx_bps", "tx_bps"],
-      "description": "Metrics to watch; empty watches all."},
+      "default": [], "description": "Metrics to watch; empty watches all."},
     "log_metrics": {"type": "array", "items": {"type": "string"},
       "default": ["latency_ms", "rx_bps", "tx_bps"],
-      "description": "Metrics modelled in logarithms (their noise grows with their level)."}
+      "description": "Metrics modelled in logarithms (their noise grows with their level); others are modelled in logarithms when positive and varying by a factor of 10 over the first window."}
   }
 }"#;
 }
@@ -118,6 +110,6 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         let schema: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 8);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 7);
     }
 }

@@ -2,16 +2,19 @@
 //! against its one-step prediction interval.
 //!
 //! Per (router, metric), once `window` samples are collected (two periods by default), in
-//! logarithms for the `log_metrics`:
+//! logarithms for the `log_metrics` (and for any positive series that varies by a factor of
+//! ten over its first window):
 //! 1. augurs' MSTL splits the window into a seasonal profile (the daily cycle) and a
 //!    deseasonalised part, to which augurs' ETS fits an ETS(A,N,N) model (`LevelEts`): a
 //!    level with additive errors, whose smoothing weight `alpha` and error sd `sigma` come from
 //!    the fit. The profile is then smoothed by a running median (`running_median`);
-//! 2. every new sample is forecast as `level + seasonal[phase]`; the prediction interval is
-//!    `forecast ± threshold * sigma`, and a sample outside it is anomalous (score 0.5 at the
-//!    boundary). Normal samples update the level with `alpha`, exactly as the fitted ETS
-//!    filter would; anomalous ones do not, until `level_shift_after` in a row on one side
-//!    make a level shift, which is then accepted. Sigma follows the errors seen since the fit;
+//! 2. every new sample is forecast as `level + seasonal[phase]`, and the error is scored by the
+//!    SDK's calibrator (seeded with the fit's `sigma`): how unlikely it is under the series'
+//!    own recent errors, 0.5 at the decision, at least `threshold` robust sd for a single
+//!    error. Normal samples update the level with `alpha`, exactly as the fitted ETS filter
+//!    would; anomalous ones do not, until `level_shift_after` in a row on one side make a
+//!    level shift, which is then accepted. Anomalies mark the onset of a departure and its
+//!    updates (the SDK's episode);
 //! 3. it refits every `refit_every` samples on the latest window.
 //!
 //! The fitted ETS model does not expose its parameters, so `alpha` is recovered from the
@@ -25,8 +28,10 @@ use std::collections::VecDeque;
 use augurs::ets::model::{ErrorComponent, Model as EtsModel, ModelType, SeasonalComponent, TrendComponent, Unfit};
 use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
 use augurs::{Fit, Forecast, Predict};
+use routewatch_plugin_sdk::calibrate::finite;
 use routewatch_plugin_sdk::{
-    Anomaly, AnomalyKind, Batch, Detector, Info, Output, SeriesTable, Verdict, score_from_z, snapshot,
+    Anomaly, AnomalyKind, Batch, Calibrator, Detector, Info, Judge, Output, Report, SeriesTable, Verdict, episode,
+    snapshot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +39,9 @@ pub use config::Config;
 
 routewatch_plugin_sdk::export_detector!(Seasonal);
 
-/// 2: the configuration gained `log_metrics`.
-const SNAPSHOT_VERSION: u8 = 2;
+/// 2: the configuration gained `log_metrics`. 3: series carry the SDK's calibrator and
+/// episode, and their own scale.
+const SNAPSHOT_VERSION: u8 = 3;
 /// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -65,13 +71,17 @@ pub struct Series {
     history: VecDeque<f32>,
     since_fit: usize,
     model: Option<Fitted>,
+    /// How the samples are modelled, decided at the first fit.
+    scale: Option<Scale>,
+    /// Calibrated scores of the one-step errors and the onsets of departures.
+    judge: Judge,
     run_side: i8,
     run_len: u32,
     run_sum: f64,
 }
 
 /// How a metric's samples are modelled: as they are, or in logarithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Scale {
     Linear,
     Log,
@@ -91,27 +101,32 @@ impl Scale {
     fn to_metric(self, v: f64) -> f64 {
         match self {
             Scale::Linear => v,
-            Scale::Log => v.exp(),
+            Scale::Log => finite(v.exp()),
         }
     }
 
-    /// The least error sd at a forecast of `expected` (in model units): a fraction of the
-    /// forecast, which in logs is the same fraction as an absolute amount.
-    fn sigma_floor(self, expected: f64, rel_floor: f64) -> f64 {
-        match self {
-            Scale::Linear => rel_floor * expected.abs(),
-            Scale::Log => rel_floor,
+    /// The scale for a series of no configured scale, from its first window: logarithms
+    /// when every sample is positive and the series varies by an order of magnitude (traffic
+    /// over a day: its noise grows with its level), otherwise the samples as they are.
+    fn choose(history: &VecDeque<f32>) -> Scale {
+        let (mut lo, mut hi) = (f32::INFINITY, 0f32);
+        for &v in history {
+            lo = lo.min(v);
+            hi = hi.max(v);
         }
+        if lo > 0.0 && hi >= 10.0 * lo && hi.is_finite() { Scale::Log } else { Scale::Linear }
     }
 }
 
 impl Series {
-    fn observe(&mut self, ts: i64, raw: f64, scale: Scale, config: &Config) -> Verdict {
+    fn observe(&mut self, ts: i64, raw: f64, metric: &str, named: Option<Scale>, config: &Config) -> Verdict {
         let quiet = Verdict { score: 0.0, anomaly: None };
         if self.last_ts.is_some_and(|last| ts <= last) {
             return quiet;
         }
         self.last_ts = Some(ts);
+        // Before the first fit the samples are kept as they are; the fit decides the scale.
+        let scale = self.scale.unwrap_or(Scale::Linear);
         let value = scale.to_model(raw);
         let mut kept = value;
         let mut verdict = quiet;
@@ -120,16 +135,18 @@ impl Series {
             model.phase = (model.phase + 1) % model.profile.len();
             if value.is_finite() {
                 let expected = model.level + seasonal;
-                let sigma = model.sigma.max(scale.sigma_floor(expected, config.rel_floor)).max(1e-9);
                 let residual = value - expected;
-                let z = residual.abs() / sigma;
-                let score = score_from_z(z, config.threshold);
-                verdict.score = score;
-                // The error sd follows the errors actually seen, Huber-style: an outlier moves
-                // it only as far as one at the threshold would.
-                let clipped = residual.abs().min(config.threshold * sigma);
-                model.sigma = ((1.0 - SCALE_ALPHA) * model.sigma.powi(2) + SCALE_ALPHA * clipped.powi(2)).sqrt();
-                if z < config.threshold {
+                let calibration = self.judge.calibrator.observe(value, expected, config.threshold);
+                verdict.score = calibration.score;
+                let kind = if calibration.run >= 2 {
+                    AnomalyKind::LevelShift
+                } else if residual > 0.0 {
+                    AnomalyKind::Spike
+                } else {
+                    AnomalyKind::Dip
+                };
+                let report = self.judge.episode.step(calibration.anomalous(), kind);
+                if !calibration.anomalous() {
                     self.run_len = 0;
                     model.level += model.alpha * (value - seasonal - model.level);
                 } else {
@@ -141,36 +158,43 @@ impl Series {
                     }
                     self.run_len += 1;
                     self.run_sum += residual;
-                    let band = config.threshold * sigma;
-                    let (lower, upper) = (scale.to_metric(expected - band), scale.to_metric(expected + band));
-                    let kind = if self.run_len >= config.level_shift_after {
+                    if self.run_len >= config.level_shift_after {
                         // A lasting move: take the new level.
-                        model.level += self.run_sum / f64::from(self.run_len);
+                        model.level = finite(model.level + self.run_sum / f64::from(self.run_len));
                         self.run_len = 0;
                         self.run_sum = 0.0;
-                        AnomalyKind::LevelShift
                     } else {
                         kept = expected;
-                        if side > 0 { AnomalyKind::Spike } else { AnomalyKind::Dip }
-                    };
+                    }
+                }
+                if report != Report::None {
+                    let (lower, upper) = self.judge.calibrator.band(expected, config.threshold);
+                    let (lower, upper) = (finite(scale.to_metric(lower)), finite(scale.to_metric(upper)));
+                    let expected = finite(scale.to_metric(expected));
                     verdict.anomaly = Some(Anomaly {
                         row: 0,
                         column: 0,
                         observed: raw,
-                        expected: scale.to_metric(expected),
+                        expected,
                         lower,
                         upper,
-                        score,
+                        score: calibration.score,
                         kind,
-                        reason: format!(
-                            "{raw:.4} outside the seasonal interval [{lower:.4}, {upper:.4}] ({:+.1} sigma)",
-                            residual / sigma
+                        reason: episode::describe(
+                            metric,
+                            kind,
+                            expected,
+                            raw,
+                            calibration.run,
+                            report == Report::Update,
                         ),
                     });
                 }
             } else {
                 kept = model.level + seasonal;
             }
+        } else {
+            self.judge.calibrator.learn_value(value);
         }
         if !kept.is_finite() {
             return verdict;
@@ -186,8 +210,22 @@ impl Series {
         };
         if due {
             self.since_fit = 0;
+            if self.scale.is_none() {
+                let chosen = named.unwrap_or_else(|| Scale::choose(&self.history));
+                if chosen == Scale::Log {
+                    self.history.iter_mut().for_each(|v| *v = Scale::Log.to_model(f64::from(*v)) as f32);
+                    self.judge.calibrator = Calibrator::default();
+                    self.history.iter().for_each(|&v| self.judge.calibrator.learn_value(f64::from(v)));
+                }
+                self.scale = Some(chosen);
+            }
             let history: Vec<f64> = self.history.iter().map(|&v| f64::from(v)).collect();
-            if let Some(model) = fit(&history, config.period) {
+            if history.iter().all(|v| v.is_finite())
+                && let Some(model) = fit(&history, config.period)
+            {
+                if self.model.is_none() {
+                    self.judge.calibrator.seed(model.sigma);
+                }
                 self.model = Some(model);
             }
         }
@@ -298,8 +336,6 @@ fn running_median(profile: &[f32], half: usize) -> Vec<f32> {
         })
         .collect()
 }
-/// Weight of the newest error in the running error sd (a memory of about 100 samples).
-const SCALE_ALPHA: f64 = 0.01;
 
 impl Detector for Seasonal {
     fn info() -> Info {
@@ -309,7 +345,7 @@ impl Detector for Seasonal {
             description: "MSTL seasonal profile with an ETS level (augurs); flags samples outside the one-step \
                           prediction interval"
                 .into(),
-            metrics: Config::default().metrics,
+            metrics: Vec::new(),
             config_schema: Config::SCHEMA.into(),
         }
     }
@@ -324,9 +360,11 @@ impl Detector for Seasonal {
         let watch = |metric: &str| {
             let watched = config.metrics.is_empty() || config.metrics.iter().any(|m| m == metric);
             let log = config.log_metrics.iter().any(|m| m == metric);
-            watched.then_some(if log { Scale::Log } else { Scale::Linear })
+            watched.then_some(log.then_some(Scale::Log))
         };
-        self.series.process(batch, out, watch, |series, &scale, ts, value| series.observe(ts, value, scale, config))
+        self.series.process_named(batch, out, watch, |series, metric, &named, ts, value| {
+            series.observe(ts, value, metric, named, config)
+        })
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -382,7 +420,7 @@ mod tests {
         let mut found = Vec::new();
         for (i, &v) in y.iter().enumerate() {
             let v = if i == 300 { v + 3.0 } else { v };
-            if let Some(a) = series.observe(i as i64, v, Scale::Linear, &config).anomaly {
+            if let Some(a) = series.observe(i as i64, v, "cpu_util", Some(Scale::Linear), &config).anomaly {
                 found.push((i, a.kind));
             }
         }
@@ -417,7 +455,7 @@ mod tests {
         for (i, v) in cycle(400, 60).into_iter().enumerate() {
             // Traffic-like: a cycle around 1e9 whose noise is relative; zero at sample 300.
             let v = if i == 300 { 0.0 } else { 1e9 * (v / 10.0) };
-            if let Some(a) = series.observe(i as i64, v, Scale::Log, &config).anomaly {
+            if let Some(a) = series.observe(i as i64, v, "rx_bps", Some(Scale::Log), &config).anomaly {
                 found.push(a);
             }
         }
