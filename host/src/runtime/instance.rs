@@ -323,7 +323,7 @@ fn classify(store: &Store<HostState>, err: wasmtime::Error, budget: Duration) ->
 }
 
 /// Checks a plugin's output against the contract in `wit/detector.wit`.
-fn validate(batch: &Batch, output: &Output) -> Result<(), CallError> {
+pub(super) fn validate(batch: &Batch, output: &Output) -> Result<(), CallError> {
     let rows = batch.routers.len();
     let points = rows * batch.columns.len();
     let bad = |msg: String| Err(CallError::InvalidOutput(msg));

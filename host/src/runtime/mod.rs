@@ -41,6 +41,14 @@ pub use plugin::Plugin;
 use cache::ComponentCache;
 use instance::HostState;
 
+/// Checks a plugin's `output` for `batch` against the contract in `wit/detector.wit`, as
+/// [`Instance::process`] does before it returns anything: one score in [0, 1] per point, no
+/// more anomalies than points, each inside the batch with a score in [0, 1] and a reason of at
+/// most 200 bytes. Public for the fuzz targets (`fuzz/`) and for checking a detector run natively.
+pub fn check_output(batch: &Batch, output: &Output) -> Result<(), CallError> {
+    instance::validate(batch, output)
+}
+
 /// Versions of the `routewatch:detector` WIT package this host serves.
 pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
 

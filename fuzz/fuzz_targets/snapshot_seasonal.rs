@@ -1,0 +1,12 @@
+//! `Seasonal::restore` on arbitrary bytes, starting from snapshots of a trained detector: never
+//! panics, allocates within the snapshot's own bounds, and what it accepts snapshots back to
+//! bytes that restore again and scores within the output contract.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use routewatch_seasonal::Seasonal;
+
+fuzz_target!(
+    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Seasonal>(r#"{"period":4,"window":8,"refit_every":8}"#, 40)),
+    |data: &[u8]| routewatch_fuzz::check_restore(&mut Seasonal::default(), data)
+);
