@@ -33,8 +33,18 @@ enum Unit {
 
 impl Unit {
     fn value(self) -> f64 {
-        const EDGES: [f64; 10] =
-            [0.0, -0.0, 1.0, 0.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0 + f64::EPSILON, -f64::MIN_POSITIVE, 2.0];
+        const EDGES: [f64; 10] = [
+            0.0,
+            -0.0,
+            1.0,
+            0.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.0 + f64::EPSILON,
+            -f64::MIN_POSITIVE,
+            2.0,
+        ];
         match self {
             Unit::In(n) => f64::from(n) / f64::from(u16::MAX),
             Unit::Edge(i) => EDGES[usize::from(i) % EDGES.len()],
@@ -96,10 +106,10 @@ fn build(input: &Input) -> (Batch, Output) {
     };
     let points = rows * columns;
     // Mostly the right number of scores.
-    let count = if input.extra_scores % 4 == 0 { points } else { points.saturating_add_signed(input.extra_scores.into()) };
-    let scores = (0..count)
-        .map(|i| input.scores.get(i % input.scores.len().max(1)).map_or(0.5, |u| u.value()) as f32)
-        .collect();
+    let count =
+        if input.extra_scores % 4 == 0 { points } else { points.saturating_add_signed(input.extra_scores.into()) };
+    let scores =
+        (0..count).map(|i| input.scores.get(i % input.scores.len().max(1)).map_or(0.5, |u| u.value()) as f32).collect();
     let anomalies = input
         .anomalies
         .iter()

@@ -179,7 +179,9 @@ pub fn trained_snapshots<D: Detector>(config: &str, steps: usize) -> Vec<Vec<u8>
     let mut snapshots = vec![detector.snapshot()];
     for step in 0..steps {
         let mut out = Output::default();
-        detector.process(&Sample::at(1_764_000_000_000, step).batch(), &mut out).unwrap_or_else(|e| panic!("seed training: {e}"));
+        detector
+            .process(&Sample::at(1_764_000_000_000, step).batch(), &mut out)
+            .unwrap_or_else(|e| panic!("seed training: {e}"));
         if step + 1 == steps / 2 || step + 1 == steps {
             snapshots.push(detector.snapshot());
         }
@@ -248,14 +250,19 @@ pub fn seed_series_tables() -> Vec<Vec<u8>> {
         let sample = Sample::at(0, step);
         let mut out = Output::default();
         table
-            .process(&sample.batch(), &mut out, |_| Some(()), |s: &mut Series, _, ts, value| {
-                s.0 += 1;
-                s.1 = ts;
-                s.2 += value;
-                s.3.push_back(value);
-                s.4 = (s.0 % 3 == 0).then(|| vec![value as f32; 2]);
-                Verdict::default()
-            })
+            .process(
+                &sample.batch(),
+                &mut out,
+                |_| Some(()),
+                |s: &mut Series, _, ts, value| {
+                    s.0 += 1;
+                    s.1 = ts;
+                    s.2 += value;
+                    s.3.push_back(value);
+                    s.4 = (s.0 % 3 == 0).then(|| vec![value as f32; 2]);
+                    Verdict::default()
+                },
+            )
             .expect("seed batches are valid");
     }
     seeds.push(snapshot::encode(1, &(vec!["seed".to_owned()], &table)));

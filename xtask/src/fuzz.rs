@@ -59,7 +59,8 @@ pub fn run(root: &Path, seconds: u64, sanitizer: &str, only: &[String]) -> Resul
         let file = std::fs::File::create(&log)?;
         let status = cmd.stdout(Stdio::from(file.try_clone()?)).stderr(Stdio::from(file)).status()?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let failure = (!status.success()).then(|| reproducer(&text).unwrap_or_else(|| format!("see {}", log.display())));
+        let failure =
+            (!status.success()).then(|| reproducer(&text).unwrap_or_else(|| format!("see {}", log.display())));
         outcomes.push(Outcome {
             target: target.clone(),
             execs: stat(&text, "stat::number_of_executed_units"),
