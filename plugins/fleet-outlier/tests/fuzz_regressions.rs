@@ -1,4 +1,4 @@
-//! Inputs found by the fuzz target `snapshot_fleet_outlier` (see `fuzz/`).
+//! Regressions for the fuzz target `snapshot_fleet_outlier` (see `fuzz/`): its oracle, and the restore checks it needs.
 
 use routewatch_fleet_outlier::{Baseline, Config, FleetOutlier};
 use routewatch_plugin_sdk::Detector;
