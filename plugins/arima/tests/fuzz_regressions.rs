@@ -1,4 +1,4 @@
-//! Regressions for the fuzz target `snapshot_arima` (see `fuzz/`): its oracle, and the restore checks it needs.
+//! Regressions for the fuzz target `snapshot_arima` (see `fuzz/`): restore refuses what configure refuses.
 
 use routewatch_arima::{Arima, Config};
 use routewatch_plugin_sdk::Detector;

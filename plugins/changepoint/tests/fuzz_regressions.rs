@@ -1,4 +1,4 @@
-//! Regressions for the fuzz target `snapshot_changepoint` (see `fuzz/`): its oracle, and the restore checks it needs.
+//! Regressions for the fuzz target `snapshot_changepoint` (see `fuzz/`): restore refuses what configure refuses.
 
 use routewatch_changepoint::{Changepoint, Config};
 use routewatch_plugin_sdk::Detector;

@@ -1,4 +1,4 @@
-//! Regressions for the fuzz target `snapshot_fleet_outlier` (see `fuzz/`): its oracle, and the restore checks it needs.
+//! Regressions for the fuzz target `snapshot_fleet_outlier` (see `fuzz/`): restore refuses what configure refuses.
 
 use routewatch_fleet_outlier::{Baseline, Config, FleetOutlier};
 use routewatch_plugin_sdk::Detector;

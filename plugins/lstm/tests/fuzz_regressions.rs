@@ -1,4 +1,4 @@
-//! Regressions for the fuzz target `snapshot_lstm` (see `fuzz/`): its oracle, and the restore checks it needs.
+//! Regressions for the fuzz target `snapshot_lstm` (see `fuzz/`): restore refuses what configure refuses.
 
 use routewatch_lstm::{Config, Lstm};
 use routewatch_plugin_sdk::Detector;
