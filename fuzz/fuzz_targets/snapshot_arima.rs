@@ -6,7 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use routewatch_arima::Arima;
 
+/// A configuration with short warm-ups, so that the seeds carry fitted models.
+const SEED_CONFIG: &str = r#"{"warmup":30,"window":30,"refit_every":20}"#;
+
 fuzz_target!(
-    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Arima>(r#"{"warmup":30,"window":30,"refit_every":20}"#, 60)),
+    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Arima>(SEED_CONFIG, 60)),
     |data: &[u8]| routewatch_fuzz::check_restore(&mut Arima::default(), data)
 );

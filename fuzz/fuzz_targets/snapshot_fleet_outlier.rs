@@ -6,7 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use routewatch_fleet_outlier::FleetOutlier;
 
+/// A configuration with short warm-ups, so that the seeds carry fitted models.
+const SEED_CONFIG: &str = r#"{"warmup":10,"min_peers":3}"#;
+
 fuzz_target!(
-    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<FleetOutlier>(r#"{"warmup":10,"min_peers":3}"#, 40)),
+    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<FleetOutlier>(SEED_CONFIG, 40)),
     |data: &[u8]| routewatch_fuzz::check_restore(&mut FleetOutlier::default(), data)
 );

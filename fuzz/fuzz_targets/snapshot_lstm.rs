@@ -16,8 +16,11 @@ thread_local! {
     static EMPTY: Vec<u8> = Lstm::default().snapshot();
 }
 
+/// A configuration with short warm-ups, so that the seeds carry fitted models.
+const SEED_CONFIG: &str = r#"{"warmup":70}"#;
+
 fuzz_target!(
-    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Lstm>(r#"{"warmup":70}"#, 80)),
+    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Lstm>(SEED_CONFIG, 80)),
     |data: &[u8]| LSTM.with_borrow_mut(|lstm| {
         EMPTY.with(|empty| lstm.restore(empty)).expect("the default state restores");
         routewatch_fuzz::check_restore(lstm, data)

@@ -6,7 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use routewatch_seasonal::Seasonal;
 
+/// A configuration with short warm-ups, so that the seeds carry fitted models.
+const SEED_CONFIG: &str = r#"{"period":4,"window":8,"refit_every":8}"#;
+
 fuzz_target!(
-    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Seasonal>(r#"{"period":4,"window":8,"refit_every":8}"#, 40)),
+    init: routewatch_fuzz::write_seeds(routewatch_fuzz::trained_snapshots::<Seasonal>(SEED_CONFIG, 40)),
     |data: &[u8]| routewatch_fuzz::check_restore(&mut Seasonal::default(), data)
 );
