@@ -3,7 +3,6 @@
 //! plugin code (a full pool answers 503 at once rather than queueing).
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -171,24 +170,25 @@ pub async fn disable(State(state): State<ApiState>, Path(name): Path<String>) ->
 }
 
 /// `PUT /api/v1/plugins/{name}/config` with the configuration as JSON: checked against the
-/// plugin's schema and by the plugin itself (422 with the reasons if refused).
-pub async fn configure(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> ApiResult {
+/// plugin's schema and by the plugin itself (422 with the reasons if refused). A body over
+/// [`crate::registry::MAX_CONFIG_BYTES`] is drained and refused with a 413.
+pub async fn configure(State(state): State<ApiState>, Path(name): Path<String>, request: Request) -> ApiResult {
     let name = checked(&name)?.to_owned();
-    let Json(config) = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("configurations are capped at {} bytes", crate::registry::MAX_CONFIG_BYTES),
-            )
-        } else {
-            ApiError::bad_request(format!("the body must be JSON: {}", e.body_text()))
-        }
-    })?;
+    let cap = crate::registry::MAX_CONFIG_BYTES;
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("configurations are capped at {cap} bytes"));
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > cap) {
+        super::auth::drain(request.into_body()).await;
+        return Err(too_large());
+    }
+    let body = match read_capped(request.into_body(), cap).await {
+        Ok(body) => body,
+        Err(Some(err)) => return Err(ApiError::bad_request(format!("reading the configuration: {err}"))),
+        Err(None) => return Err(too_large()),
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?;
     let status = blocking(&state, move |registry| registry.configure(&name, config)).await?;
     Ok(Json(status).into_response())
 }
