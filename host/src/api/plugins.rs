@@ -175,8 +175,9 @@ pub async fn disable(State(state): State<ApiState>, Path(name): Path<String>) ->
 pub async fn configure(State(state): State<ApiState>, Path(name): Path<String>, request: Request) -> ApiResult {
     let name = checked(&name)?.to_owned();
     let cap = crate::registry::MAX_CONFIG_BYTES;
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("configurations are capped at {cap} bytes"));
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("configurations are capped at {cap} bytes"))
+    };
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if announced.is_some_and(|length| length > cap) {
         super::auth::drain(request.into_body()).await;
