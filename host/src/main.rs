@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::pipeline::{Pipeline, PipelineConfig, ProcessingGuarantee};
 use routewatch_host::replay::{self, InputFormat, ReplayOptions, ReplayPlugin};
 
 mod demo;
@@ -97,6 +97,9 @@ struct RunArgs {
     /// Longest a record waits for its batch to fill, in milliseconds.
     #[arg(long, env = "ROUTEWATCH_LINGER_MS")]
     linger_ms: Option<u64>,
+    /// at-least-once (default) or exactly-once (transactions; see the README).
+    #[arg(long, env = "ROUTEWATCH_PROCESSING_GUARANTEE", value_enum)]
+    processing_guarantee: Option<ProcessingGuarantee>,
     /// Seconds between saves of each partition's detector state.
     #[arg(long, env = "ROUTEWATCH_SNAPSHOT_INTERVAL_SECS")]
     snapshot_interval_secs: Option<u64>,
@@ -219,6 +222,7 @@ fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
     set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs, cache_max_mib, max_snapshot_mib);
+    set!(processing_guarantee);
     if !args.trusted_keys.is_empty() {
         config.trusted_keys = args.trusted_keys;
     }

@@ -1,6 +1,7 @@
-//! The streaming host against a real broker process (Tansu, started per test): detection end
-//! to end, dead letters, and no record lost across a host crash, a broker outage and a
-//! rebalance between two hosts.
+//! The streaming host against a real broker process (Apache Kafka, one per test; detection end
+//! to end also on Tansu, the second implementation): detection end to end, dead letters with
+//! their headers, topic creation, and no record lost across a host crash, a broker outage
+//! (frozen, or killed and restarted on its data) and a rebalance between two hosts.
 //!
 //! Counting uses the evil plugin's `mark` mode, which reports every record's first column as
 //! an anomaly: the anomalies topic then proves which records were processed.
@@ -8,48 +9,30 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fleet::{PARTITIONS, T0, await_marked, fleet, keys, mark, produce, producer, record, router, topics};
-use common::{Noise, TEST_TOKEN, component, metric_sum};
+use common::fleet::{
+    PARTITIONS, T0, await_marked, config, fleet, host_process, keys, mark, produce, producer, record, router, topics,
+};
+use common::{Noise, metric_sum};
 use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_telemetry::AnomalyEvent;
-use routewatch_testkit::Broker;
+use routewatch_testkit::{Broker, Implementation};
 
-fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> PipelineConfig {
-    let mut config = PipelineConfig {
-        brokers: broker.bootstrap(),
-        group_id: group.into(),
-        partitions: PARTITIONS,
-        plugins: vec![component(plugin)],
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_token: Some(TEST_TOKEN.into()),
-        linger_ms: 20,
-        snapshot_interval_secs: 1,
-        ..PipelineConfig::default()
-    };
-    if let Some(value) = plugin_config {
-        config.plugin_config.insert(plugin_name(plugin).into(), value);
-    }
-    // Short group timeouts, so joins and departures settle in seconds.
-    config.kafka.insert("session.timeout.ms".into(), "6000".into());
-    config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
-    config
-}
-
-fn plugin_name(component: &str) -> &str {
-    match component {
-        "routewatch_test_evil" => "evil",
-        _ => "arima",
-    }
+#[test]
+fn detects_an_injected_spike_end_to_end_on_apache_kafka() {
+    detects_an_injected_spike_end_to_end(Implementation::Kafka);
 }
 
 #[test]
-fn detects_an_injected_spike_end_to_end() {
-    let broker = Broker::start();
+fn detects_an_injected_spike_end_to_end_on_tansu() {
+    detects_an_injected_spike_end_to_end(Implementation::Tansu);
+}
+
+fn detects_an_injected_spike_end_to_end(implementation: Implementation) {
+    let broker = implementation.start();
     topics(&broker);
     let mut noise = Noise::new(3);
     let mut records = Vec::new();
@@ -133,9 +116,27 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_the_rest_are_process
     pipeline.shutdown().unwrap();
 }
 
+/// How the broker goes away for twenty seconds.
+#[derive(Clone, Copy)]
+enum Outage {
+    /// SIGSTOP, then SIGCONT: connections stay open and nothing answers.
+    Frozen,
+    /// SIGKILL, then a new broker process on the same data directory.
+    Restarted,
+}
+
 #[test]
-fn a_broker_outage_of_twenty_seconds_loses_nothing() {
-    let broker = Broker::start();
+fn a_broker_frozen_for_twenty_seconds_loses_nothing() {
+    a_broker_outage_of_twenty_seconds_loses_nothing(Outage::Frozen);
+}
+
+#[test]
+fn a_broker_killed_and_restarted_on_its_data_after_twenty_seconds_loses_nothing() {
+    a_broker_outage_of_twenty_seconds_loses_nothing(Outage::Restarted);
+}
+
+fn a_broker_outage_of_twenty_seconds_loses_nothing(outage: Outage) {
+    let mut broker = Broker::start();
     topics(&broker);
     let producer = producer(&broker);
     let before = fleet(20, 0..100);
@@ -143,7 +144,10 @@ fn a_broker_outage_of_twenty_seconds_loses_nothing() {
     let pipeline = Pipeline::start(config(&broker, "outage", "routewatch_test_evil", mark())).unwrap();
     await_marked(&broker, &keys(&before), Duration::from_secs(90));
 
-    broker.pause();
+    match outage {
+        Outage::Frozen => broker.pause(),
+        Outage::Restarted => broker.kill(),
+    }
     // The outage itself: records produced meanwhile wait in the producer's queue.
     let during = fleet(20, 100..200);
     let sender = {
@@ -151,27 +155,47 @@ fn a_broker_outage_of_twenty_seconds_loses_nothing() {
         std::thread::spawn(move || produce(&producer, &records))
     };
     std::thread::sleep(Duration::from_secs(20));
-    broker.resume();
+    match outage {
+        Outage::Frozen => broker.resume(),
+        Outage::Restarted => broker.restart(),
+    }
     sender.join().unwrap();
 
-    await_marked(&broker, &keys(&during), Duration::from_secs(120));
+    // Every record, from before the outage and during it, is marked on the anomalies topic.
+    let mut all = keys(&before);
+    all.extend(keys(&during));
+    await_marked(&broker, &all, Duration::from_secs(120));
     assert!(!pipeline.is_finished(), "the host rode out the outage");
     pipeline.shutdown().unwrap();
 }
 
-/// A `routewatch run` process.
-fn host_process(broker: &Broker, group: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_routewatch"))
-        .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
-        .args(["--plugin", component("routewatch_test_evil").to_str().unwrap()])
-        .args(["--plugin-config", r#"evil={"mode":"mark"}"#, "--snapshot-interval-secs", "1"])
-        .args(["--batch-records", "200", "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
-        .env("ROUTEWATCH_CACHE_DIR", std::env::temp_dir().join("routewatch-test-cache"))
-        .env("ROUTEWATCH_API_TOKEN", TEST_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("routewatch run starts")
+#[test]
+fn the_host_creates_its_topics_with_their_settings() {
+    let broker = Broker::start();
+    common::fleet::logs();
+    // No topic exists, and the broker creates none by itself.
+    assert!(broker.describe_topic("router-metrics").is_none());
+    let pipeline = Pipeline::start(PipelineConfig {
+        retention_hours: 5,
+        ..config(&broker, "create", "routewatch_test_evil", mark())
+    })
+    .unwrap();
+    for topic in ["router-metrics", "router-anomalies", "router-metrics-dlq"] {
+        let (partitions, settings) = broker.describe_topic(topic).unwrap_or_else(|| panic!("{topic} was not created"));
+        assert_eq!(partitions, PARTITIONS as usize, "{topic}");
+        assert_eq!(settings["retention.ms"], (5 * 3_600_000).to_string(), "{topic}");
+        assert_eq!(settings["cleanup.policy"], "delete", "{topic}");
+    }
+    let (partitions, settings) = broker.describe_topic("routewatch-state").expect("the state topic was created");
+    assert_eq!(partitions, 1);
+    assert_eq!(settings["cleanup.policy"], "compact");
+    assert_eq!(settings["max.message.bytes"], "67108864");
+    assert_eq!(settings["segment.ms"], "3600000");
+    // And the host works on what it created.
+    let records = fleet(5, 0..20);
+    produce(&producer(&broker), &records);
+    await_marked(&broker, &keys(&records), Duration::from_secs(90));
+    pipeline.shutdown().unwrap();
 }
 
 #[test]
@@ -193,14 +217,14 @@ fn a_host_killed_mid_stream_and_restarted_loses_no_record() {
             }
         })
     };
-    let mut host = host_process(&broker, "crash");
+    let mut host = host_process(&broker, "crash", &[]);
     // Wait until the host is well into the stream, then kill it without warning.
     let first: HashSet<(String, i64)> = keys(&all[..2000]);
     await_marked(&broker, &first, Duration::from_secs(120));
     host.kill().expect("SIGKILL");
     host.wait().unwrap();
     let started = Instant::now();
-    let mut host = host_process(&broker, "crash");
+    let mut host = host_process(&broker, "crash", &[]);
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
 
@@ -211,15 +235,42 @@ fn a_host_killed_mid_stream_and_restarted_loses_no_record() {
 }
 
 #[test]
-fn two_hosts_split_the_partitions_and_state_follows_them() {
+fn two_hosts_split_the_partitions_and_state_follows_them_classic_protocol() {
+    two_hosts_split_the_partitions_and_state_follows_them(GroupProtocol::Classic);
+}
+
+#[test]
+fn two_hosts_split_the_partitions_and_state_follows_them_consumer_protocol() {
+    two_hosts_split_the_partitions_and_state_follows_them(GroupProtocol::Consumer);
+}
+
+/// The consumer group protocol: the classic one, or KIP-848's (the broker assigns).
+#[derive(Clone, Copy)]
+enum GroupProtocol {
+    Classic,
+    Consumer,
+}
+
+fn group_config(broker: &Broker, protocol: GroupProtocol) -> PipelineConfig {
+    let mut config = config(broker, "pair", "routewatch_arima", None);
+    if let GroupProtocol::Consumer = protocol {
+        // Sessions and heartbeats are the broker's (the test broker's are 6 s and 500 ms).
+        config.kafka.remove("session.timeout.ms");
+        config.kafka.remove("heartbeat.interval.ms");
+        config.kafka.insert("group.protocol".into(), "consumer".into());
+    }
+    config
+}
+
+fn two_hosts_split_the_partitions_and_state_follows_them(protocol: GroupProtocol) {
     let broker = Broker::start();
     topics(&broker);
     let producer = producer(&broker);
     produce(&producer, &fleet(40, 0..150));
-    let a = Pipeline::start(config(&broker, "pair", "routewatch_arima", None)).unwrap();
+    let a = Pipeline::start(group_config(&broker, protocol)).unwrap();
     wait_for("host A holds every partition", || a.metrics().assigned_partitions.get() == i64::from(PARTITIONS));
 
-    let b = Pipeline::start(config(&broker, "pair", "routewatch_arima", None)).unwrap();
+    let b = Pipeline::start(group_config(&broker, protocol)).unwrap();
     wait_for("the hosts split the partitions", || {
         let (x, y) = (a.metrics().assigned_partitions.get(), b.metrics().assigned_partitions.get());
         x > 0 && y > 0 && x + y == i64::from(PARTITIONS)

@@ -139,7 +139,7 @@ fn main() {
     // A fresh broker per part: Tansu keeps everything in memory, and a broker already holding
     // millions of records would slow the next part down.
     let fresh = |topics: &[(&str, i32)]| {
-        let broker = Broker::start();
+        let broker = Broker::tansu();
         rt.block_on(ensure_topics(&broker.bootstrap(), topics)).expect("topics");
         broker
     };

@@ -92,7 +92,7 @@ impl Drop for Killed {
 
 #[test]
 fn fault_injected_over_http_changes_the_next_samples_and_is_published() {
-    let broker = Broker::start();
+    let broker = Broker::tansu();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(SIM)
         .args(["--routers", "50", "--interval", "100ms", "--fault-rate", "0", "--partitions", "2"])

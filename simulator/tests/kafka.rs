@@ -1,5 +1,7 @@
-//! Against a real broker process (Tansu, see CONVENTIONS.md): records and ground truth reach
-//! their topics, decode, and are keyed as documented; an outage loses nothing.
+//! Against a real broker process: records and ground truth reach their topics, decode, and
+//! are keyed as documented; an outage loses nothing. The broker is Tansu, the second
+//! implementation: these tests only produce, and it starts in milliseconds (the simulator
+//! meets Apache Kafka in deploy/check's live test).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ fn sink(broker: &Broker, metrics: &SimMetrics) -> Box<KafkaSink> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_and_faults_reach_their_topics_decoded_and_keyed() {
-    let broker = Broker::start();
+    let broker = Broker::tansu();
     // The simulator's own topic creation, as `routewatch-sim --brokers` does it.
     ensure_topics(&broker.bootstrap(), &[("router-metrics", 4), ("router-faults", 1)]).await.unwrap();
     ensure_topics(&broker.bootstrap(), &[("router-metrics", 4)]).await.expect("existing topics are fine");
@@ -89,7 +91,7 @@ async fn records_and_faults_reach_their_topics_decoded_and_keyed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_delays_but_loses_nothing() {
-    let broker = Broker::start();
+    let broker = Broker::tansu();
     broker.create_topics(&[("router-metrics", 2), ("router-faults", 1)]);
     let engine = engine(200);
     let metrics = SimMetrics::default();

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask build   # wasm32-wasip2 target if missing, the plugins, then the host
-//! cargo xtask test    # build, install the test broker, run every test
+//! cargo xtask test    # build, install the test brokers (Apache Kafka, Tansu), run every test
 //! cargo xtask demo    # build and run the demo
 //! cargo xtask bench   # build and run the benchmarks, writing BENCHMARKS.md
 //! ```
@@ -45,7 +45,7 @@ struct Cli {
 enum Task {
     /// Add the wasm32-wasip2 target if missing, build the plugins, then the host.
     Build,
-    /// Build everything, install the test broker, and run every test in the workspace.
+    /// Build everything, install the test brokers (Apache Kafka, Tansu), and run every test.
     Test {
         /// Extra arguments for `cargo test` (for example a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -71,9 +71,10 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             build()?;
             let tansu = broker::ensure_tansu()?;
+            let kafka = broker::ensure_kafka(&root)?;
             let deploy_tools = prometheus::ensure_deploy_tools()?;
             let mut cmd = cargo(&["test", "--release", "--workspace"]);
-            cmd.env("ROUTEWATCH_TANSU", &tansu).envs(deploy_tools).args(&args);
+            cmd.env("ROUTEWATCH_TANSU", &tansu).env("ROUTEWATCH_KAFKA_HOME", &kafka).envs(deploy_tools).args(&args);
             run(&mut cmd)
         }
         Task::Demo => {
@@ -86,15 +87,17 @@ fn main() -> Result<()> {
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "arima_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report))?;
             let tansu = broker::ensure_tansu()?;
+            let kafka = broker::ensure_kafka(&root)?;
+            let brokers = [("ROUTEWATCH_TANSU", tansu), ("ROUTEWATCH_KAFKA_HOME", kafka)];
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "pipeline"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
-                .env("ROUTEWATCH_TANSU", &tansu))?;
+                .envs(brokers.clone()))?;
             run(cargo(&["bench", "-p", "routewatch-host", "--bench", "plugin_swap"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
-                .env("ROUTEWATCH_TANSU", &tansu))?;
+                .envs(brokers.clone()))?;
             run(cargo(&["bench", "-p", "routewatch-simulator", "--bench", "sim_throughput"])
                 .env("ROUTEWATCH_BENCH_WRITE", &report)
-                .env("ROUTEWATCH_TANSU", &tansu))
+                .envs(brokers))
         }
         Task::Quality { args } => {
             // Detection quality on a labelled fleet, then each detector's speed through Wasm.

@@ -3,7 +3,7 @@
 //! once a second, with the repository's rule files loaded and faults injected: each must parse
 //! and return data.
 //!
-//! The parts: a Tansu broker (testkit), `routewatch-sim` in real time producing to it, faults
+//! The parts: an Apache Kafka broker (testkit), `routewatch-sim` in real time producing to it, faults
 //! injected through the simulator's REST API, malformed records and poison records (which the
 //! `evil` detector chokes on) produced straight to the metrics topic, and `routewatch run` with
 //! the ARIMA and evil detectors. The binaries are found next to this test's own executable
@@ -293,7 +293,7 @@ fn every_promql_expression_returns_data_from_a_live_stack() {
     let sim_addr = sim.wait_for_log("REST API and /metrics listening listen=", Duration::from_secs(30));
 
     // The deployments' own host settings, with what only this test needs on top: a short
-    // ARIMA warm-up (30 samples, 6 s at this rate) and snappy group timeouts for Tansu.
+    // ARIMA warm-up (30 samples, 6 s at this rate) and snappy group timeouts for the test broker.
     let mut host = Command::new(binary("routewatch"));
     host.arg("run")
         .arg("--config")

@@ -245,8 +245,9 @@ fn compose_file_is_valid_for_docker_compose() {
         assert_eq!(std::fs::canonicalize(context).unwrap(), std::fs::canonicalize(repo_root()).unwrap());
         assert!(dockerfile.is_file(), "{name}: {} is missing", dockerfile.display());
     }
-    // Kafka is the official image in KRaft mode (no ZooKeeper).
-    assert!(services["kafka"]["image"].as_str().unwrap().starts_with("apache/kafka:"));
+    // Kafka is the official image in KRaft mode (no ZooKeeper), of the version the tests run.
+    let image = services["kafka"]["image"].as_str().unwrap();
+    assert_eq!(image, format!("apache/kafka:{}", routewatch_testkit::KAFKA_VERSION), "compose runs another Kafka");
     assert!(services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"].as_str().unwrap().contains("controller"));
 }
 
@@ -380,6 +381,16 @@ fn kubernetes_manifests_match_the_kubernetes_schemas() {
         let resources: usize = manifests.iter().map(|p| yaml_documents(p).len()).sum();
         assert_eq!(passed, resources, "every resource validated against {version}:\n{out}");
     }
+}
+
+#[test]
+fn kubernetes_names_the_kafka_version_the_tests_run() {
+    let kafka = yaml_documents(&deploy("k8s/00-namespace.yaml"))
+        .into_iter()
+        .map(|d| to_json(&d))
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "routewatch-kafka")
+        .expect("the routewatch-kafka ConfigMap");
+    assert_eq!(kafka["metadata"]["annotations"]["routewatch.io/kafka-version"], routewatch_testkit::KAFKA_VERSION);
 }
 
 #[test]

@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// What the host promises about a record's outputs (anomalies, dead letters, state) when it
+/// crashes or loses its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcessingGuarantee {
+    /// Offsets are committed after the outputs are acknowledged: a crash may repeat outputs,
+    /// never lose them.
+    #[default]
+    AtLeastOnce,
+    /// Each partition's outputs and its consumer offset are committed in one Kafka
+    /// transaction: a `read_committed` reader sees each record's outputs once.
+    ExactlyOnce,
+}
+
 /// Everything the streaming host needs. Every field has a default; a file sets any subset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +46,8 @@ pub struct PipelineConfig {
     pub batch_records: usize,
     /// Longest a record waits for its batch to fill, in milliseconds.
     pub linger_ms: u64,
+    /// At-least-once (the default) or exactly-once output.
+    pub processing_guarantee: ProcessingGuarantee,
     /// How often each partition's detector state is written to the state topic, in seconds
     /// (it is also written on revoke and shutdown).
     pub snapshot_interval_secs: u64,
@@ -93,6 +109,7 @@ impl Default for PipelineConfig {
             batch_records: 10_000,
             linger_ms: 20,
             snapshot_interval_secs: 60,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             plugins: Vec::new(),
             plugin_config: BTreeMap::new(),
             cpu_budget_ms: 1000,
@@ -181,10 +198,13 @@ mod tests {
         let path = dir.path().join("routewatch.toml");
         std::fs::write(
             &path,
-            "brokers = \"k1:9092,k2:9092\"\nbatch_records = 500\n[plugin_config.arima]\nthreshold = 6.0\n",
+            "brokers = \"k1:9092,k2:9092\"\nbatch_records = 500\nprocessing_guarantee = \"exactly-once\"\n\
+             [plugin_config.arima]\nthreshold = 6.0\n",
         )
         .unwrap();
         let config = PipelineConfig::from_file(&path).unwrap();
+        assert_eq!(config.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        assert_eq!(PipelineConfig::default().processing_guarantee, ProcessingGuarantee::AtLeastOnce);
         assert_eq!(config.brokers, "k1:9092,k2:9092");
         assert_eq!(config.batch_records, 500);
         assert_eq!(config.plugin_config["arima"]["threshold"], 6.0);

@@ -1,14 +1,18 @@
-//! Kafka plumbing: client settings, topic creation, producing with acknowledgement.
+//! Kafka plumbing: client settings, topic creation, producing with acknowledgement, and the
+//! transactional producer of exactly-once output.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::config::PipelineConfig;
 
@@ -29,41 +33,33 @@ pub fn client_config(config: &PipelineConfig, settings: &[(&str, &str)]) -> Clie
 /// The producer for anomalies, dead letters and state: idempotent, acknowledged by all
 /// replicas, and retrying for ever, so a broker outage delays output but never drops it.
 pub fn producer(config: &PipelineConfig) -> anyhow::Result<FutureProducer> {
-    client_config(
-        config,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("message.timeout.ms", "0"),
-            ("linger.ms", "5"),
-            ("compression.type", "lz4"),
-            ("message.max.bytes", "67108864"),
-        ],
-    )
-    .create()
-    .context("creating the Kafka producer")
+    client_config(config, &PRODUCER).create().context("creating the Kafka producer")
 }
+
+const PRODUCER: [(&str, &str); 6] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("message.timeout.ms", "0"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+    ("message.max.bytes", "67108864"),
+];
 
 /// The producer for partition state: like [`producer`], but a delivery that the broker has not
 /// acknowledged within `timeout` fails instead of waiting for ever.
 pub fn state_producer(config: &PipelineConfig, timeout: Duration) -> anyhow::Result<FutureProducer> {
     let timeout = timeout.as_millis().to_string();
-    client_config(
-        config,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("message.timeout.ms", timeout.as_str()),
-            // One record per batch: a state reader stops at the topic's high watermark, and
-            // some Kafka-compatible brokers (Tansu) count a batch as one offset there.
-            ("linger.ms", "0"),
-            ("batch.num.messages", "1"),
-            ("compression.type", "lz4"),
-            ("message.max.bytes", "67108864"),
-        ],
-    )
-    .create()
-    .context("creating the Kafka state producer")
+    let mut client = client_config(config, &PRODUCER);
+    client
+        .set("message.timeout.ms", timeout.as_str())
+        // One record per batch: a state reader stops at the topic's high watermark, and some
+        // Kafka-compatible brokers (Tansu) count a batch as one offset there.
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1");
+    for (key, value) in &config.kafka {
+        client.set(key, value);
+    }
+    client.create().context("creating the Kafka state producer")
 }
 
 /// Creates the topics this host uses if they are missing.
@@ -77,9 +73,12 @@ pub fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
         NewTopic::new(&config.anomalies_topic, config.partitions, replication()).set("retention.ms", &retention),
         NewTopic::new(&config.dlq_topic, config.partitions, replication()).set("retention.ms", &retention),
         // One compacted record per partition, possibly large (a partition's detector state).
+        // Hourly segments, so that compaction (which never touches the active segment) keeps
+        // the topic near one record per partition rather than a week of snapshots.
         NewTopic::new(&config.state_topic, 1, replication())
             .set("cleanup.policy", "compact")
-            .set("max.message.bytes", "67108864"),
+            .set("max.message.bytes", "67108864")
+            .set("segment.ms", "3600000"),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics(&topics, &options)).context("creating topics")?;
@@ -129,6 +128,143 @@ pub fn deliver(producer: &FutureProducer, records: Vec<Outgoing>) {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         pending = failed;
+    }
+}
+
+/// The consumer group's metadata (member and generation) as of the last rebalance, which a
+/// transaction's offsets carry so that the group coordinator refuses them from a host that
+/// has lost the partition (KIP-447).
+pub type GroupMetadata = Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>;
+
+/// One partition's transactional producer (exactly-once). Its `transactional.id` is
+/// `GROUP-TOPIC-PARTITION`, so the partition's next owner fences this one and aborts whatever
+/// transaction it left open.
+pub struct Transactional {
+    producer: FutureProducer,
+    group: GroupMetadata,
+    topic: String,
+    partition: i32,
+    /// Set when the partition is being revoked: a transaction that keeps failing is then
+    /// given up (left to the next owner) instead of holding up the rebalance.
+    revoked: Arc<AtomicBool>,
+}
+
+/// A transaction this producer can never commit: another producer took over its
+/// `transactional.id` (the partition has a new owner), or the broker ended it.
+#[derive(Debug, thiserror::Error)]
+#[error("the transactional producer of partition {partition} is fenced: {reason}")]
+pub struct Fenced {
+    pub partition: i32,
+    pub reason: String,
+}
+
+/// How a transaction step failed.
+enum StepError {
+    /// Abort the transaction and run it again.
+    Abort(String),
+    Fatal(String),
+}
+
+/// How long one transaction call may block before it is tried again.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transactional {
+    /// Creates the producer and fences its predecessors, waiting out broker outages.
+    pub fn start(
+        config: &PipelineConfig,
+        partition: i32,
+        group: GroupMetadata,
+        revoked: Arc<AtomicBool>,
+    ) -> Result<Transactional, Fenced> {
+        let id = format!("{}-{}-{partition}", config.group_id, config.metrics_topic);
+        let fenced = |reason: String| Fenced { partition, reason };
+        // A transaction left open by a crash is aborted at once by the partition's next owner,
+        // so its timeout can be long: a broker outage shorter than that keeps the transaction.
+        // librdkafka wants a record's timeout within it; a record that times out aborts the
+        // transaction, which is then sent again.
+        let producer: FutureProducer = client_config(config, &PRODUCER)
+            .set("transactional.id", &id)
+            .set("transaction.timeout.ms", "300000")
+            .set("message.timeout.ms", "300000")
+            .create()
+            .map_err(|e| fenced(format!("creating the producer: {e}")))?;
+        let txn = Transactional { producer, group, topic: config.metrics_topic.clone(), partition, revoked };
+        txn.step("init_transactions", || txn.producer.init_transactions(TXN_CALL_TIMEOUT)).map_err(|e| match e {
+            StepError::Abort(reason) | StepError::Fatal(reason) => fenced(reason),
+        })?;
+        tracing::info!(partition, transactional_id = %id, "transactional producer ready");
+        Ok(txn)
+    }
+
+    /// Sends `records` and commits `next` as the partition's consumer offset, in one
+    /// transaction. Retries through outages and aborts until it commits.
+    pub fn commit(&self, records: &[Outgoing], next: i64) -> Result<(), Fenced> {
+        let fenced = |reason: String| Fenced { partition: self.partition, reason };
+        loop {
+            match self.try_commit(records, next) {
+                Ok(()) => return Ok(()),
+                Err(StepError::Fatal(reason)) => return Err(fenced(reason)),
+                Err(StepError::Abort(reason)) => {
+                    tracing::warn!(partition = self.partition, "transaction aborted, running it again: {reason}");
+                    match self.step("abort_transaction", || self.producer.abort_transaction(TXN_CALL_TIMEOUT)) {
+                        Ok(()) | Err(StepError::Abort(_)) => {}
+                        Err(StepError::Fatal(reason)) => return Err(fenced(reason)),
+                    }
+                    if self.revoked.load(Ordering::Acquire) {
+                        return Err(fenced(format!(
+                            "the partition was revoked while its transaction failed: {reason}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn try_commit(&self, records: &[Outgoing], next: i64) -> Result<(), StepError> {
+        self.step("begin_transaction", || self.producer.begin_transaction())?;
+        // Delivery is confirmed by the commit, which flushes and fails if any record failed.
+        for record in records {
+            drop(
+                send(&self.producer, record, None)
+                    .expect("without a deadline, sending waits until the record is queued"),
+            );
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+            .map_err(|e| StepError::Fatal(e.to_string()))?;
+        let group = self.group.lock().expect("group metadata lock").clone();
+        let group = group.ok_or_else(|| StepError::Abort("no consumer group metadata yet".into()))?;
+        self.step("send_offsets_to_transaction", || {
+            self.producer.send_offsets_to_transaction(&offsets, &group, TXN_CALL_TIMEOUT)
+        })?;
+        self.step("commit_transaction", || self.producer.commit_transaction(TXN_CALL_TIMEOUT))
+    }
+
+    /// Runs one transaction call, again while its error is retriable (a broker away).
+    fn step(&self, what: &str, call: impl Fn() -> KafkaResult<()>) -> Result<(), StepError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(err)) if err.is_fatal() => {
+                    return Err(StepError::Fatal(format!("{what}: {err}")));
+                }
+                Err(KafkaError::Transaction(err)) if err.txn_requires_abort() => {
+                    return Err(StepError::Abort(format!("{what}: {err}")));
+                }
+                Err(KafkaError::Transaction(err)) if err.is_retriable() => {
+                    if self.revoked.load(Ordering::Acquire) {
+                        return Err(StepError::Fatal(format!("{what}: {err}, and the partition was revoked")));
+                    }
+                    tracing::warn!(partition = self.partition, "{what}: {err}; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(StepError::Abort(format!("{what}: {err}"))),
+            }
+        }
     }
 }
 

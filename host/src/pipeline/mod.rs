@@ -28,9 +28,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use routewatch_telemetry::AnomalyEvent;
 
-pub use config::PipelineConfig;
+pub use config::{PipelineConfig, ProcessingGuarantee};
 pub use metrics::Metrics;
-pub use state::{PartitionState, StateStore};
+pub use state::{LEGACY_STATE_VERSION, PartitionState, PluginState, RouterInfo, STATE_VERSION, StateStore, state_key};
 
 use crate::api::{self, ApiState};
 use crate::registry::watch::{self, DirWatcher};
@@ -95,11 +95,19 @@ impl AnomalyFeed {
 /// What every worker shares.
 pub struct Shared {
     config: PipelineConfig,
+    /// The consumer group's metadata, for exactly-once transactions.
+    group_metadata: kafka::GroupMetadata,
     registry: Arc<Registry>,
     producer: FutureProducer,
     state: StateStore,
     metrics: Arc<Metrics>,
     feed: Arc<AnomalyFeed>,
+}
+
+impl Shared {
+    fn exactly_once(&self) -> bool {
+        self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce
+    }
 }
 
 /// A running streaming host.
@@ -151,6 +159,7 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             state: StateStore::new(&config)?,
             config,
+            group_metadata: kafka::GroupMetadata::default(),
             registry: registry.clone(),
             producer,
             metrics: metrics.clone(),
@@ -297,9 +306,12 @@ impl ConsumerContext for HostContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
+                // Before the workers start: their first transaction carries the new generation.
+                *self.shared.group_metadata.lock().expect("group metadata lock") =
+                    consumer.group_metadata().map(Arc::new);
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 self.assign(&partitions);
             }
@@ -338,14 +350,19 @@ impl HostContext {
             assigned.worker.request_stop();
         }
         for (partition, assigned) in stopping {
-            if let Some(offset) = assigned.worker.join() {
+            // Exactly-once workers commit their offsets in their own transactions.
+            if let Some(offset) = assigned.worker.join()
+                && !self.shared.exactly_once()
+            {
                 store_offset(consumer, topic, partition, offset);
             }
             self.shared.metrics.consumer_lag.remove(&PartitionLabels { partition: partition.to_string() });
         }
         self.shared.metrics.assigned_partitions.set(workers.len() as i64);
         drop(workers);
-        commit(consumer);
+        if !self.shared.exactly_once() {
+            commit(consumer);
+        }
         tracing::info!(?partitions, "partitions revoked");
     }
 }
@@ -423,9 +440,12 @@ fn commit(consumer: &BaseConsumer<HostContext>) {
 fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
     let config = &shared.config;
     let context = HostContext { shared: shared.clone(), workers: Mutex::new(HashMap::new()) };
+    let exactly_once = shared.exactly_once();
     let settings = [
         ("group.id", config.group_id.as_str()),
-        ("enable.auto.commit", "true"),
+        // Exactly-once: offsets go with each transaction, never by themselves.
+        ("enable.auto.commit", if exactly_once { "false" } else { "true" }),
+        ("isolation.level", "read_committed"),
         ("auto.commit.interval.ms", "1000"),
         // Offsets are stored by us, after a batch's output is acknowledged.
         ("enable.auto.offset.store", "false"),
@@ -436,6 +456,12 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         // default 500 ms when little data waits would add that to every anomaly.
         ("fetch.wait.max.ms", "10"),
     ];
+    // The consumer group protocol (KIP-848) has the broker set sessions and heartbeats.
+    let classic = config.kafka.get("group.protocol").is_none_or(|p| p == "classic");
+    let settings: Vec<(&str, &str)> = settings
+        .into_iter()
+        .filter(|(key, _)| classic || !matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms"))
+        .collect();
     let consumer: BaseConsumer<HostContext> =
         kafka::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.metrics_topic]).context("subscribing to the metrics topic")?;
@@ -467,7 +493,7 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
             for (&partition, assigned) in workers.iter() {
                 if let Some(offset) = assigned.worker.progress() {
                     progress.insert(partition, offset);
-                    if stored.get(&partition) != Some(&offset) {
+                    if !exactly_once && stored.get(&partition) != Some(&offset) {
                         store_offset(&consumer, &config.metrics_topic, partition, offset);
                         stored.insert(partition, offset);
                     }

@@ -29,10 +29,10 @@ use super::config::PipelineConfig;
 use super::kafka;
 
 /// Layout version of [`PartitionState`] inside the chunks.
-const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 2;
 /// The first layout: one record per partition holding a version-1 [`PartitionState`]. Still
 /// read, so that an upgrade keeps its state.
-const LEGACY_STATE_VERSION: u32 = 1;
+pub const LEGACY_STATE_VERSION: u32 = 1;
 /// Leads a manifest's payload; a version-1 record starts with the byte 1 instead.
 const MANIFEST_MAGIC: &[u8; 4] = b"RWS2";
 /// Largest chunk of a partition's state: under every broker's default record limit.
@@ -100,6 +100,13 @@ pub enum SaveError {
     Delivery { deadline: Duration, reason: String },
 }
 
+/// The state topic's key of a partition's manifest (or version-1 state): `GROUP/TOPIC/PARTITION`.
+/// A tombstone (a record with this key and no value) makes the partition's next owner start
+/// fresh.
+pub fn state_key(group_id: &str, metrics_topic: &str, partition: i32) -> String {
+    format!("{group_id}/{metrics_topic}/{partition}")
+}
+
 /// Reads and writes partition states.
 pub struct StateStore {
     config: PipelineConfig,
@@ -118,20 +125,20 @@ impl StateStore {
     }
 
     fn key(&self, partition: i32) -> String {
-        format!("{}/{}/{partition}", self.config.group_id, self.config.metrics_topic)
+        state_key(&self.config.group_id, &self.config.metrics_topic, partition)
     }
 
     fn chunk_key(&self, partition: i32, slot: u8, index: u32) -> String {
         chunk_key(&self.key(partition), slot, index)
     }
 
-    /// Writes a partition's state, chunks first and manifest last, and waits (at most
-    /// [`SAVE_DEADLINE`]) for the broker to acknowledge all of it. Returns its size.
-    pub fn save(&self, partition: i32, state: &PartitionState) -> Result<usize, SaveError> {
-        let bytes = postcard::to_stdvec(state).map_err(|e| SaveError::Encode(e.to_string()))?;
+    /// Encodes a partition's state as the records of one save: its chunks, into the slot the
+    /// last complete state is not in, tombstones for that slot's unused chunks, and the
+    /// manifest last.
+    pub fn prepare(&self, partition: i32, state: &PartitionState) -> Result<StateWrite, SaveError> {
+        let bytes = encode(state)?;
         let generation = generation();
         let known = self.slots.lock().expect("state slots lock").get(&partition).copied().unwrap_or_default();
-        // The slot the last complete state is not in.
         let slot = known.current.map_or(0, |current| 1 - current);
         let mut records = Vec::new();
         for (index, part) in bytes.chunks(CHUNK_BYTES).enumerate() {
@@ -146,16 +153,30 @@ impl StateStore {
             Manifest { slot, generation, chunks, bytes: bytes.len() as u64, sha256: Sha256::digest(&bytes).into() };
         let mut payload = MANIFEST_MAGIC.to_vec();
         payload.extend(encode(&manifest)?);
-        // The manifest goes last and alone: a reader that sees it has seen its chunks.
-        let manifest = vec![self.record(self.key(partition), Some(payload))];
-        kafka::deliver_within(&self.producer, records, SAVE_DEADLINE)
-            .and_then(|()| kafka::deliver_within(&self.producer, manifest, SAVE_DEADLINE))
-            .map_err(|reason| SaveError::Delivery { deadline: SAVE_DEADLINE, reason })?;
+        records.push(self.record(self.key(partition), Some(payload)));
+        Ok(StateWrite { partition, slot, chunks, bytes: bytes.len(), records })
+    }
+
+    /// Notes that a prepared save is now the partition's complete state.
+    pub fn committed(&self, write: &StateWrite) {
         let mut slots = self.slots.lock().expect("state slots lock");
-        let known = slots.entry(partition).or_default();
-        known.current = Some(slot);
-        known.chunks[usize::from(slot)] = chunks;
-        Ok(bytes.len())
+        let known = slots.entry(write.partition).or_default();
+        known.current = Some(write.slot);
+        known.chunks[usize::from(write.slot)] = write.chunks;
+    }
+
+    /// Writes a partition's state, chunks first and manifest last, and waits (at most
+    /// [`SAVE_DEADLINE`] each) for the broker to acknowledge all of it. Returns its size.
+    pub fn save(&self, partition: i32, state: &PartitionState) -> Result<usize, SaveError> {
+        let mut write = self.prepare(partition, state)?;
+        // The manifest goes last and alone: a reader that sees it has seen its chunks.
+        let mut chunks = write.take_records();
+        let manifest = chunks.pop().expect("a save ends with its manifest");
+        kafka::deliver_within(&self.producer, chunks, SAVE_DEADLINE)
+            .and_then(|()| kafka::deliver_within(&self.producer, vec![manifest], SAVE_DEADLINE))
+            .map_err(|reason| SaveError::Delivery { deadline: SAVE_DEADLINE, reason })?;
+        self.committed(&write);
+        Ok(write.bytes)
     }
 
     fn record(&self, key: String, payload: Option<Vec<u8>>) -> kafka::Outgoing {
@@ -163,11 +184,18 @@ impl StateStore {
     }
 
     /// The latest state of each of `partitions` that has one: reads the state topic to its end.
+    /// The newest record of a key decides, whatever compaction has removed before it: a
+    /// tombstone (no payload) or a record of another layout means no state (a warm-up, never a
+    /// stale state from before it).
     pub fn load(&self, partitions: &[i32]) -> anyhow::Result<HashMap<i32, PartitionState>> {
         let keys: HashMap<String, i32> = partitions.iter().map(|&p| (self.key(p), p)).collect();
         let group = format!("{}-state-reader", self.config.group_id);
-        let settings =
-            [("group.id", group.as_str()), ("enable.auto.commit", "false"), ("fetch.message.max.bytes", "67108864")];
+        let settings = [
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("fetch.message.max.bytes", "67108864"),
+        ];
         let consumer: BaseConsumer =
             kafka::client_config(&self.config, &settings).create().context("creating the state reader")?;
         let topic = &self.config.state_topic;
@@ -182,7 +210,14 @@ impl StateStore {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic} up to offset {high}");
-                let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+                // The end is where the reader's position reaches the high watermark, not the
+                // last message: transaction markers (exactly-once) take offsets no message carries.
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                    if position(&consumer, topic)? >= high {
+                        break;
+                    }
+                    continue;
+                };
                 let message = message.with_context(|| format!("reading {topic}"))?;
                 if let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
                     reading.take(&keys, key, message.payload());
@@ -196,6 +231,34 @@ impl StateStore {
         self.slots.lock().expect("state slots lock").extend(slots);
         Ok(states)
     }
+}
+
+/// The records of one save of a partition's state (see [`StateStore::prepare`]).
+pub struct StateWrite {
+    partition: i32,
+    slot: u8,
+    chunks: u32,
+    bytes: usize,
+    records: Vec<kafka::Outgoing>,
+}
+
+impl StateWrite {
+    /// Size of the encoded state.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The records, for a transaction (exactly-once) that commits them together; call
+    /// [`StateStore::committed`] once it has.
+    pub fn take_records(&mut self) -> Vec<kafka::Outgoing> {
+        std::mem::take(&mut self.records)
+    }
+}
+
+/// The reader's next offset in partition 0 of `topic` (0 before it has one).
+fn position(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<i64> {
+    let list = consumer.position().with_context(|| format!("reading the position in {topic}"))?;
+    Ok(list.find_partition(topic, 0).and_then(|e| e.offset().to_raw()).unwrap_or(0))
 }
 
 /// What a store knows of one partition's chunk slots.
@@ -257,6 +320,7 @@ impl Reading {
     fn partition_record(&mut self, partition: i32, payload: Option<&[u8]>) {
         let Some(payload) = payload.filter(|p| !p.is_empty()) else {
             // A tombstone: the partition's state was deleted.
+            tracing::info!(partition, "state deleted by a tombstone");
             self.manifests.insert(partition, None);
             self.legacy.remove(&partition);
             return;
@@ -267,7 +331,11 @@ impl Reading {
                     self.manifests.insert(partition, Some(manifest));
                     self.legacy.remove(&partition);
                 }
-                Err(err) => tracing::warn!(partition, "ignoring an unreadable state manifest: {err}"),
+                Err(err) => {
+                    tracing::warn!(partition, "unreadable state manifest: the partition starts fresh: {err}");
+                    self.manifests.remove(&partition);
+                    self.legacy.remove(&partition);
+                }
             }
             return;
         }
@@ -276,8 +344,20 @@ impl Reading {
                 self.manifests.remove(&partition);
                 self.legacy.insert(partition, state);
             }
-            Ok(state) => tracing::warn!(partition, version = state.version, "ignoring state of another layout"),
-            Err(err) => tracing::warn!(partition, "ignoring unreadable state: {err}"),
+            Ok(state) => {
+                tracing::warn!(
+                    partition,
+                    version = state.version,
+                    "state of another layout: the partition starts fresh"
+                );
+                self.manifests.remove(&partition);
+                self.legacy.remove(&partition);
+            }
+            Err(err) => {
+                tracing::warn!(partition, "unreadable state: the partition starts fresh: {err}");
+                self.manifests.remove(&partition);
+                self.legacy.remove(&partition);
+            }
         }
     }
 

@@ -5,7 +5,9 @@
 //!
 //! Progress is reported as the next offset whose record has *not* been fully handled; the
 //! consumer stores it for commit only after the batch's anomalies and dead letters are
-//! acknowledged by the broker (at-least-once).
+//! acknowledged by the broker (at-least-once). Exactly-once workers instead send each batch's
+//! outputs (and each state) with the partition's next offset in one transaction of their own
+//! producer.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -59,9 +61,11 @@ impl WorkerHandle {
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (reported, taken, stopping) = (progress.clone(), queued.clone(), stop.clone());
+        // The same flag tells an exactly-once producer that the partition is going away.
+        let revoked = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("partition-{partition}"))
-            .spawn(move || Worker::new(shared, partition, restored, reported).run(rx, taken, stopping))
+            .spawn(move || Worker::new(shared, partition, restored, reported, revoked).run(rx, taken, stopping))
             .expect("spawning a partition worker");
         WorkerHandle { partition, tx, thread: Some(thread), progress, queued, stop }
     }
@@ -195,6 +199,11 @@ struct Worker {
     /// The last save of this partition's state failed (counted in
     /// `routewatch_state_unsaved_partitions`, which `/readyz` reads).
     unsaved: bool,
+    /// Exactly-once: this partition's transactional producer.
+    txn: Option<kafka::Transactional>,
+    /// Exactly-once: the producer was fenced (the partition has another owner), so this
+    /// worker produces nothing more and waits to be stopped.
+    fenced: bool,
 }
 
 /// A decoded row waiting for its batch.
@@ -207,7 +216,13 @@ struct Row {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>, progress: Arc<AtomicI64>) -> Worker {
+    fn new(
+        shared: Arc<Shared>,
+        partition: i32,
+        restored: Option<PartitionState>,
+        progress: Arc<AtomicI64>,
+        revoked: Arc<AtomicBool>,
+    ) -> Worker {
         let mut worker = Worker {
             shared,
             partition,
@@ -220,7 +235,16 @@ impl Worker {
             progress,
             last_save: Instant::now(),
             unsaved: false,
+            txn: None,
+            fenced: false,
         };
+        if worker.shared.exactly_once() {
+            let group = worker.shared.group_metadata.clone();
+            match kafka::Transactional::start(&worker.shared.config, partition, group, revoked) {
+                Ok(txn) => worker.txn = Some(txn),
+                Err(err) => worker.fence(&err),
+            }
+        }
         if let Some(state) = restored {
             worker.restore(state);
         }
@@ -393,7 +417,35 @@ impl Worker {
         }
     }
 
+    /// Stops producing after the transactional producer was fenced.
+    fn fence(&mut self, err: &kafka::Fenced) {
+        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
+        self.fenced = true;
+    }
+
+    /// Sends a batch's outputs and waits for the broker to acknowledge them; exactly-once
+    /// also commits `next` as the partition's offset with them. False when fenced.
+    fn deliver(&mut self, records: Vec<kafka::Outgoing>, next: i64) -> bool {
+        if self.fenced {
+            return false;
+        }
+        let Some(txn) = &self.txn else {
+            kafka::deliver(&self.shared.producer, records);
+            return true;
+        };
+        match txn.commit(&records, next) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fence(&err);
+                false
+            }
+        }
+    }
+
     fn process(&mut self, records: &[Incoming]) {
+        if self.fenced {
+            return;
+        }
         let started = Instant::now();
         let metrics = self.shared.metrics.clone();
         metrics.records.inc_by(records.len() as u64);
@@ -428,14 +480,16 @@ impl Worker {
             headers: None,
         }));
         // Only once all of it is acknowledged may the batch's offsets be committed.
-        kafka::deliver(&self.shared.producer, outgoing);
+        let next = records.last().expect("a batch has records").offset + 1;
+        if !self.deliver(outgoing, next) {
+            return;
+        }
         metrics.records_done.inc_by(records.len() as u64);
         let acknowledged = now_ms();
         for event in &events {
             metrics.detection_latency.observe((acknowledged - event.ts).max(0) as f64 / 1000.0);
         }
         self.shared.feed.publish(events);
-        let next = records.last().expect("a batch has records").offset + 1;
         self.next_offset = Some(next);
         self.progress.store(next, Ordering::Release);
         metrics.batch_duration.observe(started.elapsed().as_secs_f64());
@@ -763,8 +817,24 @@ impl Worker {
             plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
         }
         let state = PartitionState::new(next_offset, self.router_info.clone(), plugins);
-        let metrics = &self.shared.metrics;
-        match self.shared.state.save(self.partition, &state) {
+        let metrics = self.shared.metrics.clone();
+        // Exactly-once: the state goes in a transaction with the partition's offset; else it is
+        // saved with a deadline, so that a broker that will not take it stalls nothing.
+        let saved = match &self.txn {
+            Some(_) => match self.shared.state.prepare(self.partition, &state) {
+                Ok(mut write) => {
+                    let bytes = write.bytes();
+                    let committed = self.deliver(write.take_records(), next_offset);
+                    if committed {
+                        self.shared.state.committed(&write);
+                    }
+                    committed.then_some(bytes).ok_or_else(|| "the transaction was fenced".to_owned())
+                }
+                Err(err) => Err(err.to_string()),
+            },
+            None => self.shared.state.save(self.partition, &state).map_err(|e| e.to_string()),
+        };
+        match saved {
             Ok(bytes) => {
                 metrics.state_snapshots.inc();
                 metrics

@@ -3,12 +3,16 @@
 //! as an anomaly).
 
 use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use routewatch_host::pipeline::PipelineConfig;
 use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
 use routewatch_testkit::Broker;
+
+use super::{TEST_TOKEN, component};
 
 pub const PARTITIONS: i32 = 4;
 pub const T0: i64 = 1_764_000_000_000;
@@ -57,12 +61,14 @@ pub fn record(router_index: usize, step: i64, cpu: f64) -> Vec<u8> {
 }
 
 pub fn producer(broker: &Broker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("message.timeout.ms", "0")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
+    producer_config(broker).create().expect("producer")
+}
+
+/// The settings of [`producer`]: retrying for ever, small batches.
+pub fn producer_config(broker: &Broker) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap()).set("message.timeout.ms", "0").set("linger.ms", "5");
+    config
 }
 
 /// Produces `(key, payload)` pairs to the metrics topic and waits for every acknowledgement.
@@ -101,4 +107,49 @@ pub fn await_marked(broker: &Broker, expected: &HashSet<(String, i64)>, timeout:
 
 pub fn keys(records: &[(String, Vec<u8>)]) -> HashSet<(String, i64)> {
     records.iter().map(|(_, payload)| Record::decode(payload).map(|r| (r.router, r.ts)).unwrap()).collect()
+}
+
+/// The host's settings for tests: short snapshot interval and group timeouts.
+pub fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> PipelineConfig {
+    let mut config = PipelineConfig {
+        brokers: broker.bootstrap(),
+        group_id: group.into(),
+        partitions: PARTITIONS,
+        plugins: vec![component(plugin)],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(TEST_TOKEN.into()),
+        linger_ms: 20,
+        snapshot_interval_secs: 1,
+        ..PipelineConfig::default()
+    };
+    if let Some(value) = plugin_config {
+        config.plugin_config.insert(plugin_name(plugin).into(), value);
+    }
+    // Short group timeouts, so joins and departures settle in seconds.
+    config.kafka.insert("session.timeout.ms".into(), "6000".into());
+    config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
+    config
+}
+
+pub fn plugin_name(component: &str) -> &str {
+    match component {
+        "routewatch_test_evil" => "evil",
+        _ => "arima",
+    }
+}
+
+/// A `routewatch run` process.
+pub fn host_process(broker: &Broker, group: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
+        .args(["--plugin", component("routewatch_test_evil").to_str().unwrap()])
+        .args(["--plugin-config", r#"evil={"mode":"mark"}"#, "--snapshot-interval-secs", "1"])
+        .args(["--batch-records", "200", "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
+        .args(extra)
+        .env("ROUTEWATCH_CACHE_DIR", std::env::temp_dir().join("routewatch-test-cache"))
+        .env("ROUTEWATCH_API_TOKEN", TEST_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("routewatch run starts")
 }
