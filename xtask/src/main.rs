@@ -5,9 +5,11 @@
 //! cargo xtask test    # build, install the test brokers (Apache Kafka, Tansu), run every test
 //! cargo xtask demo    # build and run the demo
 //! cargo xtask bench   # build and run the benchmarks, writing BENCHMARKS.md
+//! cargo xtask fuzz    # every fuzz target in fuzz/ for 60 s each
 //! ```
 
 mod broker;
+mod fuzz;
 mod prometheus;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Install cargo-fuzz if missing and run every fuzz target (fuzz/) for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// `address` (stable Rust with RUSTC_BOOTSTRAP=1, set for you) or `none`.
+        #[arg(long, default_value = "address")]
+        sanitizer: String,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -107,6 +120,7 @@ fn main() -> Result<()> {
             run(cargo(&quality).args(["quality", "--write"]).arg(&report).args(&args))?;
             run(cargo(&quality).args(["speed", "--write"]).arg(&report))
         }
+        Task::Fuzz { seconds, sanitizer, targets } => fuzz::run(&root, seconds, &sanitizer, &targets),
     }
 }
 

@@ -65,6 +65,14 @@ impl InfoCaps {
 /// Default cap on the compiled-component cache: beyond it the least recently used entries go.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
+/// Checks a plugin's `output` for `batch` against the contract in `wit/detector.wit`, as
+/// [`Instance::process`] does before it returns anything: one score in [0, 1] per point, no
+/// more anomalies than points, each inside the batch with a score in [0, 1] and a reason of at
+/// most [`MAX_REASON_BYTES`], finite values and ordered bounds. Public for the fuzz targets (`fuzz/`) and for checking a detector run natively.
+pub fn check_output(batch: &Batch, output: &Output) -> Result<(), CallError> {
+    instance::validate(batch, output)
+}
+
 /// Versions of the `routewatch:detector` WIT package this host serves.
 pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
 

@@ -154,6 +154,8 @@ impl Detector for Arima {
             Some((&SNAPSHOT_VERSION, body)) => {
                 let (config, metrics, series): (Config, Vec<String>, Vec<(u32, u32, Series)>) =
                     postcard::from_bytes(body).map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
+                // A snapshot's configuration passes the checks `configure` makes.
+                config.check().map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
                 if series.iter().any(|(router, metric, _)| *router > MAX_ROUTER_ID || *metric as usize >= metrics.len())
                 {
                     return Err("corrupt ARIMA snapshot: a series refers to an unknown router or metric".into());

@@ -64,7 +64,8 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// What `parse` checks beyond the JSON's shape; a restored snapshot's configuration too.
+    pub(crate) fn check(&self) -> Result<(), String> {
         let fail = |msg: String| Err(format!("invalid changepoint configuration: {msg}"));
         for (name, v) in [("limit", self.limit), ("min_shift", self.min_shift), ("hazard", self.hazard)] {
             if !(v.is_finite() && v > 0.0) {

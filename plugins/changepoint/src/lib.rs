@@ -197,6 +197,8 @@ impl Detector for Changepoint {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let (config, series): (Config, SeriesTable<Series>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "changepoint")?;
+        // A snapshot's configuration passes the checks `configure` makes.
+        config.check().map_err(|e| format!("corrupt changepoint snapshot: {e}"))?;
         series.check().map_err(|e| format!("corrupt changepoint snapshot: {e}"))?;
         self.config = config;
         self.series = series;

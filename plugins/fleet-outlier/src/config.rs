@@ -76,7 +76,8 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// What `parse` checks beyond the JSON's shape; a restored snapshot's configuration too.
+    pub(crate) fn check(&self) -> Result<(), String> {
         let fail = |msg: String| Err(format!("invalid fleet-outlier configuration: {msg}"));
         for (name, v) in [("threshold", self.threshold), ("epsilon", self.epsilon), ("min_spread", self.min_spread)] {
             if !(v.is_finite() && v > 0.0) {

@@ -166,6 +166,9 @@ impl Detector for FleetOutlier {
                 if baselines.len() != metrics.len() || baselines.iter().any(|b| b.len() > MAX_ROUTER_ID as usize + 1) {
                     return Err("corrupt fleet-outlier snapshot: baselines do not match the metrics".into());
                 }
+                // A snapshot's configuration passes the checks `configure` makes: unchecked peer
+                // groups could name router ids that size the group table in gigabytes.
+                config.check().map_err(|e| format!("corrupt fleet-outlier snapshot: {e}"))?;
                 self.group_of = config.group_table();
                 self.config = config;
                 self.metrics = metrics;

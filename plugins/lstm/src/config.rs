@@ -55,7 +55,8 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// What `parse` checks beyond the JSON's shape; a restored snapshot's configuration too.
+    pub(crate) fn check(&self) -> Result<(), String> {
         let fail = |msg: String| Err(format!("invalid LSTM configuration: {msg}"));
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return fail(format!("threshold must be a positive number, got {}", self.threshold));

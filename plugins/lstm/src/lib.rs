@@ -175,6 +175,8 @@ impl Detector for Lstm {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let (config, routers): (Config, Vec<(u32, RouterState)>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "LSTM")?;
+        // A snapshot's configuration passes the checks `configure` makes.
+        config.check().map_err(|e| format!("corrupt LSTM snapshot: {e}"))?;
         let bad = |s: &RouterState| {
             s.h.len() != HIDDEN
                 || s.c.len() != HIDDEN

@@ -49,7 +49,8 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// What `parse` checks beyond the JSON's shape; a restored snapshot's configuration too.
+    pub(crate) fn check(&self) -> Result<(), String> {
         let fail = |msg: String| Err(format!("invalid seasonal configuration: {msg}"));
         if self.period < 2 {
             return fail(format!("period must be at least 2 samples, got {}", self.period));

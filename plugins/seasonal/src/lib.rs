@@ -335,6 +335,8 @@ impl Detector for Seasonal {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let (config, series): (Config, SeriesTable<Series>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "seasonal")?;
+        // A snapshot's configuration passes the checks `configure` makes.
+        config.check().map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
         series.check().map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
         let bad_model =
             |s: &Series| s.model.as_ref().is_some_and(|m| m.profile.is_empty() || m.phase >= m.profile.len());
