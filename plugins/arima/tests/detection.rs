@@ -160,7 +160,13 @@ fn snapshots_stay_small_and_a_restored_series_refits_once_its_window_refills() {
     spiked[1500] += 3.0;
     let (scores, anomalies) = run_from(&mut restored, &spiked, 1000);
     assert!(scores[0] > 0.0, "scored at once after the restore");
-    assert_eq!(anomalies, vec![(1500, AnomalyKind::Spike)], "still detecting after its refits");
+    assert!(anomalies.contains(&(1500, AnomalyKind::Spike)), "still detecting after its refits: {anomalies:?}");
+    // The restored detector is the original one: the uninterrupted detector, fed the same
+    // continuation, judges every point the same. (Seed 9's noise has a 3.7 sd dip near 2809
+    // that both of them follow with a level shift; that is the model, not the restore.)
+    let (original_scores, original_anomalies) = run_from(&mut original, &spiked, 1000);
+    assert_eq!(anomalies, original_anomalies);
+    assert_eq!(scores, original_scores);
 }
 
 #[test]
