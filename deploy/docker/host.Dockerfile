@@ -14,10 +14,12 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo xtask build \
-    && mkdir -p /out/detectors \
+    && mkdir -p /out/detectors /out/default \
     && cp target/release/routewatch /out/ \
-    && for detector in arima lstm seasonal fleet_outlier changepoint; do \
-         cp "target/wasm32-wasip2/plugin/routewatch_${detector}.wasm" /out/detectors/; \
+    && find target/wasm32-wasip2/plugin -maxdepth 1 -name 'routewatch_*.wasm' ! -name 'routewatch_test_*' \
+         -exec cp {} /out/detectors/ \; \
+    && grep -v -e '^#' -e '^$' deploy/default-detectors.txt | while read -r stem; do \
+         cp "/out/detectors/${stem}.wasm" /out/default/; \
        done
 
 FROM debian:${DEBIAN_RELEASE}-slim
@@ -30,10 +32,12 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid routewatch --home-dir /var/lib/routewatch --shell /usr/sbin/nologin routewatch
 COPY --from=builder /out/routewatch /usr/local/bin/routewatch
 COPY --from=builder /out/detectors/ /opt/routewatch/detectors/
-# The watched plugin directory starts with the default detector; enable another by copying it
-# from /opt/routewatch/detectors (or uploading it through the API).
+COPY --from=builder /out/default/ /opt/routewatch/default-detectors/
+# The watched plugin directory starts with the default set (deploy/default-detectors.txt);
+# enable another detector by copying it from /opt/routewatch/detectors (or uploading it
+# through the API).
 RUN install -d -o routewatch -g routewatch /var/lib/routewatch/plugins /var/cache/routewatch \
-    && install -o routewatch -g routewatch -m 0644 /opt/routewatch/detectors/routewatch_arima.wasm /var/lib/routewatch/plugins/
+    && install -o routewatch -g routewatch -m 0644 /opt/routewatch/default-detectors/*.wasm /var/lib/routewatch/plugins/
 COPY deploy/host/routewatch.toml /etc/routewatch/routewatch.toml
 ENV ROUTEWATCH_CONFIG=/etc/routewatch/routewatch.toml \
     ROUTEWATCH_PLUGIN_DIR=/var/lib/routewatch/plugins \

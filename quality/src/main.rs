@@ -32,6 +32,30 @@ pub const DETECTORS: [(&str, &str); 5] = [
     ("routewatch_changepoint", "changepoint"),
 ];
 
+/// The default set's component stems, from `deploy/default-detectors.txt` (the one list the
+/// demo, the image and Kubernetes also read).
+pub fn default_set() -> Vec<&'static str> {
+    include_str!("../../deploy/default-detectors.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The plugin names of the default set.
+pub fn default_set_names() -> Vec<&'static str> {
+    default_set()
+        .into_iter()
+        .map(|stem| {
+            DETECTORS
+                .iter()
+                .find(|(s, _)| *s == stem)
+                .map(|(_, name)| *name)
+                .unwrap_or_else(|| panic!("deploy/default-detectors.txt names {stem}, which is not a shipped detector"))
+        })
+        .collect()
+}
+
 #[derive(Parser)]
 #[command(about = "Detection quality and speed of the routewatch detectors")]
 struct Cli {

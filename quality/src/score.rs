@@ -105,6 +105,25 @@ impl Evaluation {
     }
 }
 
+/// Mean F1 over the fault kinds present: how a set of detectors ranks as a default.
+pub fn mean_f1(e: &Evaluation) -> f64 {
+    let kinds: Vec<f64> = e.per_kind.values().filter(|f| f.faults > 0).map(Figures::f1).collect();
+    kinds.iter().sum::<f64>() / kinds.len().max(1) as f64
+}
+
+/// Sets whose mean F1 is this close to the best are tied; the cheapest of them is chosen.
+pub const TIE: f64 = 0.02;
+
+/// The rule that picks the default set from `sets` (each with its time in plugins, s): the
+/// best mean F1 over kinds, and among the sets within [`TIE`] of it the cheapest.
+pub fn pick(sets: &[(Evaluation, f64)]) -> Option<&str> {
+    let best = sets.iter().map(|(e, _)| mean_f1(e)).fold(f64::NEG_INFINITY, f64::max);
+    sets.iter()
+        .filter(|(e, _)| mean_f1(e) >= best - TIE)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(e, _)| e.name.as_str())
+}
+
 pub struct Window {
     pub from: i64,
     pub to: i64,
@@ -304,10 +323,27 @@ pub fn run(args: &QualityArgs) -> Result<()> {
             evaluate(name, hits.get(*name).map(Vec::as_slice).unwrap_or(&[]), &data.faults, &data.changes, &window)
         })
         .collect();
-    let union: Vec<Hit> = ["arima", "lstm"].iter().flat_map(|n| hits.get(*n).cloned().unwrap_or_default()).collect();
-    evaluations.insert(0, evaluate("arima + lstm (default set)", &union, &data.faults, &data.changes, &window));
+    // Every combination of two or more detectors, each as the union of its members' anomalies
+    // (the largest calibrated score of the set at 0.5): what `deploy/default-detectors.txt` is
+    // chosen from, on a tuning seed.
+    let union = |members: &[&str]| -> Vec<Hit> {
+        members.iter().flat_map(|n| hits.get(*n).cloned().unwrap_or_default()).collect()
+    };
+    let busy = |name: &str| summary.plugins.iter().find(|p| p.label == name).map_or(0.0, |p| p.busy.as_secs_f64());
+    let mut combinations: Vec<(Evaluation, f64)> = (1u32..1 << detectors.len())
+        .map(|mask| {
+            let members: Vec<&str> =
+                detectors.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect();
+            let cost = members.iter().map(|m| busy(m)).sum();
+            (evaluate(&members.join(" + "), &union(&members), &data.faults, &data.changes, &window), cost)
+        })
+        .collect();
+    combinations.sort_by(|a, b| mean_f1(&b.0).total_cmp(&mean_f1(&a.0)));
+    let default = crate::default_set_names();
+    let label = format!("{} (default set)", default.join(" + "));
+    evaluations.insert(0, evaluate(&label, &union(&default), &data.faults, &data.changes, &window));
 
-    let text = report::quality(args, &data, &summary, &evaluations);
+    let text = report::quality(args, &data, &summary, &evaluations, &combinations);
     println!("{text}");
     if let Some(path) = &args.write {
         report::replace_section(path, &report::heading(data.profile), &text)?;

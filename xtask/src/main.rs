@@ -34,8 +34,12 @@ const PLUGINS: &[&str] = &[
     "routewatch-changepoint",
 ];
 
-/// The detectors the demo runs, by component file name.
-const DEFAULT_PLUGINS: &[&str] = &["routewatch_arima"];
+/// The default set (the detectors the demo runs), by component file stem.
+fn default_plugins(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("deploy/default-detectors.txt");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+}
 
 #[derive(Parser)]
 #[command(about = "routewatch build, test, demo and benchmark tasks")]
@@ -143,7 +147,7 @@ fn demo(root: &Path) -> Result<()> {
     let plugins = plugin_dir()?;
     let mut cmd = Command::new(bin.join("routewatch"));
     cmd.arg("demo").arg("--simulator").arg(bin.join("routewatch-sim"));
-    for plugin in DEFAULT_PLUGINS {
+    for plugin in default_plugins(root)? {
         cmd.arg("--plugin").arg(plugins.join(format!("{plugin}.wasm")));
     }
     cmd.current_dir(root);
