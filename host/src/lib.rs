@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod registry;
 pub mod replay;
 pub mod routers;
-pub mod runtime;
+/// The plugin runtime, re-exported: see the `routewatch-runtime` crate.
+pub use routewatch_runtime as runtime;

@@ -2,7 +2,7 @@
 //! runs instances of them in a sandbox with a CPU budget and a memory cap per call.
 //!
 //! ```no_run
-//! use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
+//! use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 //!
 //! let runtime = Runtime::new(RuntimeConfig { limits: Limits::default(), ..RuntimeConfig::default() })?;
 //! let plugin = runtime.load_file("routewatch_arima.wasm".as_ref())?;
