@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::fleet::{PARTITIONS, await_marked, config, fleet, keys, logs, mark, produce, producer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use routewatch_host::pipeline::{LEGACY_STATE_VERSION, PartitionState, Pipeline, RouterInfo, StateStore, state_key};
+use routewatch_host::Host;
+use routewatch_host::kafka::{LEGACY_STATE_VERSION, PartitionState, RouterInfo, StateStore, state_key};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 
@@ -63,7 +64,7 @@ fn compaction_keeps_each_partitions_latest_state_after_many_snapshots() {
     let broker = Broker::start();
     topics_with_quick_compaction(&broker);
     let producer = producer(&broker);
-    let pipeline = Pipeline::start(config(&broker, "compact", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "compact", "routewatch_test_evil", mark())).unwrap();
     // Records keep coming for a while; every partition saves its state every second.
     let mut written = Vec::new();
     let started = Instant::now();
@@ -162,7 +163,7 @@ fn a_restoring_host_reads_the_newest_state_past_tombstones_and_older_layouts() {
         ))
         .unwrap();
     }
-    let pipeline = Pipeline::start(config(&broker, "restore", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "restore", "routewatch_test_evil", mark())).unwrap();
     let mut sites = BTreeMap::new();
     broker.consume_until("router-anomalies", Duration::from_secs(90), |m| {
         let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();

@@ -113,8 +113,8 @@ impl DetectorArgs {
     /// Loads the selected components, each with its configuration.
     pub fn load(
         &self,
-        runtime: &routewatch_host::runtime::Runtime,
-    ) -> Result<Vec<(&'static str, routewatch_host::replay::ReplayPlugin)>> {
+        runtime: &routewatch_runtime::Runtime,
+    ) -> Result<Vec<(&'static str, routewatch_engine::replay::ReplayPlugin)>> {
         let dir = match &self.plugins {
             Some(dir) => dir.clone(),
             None => default_plugin_dir()?,
@@ -126,7 +126,7 @@ impl DetectorArgs {
                 .load_file(&path)
                 .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
             let config = self.configs.iter().find(|(n, _)| n == name).map(|(_, c)| c.clone());
-            plugins.push((name, routewatch_host::replay::ReplayPlugin { plugin, config }));
+            plugins.push((name, routewatch_engine::replay::ReplayPlugin { plugin, config }));
         }
         Ok(plugins)
     }

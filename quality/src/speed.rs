@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
+use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_simulator::{Engine, RuntimeConfig as SimConfig};
 use routewatch_telemetry::Metric;
 

@@ -25,7 +25,7 @@ pub enum ProcessingGuarantee {
 /// Everything the streaming host needs. Every field has a default; a file sets any subset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PipelineConfig {
+pub struct HostConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
     /// Consumer group: hosts in one group split the partitions between them.
@@ -93,9 +93,9 @@ pub struct PipelineConfig {
     pub kafka: BTreeMap<String, String>,
 }
 
-impl Default for PipelineConfig {
-    fn default() -> PipelineConfig {
-        PipelineConfig {
+impl Default for HostConfig {
+    fn default() -> HostConfig {
+        HostConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "routewatch".into(),
             metrics_topic: "router-metrics".into(),
@@ -132,9 +132,9 @@ impl Default for PipelineConfig {
     }
 }
 
-impl PipelineConfig {
+impl HostConfig {
     /// Reads a TOML file; unknown keys are errors, so a typo does not pass silently.
-    pub fn from_file(path: &Path) -> anyhow::Result<PipelineConfig> {
+    pub fn from_file(path: &Path) -> anyhow::Result<HostConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
@@ -202,27 +202,27 @@ mod tests {
              [plugin_config.arima]\nthreshold = 6.0\n",
         )
         .unwrap();
-        let config = PipelineConfig::from_file(&path).unwrap();
+        let config = HostConfig::from_file(&path).unwrap();
         assert_eq!(config.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
-        assert_eq!(PipelineConfig::default().processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+        assert_eq!(HostConfig::default().processing_guarantee, ProcessingGuarantee::AtLeastOnce);
         assert_eq!(config.brokers, "k1:9092,k2:9092");
         assert_eq!(config.batch_records, 500);
         assert_eq!(config.plugin_config["arima"]["threshold"], 6.0);
         assert_eq!(config.group_id, "routewatch");
 
         std::fs::write(&path, "brokerz = \"x\"\n").unwrap();
-        let err = PipelineConfig::from_file(&path).unwrap_err().to_string();
+        let err = HostConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("unknown field `brokerz`"), "{err}");
     }
 
     #[test]
     fn validation_names_the_field() {
-        let config = PipelineConfig { plugins: vec!["a.wasm".into()], batch_records: 0, ..Default::default() };
+        let config = HostConfig { plugins: vec!["a.wasm".into()], batch_records: 0, ..Default::default() };
         assert!(config.validate().unwrap_err().to_string().contains("batch_records"));
-        assert!(PipelineConfig::default().validate().unwrap_err().to_string().contains("no plugins"));
-        let config = PipelineConfig { plugin_dir: Some("plugins".into()), ..Default::default() };
+        assert!(HostConfig::default().validate().unwrap_err().to_string().contains("no plugins"));
+        let config = HostConfig { plugin_dir: Some("plugins".into()), ..Default::default() };
         config.validate().unwrap();
-        let short = PipelineConfig { api_token: Some("short".into()), ..config };
+        let short = HostConfig { api_token: Some("short".into()), ..config };
         assert!(short.validate().unwrap_err().to_string().contains("api_token"));
     }
 }

@@ -7,7 +7,7 @@
 //! `NAME.wasm.sig`. Both are 128 hex digits (`routewatch plugin sign` writes them).
 //!
 //! ```
-//! use routewatch_host::registry::signing::{KeyPair, TrustedKeys};
+//! use routewatch_engine::registry::signing::{KeyPair, TrustedKeys};
 //!
 //! let pair = KeyPair::from_secret_hex(&"07".repeat(32)).unwrap();
 //! let signature = pair.sign_hex(b"component bytes");

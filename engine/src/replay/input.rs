@@ -6,6 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use routewatch_telemetry::{MAX_RECORD_BYTES, Metric, Record};
 
+use super::ReplayError;
+
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
@@ -68,20 +70,24 @@ pub enum RowReader {
 
 impl RowReader {
     /// Opens `path`. For CSV, every row belongs to `csv_router`.
-    pub fn open(path: &Path, format: InputFormat, csv_router: &str) -> anyhow::Result<RowReader> {
-        let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    pub fn open(path: &Path, format: InputFormat, csv_router: &str) -> Result<RowReader, ReplayError> {
         let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| ReplayError::Open { path: name.clone(), source })?;
         Ok(match format.resolve(path) {
             InputFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
                     .trim(csv::Trim::All)
                     .from_reader(Box::new(std::io::BufReader::new(file)) as Box<dyn std::io::Read>);
-                let headers = reader.headers()?.clone();
+                let headers = reader
+                    .headers()
+                    .map_err(|source| ReplayError::CsvHeader { path: name.clone(), reason: source.to_string() })?
+                    .clone();
                 let find = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
                 let (Some(ts), Some(value)) = (find("timestamp"), find("value")) else {
-                    anyhow::bail!(
-                        "{name}: the CSV header must name `timestamp` and `value` columns, found {headers:?}"
-                    );
+                    return Err(ReplayError::CsvHeader {
+                        path: name,
+                        reason: format!("the CSV header must name `timestamp` and `value` columns, found {headers:?}"),
+                    });
                 };
                 RowReader::Csv {
                     path: name,

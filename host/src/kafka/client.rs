@@ -14,11 +14,11 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::config::PipelineConfig;
+use crate::config::HostConfig;
 
 /// A client's settings: the brokers, then the client's own `settings`, then the operator's
 /// `kafka` table from the configuration, which has the last word.
-pub fn client_config(config: &PipelineConfig, settings: &[(&str, &str)]) -> ClientConfig {
+pub fn client_config(config: &HostConfig, settings: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     for (key, value) in settings {
@@ -32,7 +32,7 @@ pub fn client_config(config: &PipelineConfig, settings: &[(&str, &str)]) -> Clie
 
 /// The producer for anomalies, dead letters and state: idempotent, acknowledged by all
 /// replicas, and retrying for ever, so a broker outage delays output but never drops it.
-pub fn producer(config: &PipelineConfig) -> anyhow::Result<FutureProducer> {
+pub fn producer(config: &HostConfig) -> anyhow::Result<FutureProducer> {
     client_config(config, &PRODUCER).create().context("creating the Kafka producer")
 }
 
@@ -47,7 +47,7 @@ const PRODUCER: [(&str, &str); 6] = [
 
 /// The producer for partition state: like [`producer`], but a delivery that the broker has not
 /// acknowledged within `timeout` fails instead of waiting for ever.
-pub fn state_producer(config: &PipelineConfig, timeout: Duration) -> anyhow::Result<FutureProducer> {
+pub fn state_producer(config: &HostConfig, timeout: Duration) -> anyhow::Result<FutureProducer> {
     let timeout = timeout.as_millis().to_string();
     let mut client = client_config(config, &PRODUCER);
     client
@@ -63,7 +63,7 @@ pub fn state_producer(config: &PipelineConfig, timeout: Duration) -> anyhow::Res
 }
 
 /// Creates the topics this host uses if they are missing.
-pub fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
+pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(config, &[]).create().context("creating the admin client")?;
     let retention = (config.retention_hours * 3_600_000).to_string();
@@ -171,7 +171,7 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl Transactional {
     /// Creates the producer and fences its predecessors, waiting out broker outages.
     pub fn start(
-        config: &PipelineConfig,
+        config: &HostConfig,
         partition: i32,
         group: GroupMetadata,
         revoked: Arc<AtomicBool>,

@@ -25,11 +25,11 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::PipelineConfig;
-use super::kafka;
+pub use routewatch_engine::state::{PartitionState, PluginState, RouterInfo, STATE_VERSION};
 
-/// Layout version of [`PartitionState`] inside the chunks.
-pub const STATE_VERSION: u32 = 2;
+use super::client;
+use crate::config::HostConfig;
+
 /// The first layout: one record per partition holding a version-1 [`PartitionState`]. Still
 /// read, so that an upgrade keeps its state.
 pub const LEGACY_STATE_VERSION: u32 = 1;
@@ -39,38 +39,6 @@ const MANIFEST_MAGIC: &[u8; 4] = b"RWS2";
 pub const CHUNK_BYTES: usize = 512 << 10;
 /// Longest a save waits for the broker before it counts as failed.
 pub const SAVE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A router as the partition's table knows it; its position is its id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouterInfo {
-    pub name: String,
-    pub site: String,
-    pub role: String,
-}
-
-/// One plugin's snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginState {
-    pub name: String,
-    pub version: String,
-    pub snapshot: Vec<u8>,
-}
-
-/// Everything needed to continue a partition elsewhere.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PartitionState {
-    pub version: u32,
-    /// The first offset the state has not seen.
-    pub next_offset: i64,
-    pub routers: Vec<RouterInfo>,
-    pub plugins: Vec<PluginState>,
-}
-
-impl PartitionState {
-    pub fn new(next_offset: i64, routers: Vec<RouterInfo>, plugins: Vec<PluginState>) -> PartitionState {
-        PartitionState { version: STATE_VERSION, next_offset, routers, plugins }
-    }
-}
 
 /// The record under a partition's key: which chunks make its newest state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +77,7 @@ pub fn state_key(group_id: &str, metrics_topic: &str, partition: i32) -> String 
 
 /// Reads and writes partition states.
 pub struct StateStore {
-    config: PipelineConfig,
+    config: HostConfig,
     producer: FutureProducer,
     /// Per partition: the slot of the last complete state, and the chunks each slot last held
     /// (so that a smaller state can tombstone the rest).
@@ -119,8 +87,8 @@ pub struct StateStore {
 impl StateStore {
     /// A store writing with its own producer, whose deliveries time out after
     /// [`SAVE_DEADLINE`] (the output producer waits for ever, by design).
-    pub fn new(config: &PipelineConfig) -> anyhow::Result<StateStore> {
-        let producer = kafka::state_producer(config, SAVE_DEADLINE)?;
+    pub fn new(config: &HostConfig) -> anyhow::Result<StateStore> {
+        let producer = client::state_producer(config, SAVE_DEADLINE)?;
         Ok(StateStore { config: config.clone(), producer, slots: Mutex::new(HashMap::new()) })
     }
 
@@ -172,15 +140,15 @@ impl StateStore {
         // The manifest goes last and alone: a reader that sees it has seen its chunks.
         let mut chunks = write.take_records();
         let manifest = chunks.pop().expect("a save ends with its manifest");
-        kafka::deliver_within(&self.producer, chunks, SAVE_DEADLINE)
-            .and_then(|()| kafka::deliver_within(&self.producer, vec![manifest], SAVE_DEADLINE))
+        client::deliver_within(&self.producer, chunks, SAVE_DEADLINE)
+            .and_then(|()| client::deliver_within(&self.producer, vec![manifest], SAVE_DEADLINE))
             .map_err(|reason| SaveError::Delivery { deadline: SAVE_DEADLINE, reason })?;
         self.committed(&write);
         Ok(write.bytes)
     }
 
-    fn record(&self, key: String, payload: Option<Vec<u8>>) -> kafka::Outgoing {
-        kafka::Outgoing { topic: self.config.state_topic.clone(), key: Some(key.into_bytes()), payload, headers: None }
+    fn record(&self, key: String, payload: Option<Vec<u8>>) -> client::Outgoing {
+        client::Outgoing { topic: self.config.state_topic.clone(), key: Some(key.into_bytes()), payload, headers: None }
     }
 
     /// The latest state of each of `partitions` that has one: reads the state topic to its end.
@@ -197,7 +165,7 @@ impl StateStore {
             ("fetch.message.max.bytes", "67108864"),
         ];
         let consumer: BaseConsumer =
-            kafka::client_config(&self.config, &settings).create().context("creating the state reader")?;
+            client::client_config(&self.config, &settings).create().context("creating the state reader")?;
         let topic = &self.config.state_topic;
         let (low, high) = consumer
             .fetch_watermarks(topic, 0, Duration::from_secs(30))
@@ -239,7 +207,7 @@ pub struct StateWrite {
     slot: u8,
     chunks: u32,
     bytes: usize,
-    records: Vec<kafka::Outgoing>,
+    records: Vec<client::Outgoing>,
 }
 
 impl StateWrite {
@@ -250,7 +218,7 @@ impl StateWrite {
 
     /// The records, for a transaction (exactly-once) that commits them together; call
     /// [`StateStore::committed`] once it has.
-    pub fn take_records(&mut self) -> Vec<kafka::Outgoing> {
+    pub fn take_records(&mut self) -> Vec<client::Outgoing> {
         std::mem::take(&mut self.records)
     }
 }

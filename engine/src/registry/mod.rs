@@ -5,13 +5,13 @@
 //! configuration. Partition workers never take its lock on the hot path: they compare
 //! [`Registry::generation`] with the one they last saw between batches, and only when it moved
 //! do they fetch the new [`View`] and reconcile their instances with it (swapping versions,
-//! carrying state over, see `pipeline::worker`).
+//! carrying state over, see [`crate::reconcile`]).
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use routewatch_host::registry::{Registry, QuarantinePolicy};
-//! # use routewatch_host::runtime::{Runtime, RuntimeConfig};
-//! # use routewatch_host::pipeline::Metrics;
+//! # use routewatch_engine::registry::{Registry, QuarantinePolicy};
+//! # use routewatch_runtime::{Runtime, RuntimeConfig};
+//! # use routewatch_engine::metrics::Metrics;
 //! let runtime = Runtime::new(RuntimeConfig::default())?;
 //! let registry = Registry::new(runtime, Arc::new(Metrics::default()), QuarantinePolicy::default(), None)?;
 //! let status = registry.install_file("plugins/routewatch_arima.wasm".as_ref())?;
@@ -38,9 +38,9 @@ pub use quarantine::{Health, QuarantinePolicy};
 use settings::{PluginSettings, Settings};
 pub use signing::{SignatureError, TrustedKeys};
 
-use crate::pipeline::Metrics;
-use crate::pipeline::metrics::{NameLabels, PluginLabels, StateLabels};
-use crate::runtime::{LoadError, Plugin, Runtime};
+use crate::metrics::Metrics;
+use crate::metrics::{NameLabels, PluginLabels, StateLabels};
+use routewatch_runtime::{LoadError, Plugin, Runtime};
 
 /// The states a plugin can be in, as the API and the `routewatch_plugin_state` metric name them.
 /// `partial`: the current version runs on some partitions only, because others refused to hand

@@ -6,23 +6,27 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat};
 use routewatch_telemetry::AnomalyEvent;
 
+use super::ReplayError;
+use crate::sink::{Delivery, Sink, SinkError};
+
 /// Opens `path` for writing, or standard output for `-`.
-pub fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
+pub fn create(path: &Path) -> Result<Box<dyn Write + Send>, ReplayError> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
     }
-    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    let file = std::fs::File::create(path)
+        .map_err(|source| ReplayError::Create { path: path.display().to_string(), source })?;
     Ok(Box::new(std::io::BufWriter::with_capacity(1 << 16, file)))
 }
 
 /// `timestamp,router,metric,value,<plugin>...`: one row per input point, a score column per
 /// plugin (empty where the plugin produced none).
 pub struct ScoreWriter {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
 }
 
 impl ScoreWriter {
-    pub fn new(mut out: Box<dyn Write>, plugins: &[String]) -> anyhow::Result<ScoreWriter> {
+    pub fn new(mut out: Box<dyn Write + Send>, plugins: &[String]) -> std::io::Result<ScoreWriter> {
         write!(out, "timestamp,router,metric,value")?;
         for name in plugins {
             write!(out, ",{name}")?;
@@ -51,18 +55,14 @@ impl ScoreWriter {
         }
         writeln!(self.out)
     }
-
-    pub fn finish(mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }
 
 pub struct AnomalyWriter {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
 }
 
 impl AnomalyWriter {
-    pub fn new(out: Box<dyn Write>) -> AnomalyWriter {
+    pub fn new(out: Box<dyn Write + Send>) -> AnomalyWriter {
         AnomalyWriter { out }
     }
 
@@ -70,14 +70,51 @@ impl AnomalyWriter {
         serde_json::to_writer(&mut self.out, event)?;
         writeln!(self.out)
     }
-
-    pub fn finish(mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// RFC 3339 in UTC with milliseconds; epoch milliseconds if out of chrono's range.
 pub fn format_ts(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+impl Sink for ScoreWriter {
+    fn name(&self) -> &'static str {
+        "scores"
+    }
+
+    fn deliver(&mut self, delivery: &Delivery<'_>) -> Result<(), SinkError> {
+        let batch = delivery.input.batch();
+        let columns = batch.columns.len();
+        let plugins = delivery.processed.plugins();
+        for row in 0..delivery.input.rows() {
+            let router = &delivery.routers[batch.routers[row] as usize].name;
+            for (c, column) in batch.columns.iter().enumerate() {
+                let scores = (0..plugins).map(|p| delivery.processed.score(p, row, c, columns));
+                self.row(batch.timestamps[row], router, &column.metric, column.values[row], scores)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(self.out.flush()?)
+    }
+}
+
+impl Sink for AnomalyWriter {
+    fn name(&self) -> &'static str {
+        "anomalies"
+    }
+
+    fn deliver(&mut self, delivery: &Delivery<'_>) -> Result<(), SinkError> {
+        for event in &delivery.processed.events {
+            self.write(event)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(self.out.flush()?)
+    }
 }

@@ -1,20 +1,18 @@
-//! `routewatch run`: the streaming host.
+//! The Kafka service of `routewatch run`: a consumer-group member on the metrics topic.
 //!
-//! A consumer-group member on the metrics topic. Each assigned partition gets a worker thread
-//! holding its own instance of every plugin (see [`worker`]); the consumer thread routes
-//! records to workers and stores each worker's progress for commit only after that worker's
-//! output is acknowledged. On revoke and shutdown, workers finish what they hold, save their
-//! state to the compacted state topic, and offsets are committed; on assign, state is read
-//! back before the first record is processed.
+//! Each assigned partition gets a worker thread ([`worker`]) running its own detection
+//! [`Engine`](routewatch_engine::Engine), with the partition as its [`Source`]
+//! (routewatch_engine::Source) and the registered [`crate::sinks`] as its sinks. The consumer
+//! thread routes records to workers and stores each worker's progress for commit only after
+//! every sink acknowledged that worker's batch. On revoke and shutdown, workers finish what
+//! they hold, save their state to the compacted state topic ([`state`]), and offsets are
+//! committed; on assign, state is read back before the first record is processed.
 
-mod config;
-mod kafka;
-pub mod metrics;
-mod state;
-mod worker;
+pub mod client;
+pub mod state;
+pub(crate) mod worker;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,144 +24,62 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use routewatch_telemetry::AnomalyEvent;
 
-pub use config::{PipelineConfig, ProcessingGuarantee};
-pub use metrics::Metrics;
+pub use client::ensure_topics;
 pub use state::{LEGACY_STATE_VERSION, PartitionState, PluginState, RouterInfo, STATE_VERSION, StateStore, state_key};
 
-use crate::api::{self, ApiState};
-use crate::registry::watch::{self, DirWatcher};
-use crate::registry::{Registry, TrustedKeys};
-use crate::runtime::{Limits, Runtime, RuntimeConfig};
-use metrics::PartitionLabels;
+use crate::config::{HostConfig, ProcessingGuarantee};
+use crate::feed::AnomalyFeed;
+use crate::metrics::{Metrics, PartitionLabels};
+use crate::registry::Registry;
 use worker::{Incoming, WorkerHandle};
-
-/// How long a shutdown may take to finish batches, save state and commit.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// How many recent anomalies the HTTP API keeps.
-pub const RECENT_ANOMALIES: usize = 1000;
-
-/// Recent anomalies for the API, and a live feed for the terminal demo.
-pub struct AnomalyFeed {
-    recent: Mutex<VecDeque<AnomalyEvent>>,
-    live: tokio::sync::broadcast::Sender<AnomalyEvent>,
-}
-
-impl Default for AnomalyFeed {
-    fn default() -> AnomalyFeed {
-        AnomalyFeed { recent: Mutex::new(VecDeque::new()), live: tokio::sync::broadcast::channel(4096).0 }
-    }
-}
-
-impl AnomalyFeed {
-    fn publish(&self, events: Vec<AnomalyEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut recent = self.recent.lock().expect("feed lock");
-        for event in events {
-            // Nobody listening is fine: the feed is for whoever wants it.
-            let _ = self.live.send(event.clone());
-            if recent.len() == RECENT_ANOMALIES {
-                recent.pop_front();
-            }
-            recent.push_back(event);
-        }
-    }
-
-    /// The most recent anomalies, oldest first.
-    pub fn recent(&self, limit: usize) -> Vec<AnomalyEvent> {
-        self.recent_matching(limit, |_| true)
-    }
-
-    /// The most recent anomalies that pass `filter`, oldest first.
-    pub fn recent_matching(&self, limit: usize, filter: impl Fn(&AnomalyEvent) -> bool) -> Vec<AnomalyEvent> {
-        let recent = self.recent.lock().expect("feed lock");
-        let mut found: Vec<AnomalyEvent> = recent.iter().rev().filter(|e| filter(e)).take(limit).cloned().collect();
-        found.reverse();
-        found
-    }
-
-    /// Every anomaly from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AnomalyEvent> {
-        self.live.subscribe()
-    }
-}
 
 /// What every worker shares.
 pub struct Shared {
-    config: PipelineConfig,
+    pub(crate) config: HostConfig,
     /// The consumer group's metadata, for exactly-once transactions.
-    group_metadata: kafka::GroupMetadata,
-    registry: Arc<Registry>,
-    producer: FutureProducer,
-    state: StateStore,
-    metrics: Arc<Metrics>,
-    feed: Arc<AnomalyFeed>,
+    pub(crate) group_metadata: client::GroupMetadata,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) producer: FutureProducer,
+    pub(crate) state: StateStore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) feed: Arc<AnomalyFeed>,
 }
 
 impl Shared {
-    fn exactly_once(&self) -> bool {
+    pub(crate) fn exactly_once(&self) -> bool {
         self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
 }
 
-/// A running streaming host.
-pub struct Pipeline {
+/// The running Kafka service: the consumer thread and, through it, the partition workers.
+pub struct KafkaService {
     stop: Arc<AtomicBool>,
     consumer: Option<JoinHandle<anyhow::Result<()>>>,
-    metrics: Arc<Metrics>,
-    feed: Arc<AnomalyFeed>,
-    registry: Arc<Registry>,
-    http_addr: SocketAddr,
-    _http: api::Server,
-    _watcher: Option<DirWatcher>,
 }
 
-impl Pipeline {
-    /// Loads the plugins, creates missing topics, starts the HTTP API and joins the group.
-    pub fn start(config: PipelineConfig) -> anyhow::Result<Pipeline> {
-        config.validate()?;
-        let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: config.cache_dir.clone(),
-            cache_max_bytes: config.cache_max_mib << 20,
-            limits: Limits {
-                cpu_budget: Duration::from_millis(config.cpu_budget_ms),
-                memory_bytes: config.memory_mib << 20,
-                ..Limits::default()
-            },
-        })?;
-        let metrics = Arc::new(Metrics::default());
-        let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
-        let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
+impl KafkaService {
+    /// Creates missing topics (if configured), the producer and the state store, and starts the
+    /// consumer thread, which sets `ready` once it has subscribed.
+    pub fn start(
+        config: HostConfig,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        feed: Arc<AnomalyFeed>,
+        ready: Arc<AtomicBool>,
+    ) -> anyhow::Result<KafkaService> {
         if config.create_topics {
-            kafka::ensure_topics(&config)?;
+            ensure_topics(&config)?;
         }
-        let producer = kafka::producer(&config)?;
-        let feed = Arc::new(AnomalyFeed::default());
-        let ready = Arc::new(AtomicBool::new(false));
-        let http = api::Server::start(
-            config.listen,
-            ApiState::new(
-                metrics.clone(),
-                feed.clone(),
-                ready.clone(),
-                registry.clone(),
-                token.into(),
-                config.max_upload_mib << 20,
-            ),
-        )?;
-        let http_addr = http.addr();
+        let producer = client::producer(&config)?;
         let shared = Arc::new(Shared {
             state: StateStore::new(&config)?,
             config,
-            group_metadata: kafka::GroupMetadata::default(),
-            registry: registry.clone(),
+            group_metadata: client::GroupMetadata::default(),
+            registry,
             producer,
-            metrics: metrics.clone(),
-            feed: feed.clone(),
+            metrics,
+            feed,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let consumer = {
@@ -173,34 +89,7 @@ impl Pipeline {
                 .spawn(move || consume(shared, stop, ready))
                 .context("spawning the consumer thread")?
         };
-        Ok(Pipeline {
-            stop,
-            consumer: Some(consumer),
-            metrics,
-            feed,
-            registry,
-            http_addr,
-            _http: http,
-            _watcher: watcher,
-        })
-    }
-
-    /// The plugins this host runs.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    pub fn feed(&self) -> &Arc<AnomalyFeed> {
-        &self.feed
-    }
-
-    /// Where the HTTP API listens (useful with port 0).
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        Ok(KafkaService { stop, consumer: Some(consumer) })
     }
 
     /// Whether the consumer thread has stopped (by itself only on a fatal error).
@@ -208,17 +97,16 @@ impl Pipeline {
         self.consumer.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Finishes in-flight batches, saves state, commits offsets and leaves the group. Gives
-    /// up after [`SHUTDOWN_GRACE`] (a broker that is gone cannot acknowledge anything): the
-    /// uncommitted records are then read again by the next owner.
-    pub fn shutdown(mut self) -> anyhow::Result<()> {
+    /// Finishes in-flight batches, saves state, commits offsets and leaves the group, giving
+    /// up after `grace`.
+    pub fn shutdown(mut self, grace: Duration) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Release);
         let Some(consumer) = self.consumer.take() else { return Ok(()) };
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let deadline = Instant::now() + grace;
         while !consumer.is_finished() {
             if Instant::now() >= deadline {
                 anyhow::bail!(
-                    "could not finish within {SHUTDOWN_GRACE:?} (is the broker reachable?); \
+                    "could not finish within {grace:?} (is the broker reachable?); \
                      offsets not committed since the last commit will be processed again"
                 );
             }
@@ -231,54 +119,11 @@ impl Pipeline {
     }
 }
 
-impl Drop for Pipeline {
+impl Drop for KafkaService {
     fn drop(&mut self) {
         // Signal the consumer thread; it finishes on its own (see `shutdown` for waiting).
         self.stop.store(true, Ordering::Release);
     }
-}
-
-/// Builds the registry: the configured files (any failure stops the start), then the plugin
-/// directory (a bad file there is reported and skipped), then starts watching it.
-fn load_plugins(
-    runtime: Runtime,
-    config: &PipelineConfig,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<Registry>, Option<DirWatcher>)> {
-    if let Some(dir) = &config.plugin_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
-    }
-    let trusted = TrustedKeys::parse(&config.trusted_keys).context("trusted_keys")?;
-    let registry = Arc::new(
-        Registry::new(runtime, metrics.clone(), config.quarantine_policy(), config.plugin_dir.clone())?
-            .with_trusted_keys(trusted),
-    );
-    for (name, plugin_config) in &config.plugin_config {
-        registry.set_initial_config(name, plugin_config.clone());
-    }
-    for path in &config.plugins {
-        let status = registry.install_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
-        tracing::info!(plugin = %status.name, version = %status.version, sha256 = %status.sha256, "loaded plugin");
-    }
-    let watcher = match &config.plugin_dir {
-        Some(dir) => {
-            let loaded = watch::load_dir(&registry, dir)
-                .with_context(|| format!("reading the plugin directory {}", dir.display()))?;
-            tracing::info!(dir = %dir.display(), loaded, "loaded the plugin directory");
-            Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
-        }
-        None => {
-            let names: Vec<String> = registry.list().into_iter().map(|s| s.name).collect();
-            for name in config.plugin_config.keys() {
-                anyhow::ensure!(
-                    names.contains(name),
-                    "plugin_config names {name}, which is not among the loaded plugins"
-                );
-            }
-            None
-        }
-    };
-    Ok((registry, watcher))
 }
 
 /// A partition this host holds: its worker, and the records it could not take yet.
@@ -463,7 +308,7 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         .filter(|(key, _)| classic || !matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms"))
         .collect();
     let consumer: BaseConsumer<HostContext> =
-        kafka::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
+        client::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.metrics_topic]).context("subscribing to the metrics topic")?;
     ready.store(true, Ordering::Release);
     tracing::info!(topic = %config.metrics_topic, group = %config.group_id, brokers = %config.brokers, "consuming");
@@ -521,7 +366,7 @@ struct LagMonitor {
 impl LagMonitor {
     fn start(shared: &Arc<Shared>) -> anyhow::Result<LagMonitor> {
         let group = format!("{}-lag", shared.config.group_id);
-        let client: BaseConsumer = kafka::client_config(&shared.config, &[("group.id", group.as_str())])
+        let client: BaseConsumer = client::client_config(&shared.config, &[("group.id", group.as_str())])
             .create()
             .context("creating the lag monitor")?;
         let progress: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
@@ -560,9 +405,4 @@ impl Drop for LagMonitor {
             let _ = thread.join();
         }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

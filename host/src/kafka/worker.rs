@@ -1,0 +1,380 @@
+//! One partition's worker: a thread running the partition's detection [`Engine`], with the
+//! partition's records as its [`Source`] and the registered sinks ([`crate::sinks`]) as its
+//! sinks. Between batches the engine follows the registry (see `routewatch_engine::reconcile`).
+//!
+//! Progress is reported as the next offset whose record has *not* been fully handled; the
+//! consumer stores it for commit only after every sink acknowledged the batch (at-least-once).
+//! Exactly-once workers instead send each batch's outputs (and each state) with the
+//! partition's next offset in one transaction of their own producer ([`Output`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use routewatch_engine::{
+    Engine, EngineConfig, Intake, Plugins, Pull, RawRecord, Rejected, Sink, Source, SourceError, StepError,
+};
+use routewatch_telemetry::{DecodeError, Metric, Record};
+
+use super::Shared;
+use super::client::{self, Fenced};
+use super::state::PartitionState;
+use crate::metrics::{Metrics, PartitionLabels, ReasonLabels};
+use crate::sinks::{self, SinkContext};
+
+/// How long an idle worker waits for a record before it looks at the registry again.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+
+/// Records queued for one worker; past this the consumer pauses that partition alone.
+pub const QUEUE_RECORDS: usize = 50_000;
+
+/// A record as the consumer hands it over.
+pub struct Incoming {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// The consumer's side of a worker.
+pub struct WorkerHandle {
+    partition: i32,
+    tx: SyncSender<Incoming>,
+    thread: Option<JoinHandle<Option<i64>>>,
+    progress: Arc<AtomicI64>,
+    /// Records sent and not yet taken by the worker.
+    queued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl WorkerHandle {
+    /// Starts a worker for `partition`, continuing from `restored` if given.
+    pub fn spawn(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>) -> WorkerHandle {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
+        let progress = Arc::new(AtomicI64::new(-1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reported, taken, stopping) = (progress.clone(), queued.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("partition-{partition}"))
+            .spawn(move || {
+                let source = PartitionSource {
+                    rx,
+                    queued: taken,
+                    stop: stopping.clone(),
+                    max: shared.config.batch_records,
+                    linger: shared.config.linger(),
+                    metrics: shared.metrics.clone(),
+                    output: None,
+                };
+                Worker::new(shared, partition, restored, reported, stopping).run(source)
+            })
+            .expect("spawning a partition worker");
+        WorkerHandle { partition, tx, thread: Some(thread), progress, queued, stop }
+    }
+
+    /// Queues a record without waiting; a full queue hands it back (the caller pauses the
+    /// partition, so that one slow partition never holds up the others).
+    pub fn try_send(&self, record: Incoming) -> Result<(), Incoming> {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(TrySendError::Full(record)) => Err(record),
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!(partition = self.partition, "worker is gone; record left for the next owner");
+                Ok(())
+            }
+        }
+    }
+
+    /// Records waiting in the worker's queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The next offset to commit, once the worker has finished a record.
+    pub fn progress(&self) -> Option<i64> {
+        let offset = self.progress.load(Ordering::Acquire);
+        (offset >= 0).then_some(offset)
+    }
+
+    /// Asks the worker to stop after its current batch; see [`WorkerHandle::join`].
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for a stopping worker: it finishes its batch and saves its state (queued records
+    /// are left for the next owner, uncommitted). Returns the next offset to commit.
+    pub fn join(mut self) -> Option<i64> {
+        self.request_stop();
+        let finished = self.thread.take().and_then(|t| t.join().ok()).flatten();
+        finished.or_else(|| self.progress())
+    }
+}
+
+/// Where a partition's outputs go to Kafka: the shared producer, or (exactly-once) the
+/// partition's own transactional producer, which the Kafka sink and state saves share.
+pub struct Output {
+    partition: i32,
+    producer: rdkafka::producer::FutureProducer,
+    txn: Option<client::Transactional>,
+    /// Exactly-once: the producer was fenced (the partition has another owner), so this
+    /// worker produces nothing more and waits to be stopped.
+    fenced: AtomicBool,
+}
+
+impl Output {
+    /// Whether nothing more may be produced for this partition.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn fence(&self, err: &Fenced) {
+        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether outputs go in transactions.
+    pub fn transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Sends records and waits for the broker to acknowledge them; exactly-once also commits
+    /// `next` as the partition's offset with them. False when fenced.
+    pub fn deliver(&self, records: Vec<client::Outgoing>, next: i64) -> bool {
+        if self.fenced() {
+            return false;
+        }
+        let Some(txn) = &self.txn else {
+            client::deliver(&self.producer, records);
+            return true;
+        };
+        match txn.commit(&records, next) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fence(&err);
+                false
+            }
+        }
+    }
+}
+
+/// The partition's records, from the consumer thread, as a [`Source`]: a batch is full at
+/// `batch_records` or once its first record has waited `linger_ms`.
+struct PartitionSource {
+    rx: Receiver<Incoming>,
+    queued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    max: usize,
+    linger: Duration,
+    metrics: Arc<Metrics>,
+    /// Once fenced, records are taken off the queue and dropped.
+    output: Option<Arc<Output>>,
+}
+
+impl PartitionSource {
+    fn take(&self, record: Incoming, intake: &mut Intake<'_>) {
+        let decoded = match &record.payload {
+            Some(payload) => Record::decode(payload),
+            None => Err(DecodeError::Malformed("record has no payload".into())),
+        };
+        match decoded {
+            Ok(r) => intake.row(
+                record.offset,
+                &r.router,
+                Some(&r.site),
+                Some(r.role.name()),
+                r.ts,
+                Metric::ALL.map(|m| r.metrics.get(m)),
+            ),
+            Err(err) => {
+                let reason = match err {
+                    DecodeError::Oversized { .. } => "oversized",
+                    DecodeError::Malformed(_) => "malformed",
+                    DecodeError::UnsupportedSchema { .. } => "unsupported_schema",
+                    DecodeError::Invalid { .. } => "invalid",
+                };
+                self.metrics.decode_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+                intake.reject(Rejected { position: record.offset, reason, message: err.to_string() });
+            }
+        }
+        // Dead letters carry the record as it came.
+        intake.keep_raw(RawRecord { position: record.offset, key: record.key, payload: record.payload });
+    }
+}
+
+impl Source for PartitionSource {
+    fn pull(&mut self, intake: &mut Intake<'_>) -> Result<Pull, SourceError> {
+        let fenced = self.output.as_ref().is_some_and(|o| o.fenced());
+        let mut taken = 0;
+        let mut disconnected = false;
+        // Short, so that an idle partition still takes up a new plugin version promptly.
+        match self.rx.recv_timeout(IDLE_TICK) {
+            Ok(record) => {
+                taken += 1;
+                if !fenced {
+                    self.take(record, intake);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        // Fill the batch until it is full or the first record has waited `linger`.
+        let deadline = Instant::now() + self.linger;
+        while taken > 0 && taken < self.max && !self.stop.load(Ordering::Acquire) {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(record) => {
+                    taken += 1;
+                    if !fenced {
+                        self.take(record, intake);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.queued.fetch_sub(taken, Ordering::AcqRel);
+        Ok(if disconnected {
+            Pull::End
+        } else if taken == 0 {
+            Pull::Idle
+        } else {
+            Pull::More
+        })
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    partition: i32,
+    engine: Engine,
+    sinks: Vec<Box<dyn Sink>>,
+    output: Arc<Output>,
+    progress: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+    last_save: Instant,
+    /// The last save of this partition's state failed (counted in
+    /// `routewatch_state_unsaved_partitions`, which `/readyz` reads).
+    unsaved: bool,
+}
+
+impl Worker {
+    fn new(
+        shared: Arc<Shared>,
+        partition: i32,
+        restored: Option<PartitionState>,
+        progress: Arc<AtomicI64>,
+        stop: Arc<AtomicBool>,
+    ) -> Worker {
+        let mut output =
+            Output { partition, producer: shared.producer.clone(), txn: None, fenced: AtomicBool::new(false) };
+        if shared.exactly_once() {
+            // The stop flag also tells an exactly-once producer that the partition is going away.
+            match client::Transactional::start(&shared.config, partition, shared.group_metadata.clone(), stop.clone()) {
+                Ok(txn) => output.txn = Some(txn),
+                Err(err) => output.fence(&err),
+            }
+        }
+        let output = Arc::new(output);
+        let config = EngineConfig {
+            stream: partition,
+            columns: Metric::ALL.iter().map(|m| m.name().to_owned()).collect(),
+            max_snapshot_bytes: shared.config.max_snapshot_mib << 20,
+            stamp_detection: true,
+        };
+        let mut engine = Engine::new(config, Plugins::Registry(shared.registry.clone()), shared.metrics.clone());
+        if let Some(state) = restored {
+            engine.restore(state);
+        }
+        engine.reconcile();
+        let sinks = sinks::build(&SinkContext { shared: &shared, partition, output: &output });
+        Worker { shared, partition, engine, sinks, output, progress, stop, last_save: Instant::now(), unsaved: false }
+    }
+
+    /// Batches and processes records until told to stop; returns the next offset to commit.
+    fn run(mut self, mut source: PartitionSource) -> Option<i64> {
+        source.output = Some(self.output.clone());
+        loop {
+            let pull = match self.engine.step(&mut source, &mut self.sinks) {
+                Ok(pull) => pull,
+                // Fenced: already said; the records are the next owner's.
+                Err(StepError::Sink { source: routewatch_engine::SinkError::Closed(_), .. }) => Pull::More,
+                Err(err) => {
+                    tracing::error!(
+                        partition = self.partition,
+                        "batch not acknowledged, left for the next owner: {err}"
+                    );
+                    Pull::More
+                }
+            };
+            if let Some(next) = self.engine.acknowledged() {
+                self.progress.store(next, Ordering::Release);
+            }
+            if self.stop.load(Ordering::Acquire) || pull == Pull::End {
+                self.save();
+                self.leave();
+                return self.engine.acknowledged();
+            }
+            if self.last_save.elapsed() >= self.shared.config.snapshot_interval() {
+                self.save();
+            }
+        }
+    }
+
+    /// Writes the partition's state (see [`Engine::state`]). A save the broker does not take
+    /// in time is counted and shown in `/readyz`, and tried again at the next interval.
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        let Some(state) = self.engine.state() else { return };
+        let next_offset = state.next_offset;
+        let metrics = self.shared.metrics.clone();
+        // Exactly-once: the state goes in a transaction with the partition's offset; else it is
+        // saved with a deadline, so that a broker that will not take it stalls nothing.
+        let saved = if self.output.transactional() {
+            match self.shared.state.prepare(self.partition, &state) {
+                Ok(mut write) => {
+                    let bytes = write.bytes();
+                    let committed = self.output.deliver(write.take_records(), next_offset);
+                    if committed {
+                        self.shared.state.committed(&write);
+                    }
+                    committed.then_some(bytes).ok_or_else(|| "the transaction was fenced".to_owned())
+                }
+                Err(err) => Err(err.to_string()),
+            }
+        } else {
+            self.shared.state.save(self.partition, &state).map_err(|e| e.to_string())
+        };
+        match saved {
+            Ok(bytes) => {
+                metrics.state_snapshots.inc();
+                metrics
+                    .state_bytes
+                    .get_or_create(&PartitionLabels { partition: self.partition.to_string() })
+                    .set(bytes as i64);
+                if std::mem::take(&mut self.unsaved) {
+                    metrics.state_unsaved_partitions.dec();
+                }
+                tracing::debug!(partition = self.partition, bytes, "saved partition state");
+            }
+            Err(err) => {
+                metrics.state_save_failures.inc();
+                if !std::mem::replace(&mut self.unsaved, true) {
+                    metrics.state_unsaved_partitions.inc();
+                }
+                tracing::error!(partition = self.partition, "saving partition state: {err}");
+            }
+        }
+    }
+
+    /// This worker is done with its partition: what it reported goes with it.
+    fn leave(&mut self) {
+        self.engine.leave();
+        if std::mem::take(&mut self.unsaved) {
+            self.shared.metrics.state_unsaved_partitions.dec();
+        }
+        self.shared.metrics.state_bytes.remove(&PartitionLabels { partition: self.partition.to_string() });
+    }
+}

@@ -1,0 +1,38 @@
+//! Where a partition's batches go, in order. Every sink must take a batch before its offsets
+//! may be committed (see `routewatch_engine::sink`): the Kafka sink first (anomalies and dead
+//! letters, acknowledged by the broker), then the REST feed, then Prometheus.
+//!
+//! Adding a sink (incidents, alerting, a webhook) is a module here with a [`Factory`], and
+//! its line in [`REGISTERED`]. Nothing else changes: workers build their sinks from that list.
+
+pub mod feed;
+pub mod kafka;
+pub mod prometheus;
+
+use std::sync::Arc;
+
+use routewatch_engine::Sink;
+
+use crate::kafka::Shared;
+pub use crate::kafka::worker::Output;
+
+/// What a sink of one partition may use.
+pub struct SinkContext<'a> {
+    /// What every worker shares: configuration, registry, metrics, feed.
+    pub shared: &'a Arc<Shared>,
+    /// The partition.
+    pub partition: i32,
+    /// The partition's Kafka output (its producer, or its transaction).
+    pub output: &'a Arc<Output>,
+}
+
+/// Makes one partition's instance of a sink; `None` when the configuration leaves it out.
+pub type Factory = fn(&SinkContext<'_>) -> Option<Box<dyn Sink>>;
+
+/// Every sink, in the order a batch goes through them.
+pub const REGISTERED: &[Factory] = &[kafka::open, feed::open, prometheus::open];
+
+/// The sinks of one partition.
+pub fn build(context: &SinkContext<'_>) -> Vec<Box<dyn Sink>> {
+    REGISTERED.iter().filter_map(|open| open(context)).collect()
+}
