@@ -18,7 +18,7 @@
 //!
 //! The plugin sandbox itself is the `routewatch-runtime` crate.
 
-#![allow(missing_docs)]
+#![warn(missing_docs)]
 
 pub mod batch;
 pub mod contain;

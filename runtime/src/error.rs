@@ -6,27 +6,45 @@ use std::time::Duration;
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file does not read.
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not WebAssembly at all.
     #[error("not a WebAssembly file (it does not start with the `\\0asm` magic)")]
     NotWasm,
+    /// A core module, not a component.
     #[error("a core WebAssembly module, not a component: build the plugin with `--target wasm32-wasip2`")]
     CoreModule,
+    /// Cranelift refused the component.
     #[error("component does not compile: {0}")]
     Compile(String),
     #[error(
         "component is built against WIT routewatch:detector@{found}; this host serves {}",
         super::SUPPORTED_WIT_VERSIONS.join(", ")
     )]
-    UnsupportedVersion { found: String },
+    /// Built against a WIT version this host does not serve.
+    UnsupportedVersion {
+        /// The version it was built against.
+        found: String,
+    },
+    /// It does not export the detector world.
     #[error("component does not implement the routewatch detector world: {0}")]
     NotADetector(String),
+    /// It imports what the sandbox does not give.
     #[error("component needs imports the sandbox does not provide: {0}")]
     Imports(String),
+    /// Its info breaks the caps or the contract.
     #[error("plugin info is invalid: {0}")]
     BadInfo(String),
+    /// It failed while starting.
     #[error("plugin failed while starting: {0}")]
     Start(#[from] CallError),
+    /// The compiled-component cache failed.
     #[error("compiled-component cache: {0}")]
     Cache(String),
 }
@@ -36,6 +54,7 @@ pub enum LoadError {
 pub enum TrapKind {
     /// The plugin panicked (Rust panics end in an `unreachable` instruction).
     Panic,
+    /// The Wasm stack overflowed.
     StackOverflow,
     /// Out-of-bounds memory access, integer overflow, bad indirect call and the like.
     Fault,
@@ -59,18 +78,35 @@ impl TrapKind {
 /// [`CallError::InvalidOutput`] the instance is dead and must be replaced.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
+    /// It used its CPU budget.
     #[error("plugin used its CPU budget of {budget:?} in one call")]
-    CpuBudgetExceeded { budget: Duration },
+    CpuBudgetExceeded {
+        /// The budget.
+        budget: Duration,
+    },
+    /// It grew its memory past its cap.
     #[error("plugin tried to grow its memory to {requested} bytes, over its cap of {cap}")]
-    MemoryLimitExceeded { requested: usize, cap: usize },
+    MemoryLimitExceeded {
+        /// Bytes it asked for.
+        requested: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// It trapped.
     #[error("plugin trapped ({}): {message}", kind.as_str())]
-    Trap { kind: TrapKind, message: String },
+    Trap {
+        /// How.
+        kind: TrapKind,
+        /// What wasmtime said.
+        message: String,
+    },
     /// The plugin returned an error value: it is alive and keeps its state.
     #[error("plugin refused: {0}")]
     Plugin(String),
     /// The plugin returned something that breaks the contract (wrong length, NaN scores...).
     #[error("plugin returned invalid output: {0}")]
     InvalidOutput(String),
+    /// An earlier failure left the instance unusable.
     #[error("instance is unusable after an earlier failure; start a new one")]
     Poisoned,
 }
@@ -97,10 +133,18 @@ impl CallError {
 /// The runtime itself could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The Wasm engine would not start.
     #[error("configuring the Wasm engine: {0}")]
     Engine(String),
+    /// The linker would not take the host functions.
     #[error("setting up the linker: {0}")]
     Linker(String),
+    /// The cache directory failed.
     #[error("compiled-component cache at {path}: {source}")]
-    Cache { path: String, source: std::io::Error },
+    Cache {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }

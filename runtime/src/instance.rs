@@ -231,6 +231,7 @@ impl logging::Host for HostState {
 /// What the last call cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CallStats {
+    /// Wall-clock time of the call.
     pub duration: Duration,
     /// CPU time the calling thread spent in the call (the plugin's own work, not time spent
     /// waiting for a core).
@@ -272,6 +273,7 @@ impl Instance {
         Ok(Instance { store, bindings, budget, poisoned: false, last })
     }
 
+    /// Asks the plugin for its info.
     pub fn info(&mut self) -> Result<PluginInfo, CallError> {
         self.call(|bindings, store| bindings.routewatch_detector_detector().call_info(store))
     }
@@ -291,6 +293,7 @@ impl Instance {
         Ok(output)
     }
 
+    /// The plugin's state, to restore into another instance.
     pub fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {
         self.call(|bindings, store| bindings.routewatch_detector_detector().call_snapshot(store))
     }

@@ -18,6 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod bindings;
 mod cache;
 mod error;
@@ -49,10 +51,13 @@ pub const MAX_REASON_BYTES: usize = 200;
 /// to every client that lists plugins, so none of it may be large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InfoCaps {
+    /// Longest description.
     pub description_bytes: usize,
     /// How many metric names `metrics` may list.
     pub metrics: usize,
+    /// Longest metric name.
     pub metric_name_bytes: usize,
+    /// Largest configuration schema.
     pub config_schema_bytes: usize,
 }
 
@@ -105,6 +110,7 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Largest size of the cache directory; least recently used entries are evicted past it.
     pub cache_max_bytes: u64,
+    /// Limits for every call.
     pub limits: Limits,
 }
 
@@ -127,6 +133,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Starts the Wasm engine, its linker and the cache.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
@@ -173,10 +180,12 @@ impl Runtime {
         plugin::load(self, bytes)
     }
 
+    /// The limits every call runs under.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// The Wasm engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -53,20 +53,37 @@ pub const MAX_CONFIG_BYTES: usize = 64 << 10;
 /// Why a registry operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The component does not load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// No plugin has that name.
     #[error("no plugin is named {0:?}")]
     NotFound(String),
+    /// The configuration does not fit the plugin's schema, or the plugin refused it.
     #[error("invalid configuration for {plugin}: {reason}")]
-    InvalidConfig { plugin: String, reason: String },
+    InvalidConfig {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
     /// A component names a plugin that already comes from elsewhere.
     #[error(
         "plugin {plugin:?} already comes from {existing}; replacing it with a component from {incoming} needs an \
          explicit replace (upload with ?replace=true, or remove the other one first)"
     )]
-    Conflict { plugin: String, existing: String, incoming: String },
+    Conflict {
+        /// The plugin's name.
+        plugin: String,
+        /// Where it comes from now.
+        existing: String,
+        /// Where the new component comes from.
+        incoming: String,
+    },
+    /// The component's signature is missing or not trusted.
     #[error("plugin refused: {0}")]
     Signature(#[from] SignatureError),
+    /// Reading or writing the plugin directory or its settings failed.
     #[error("{0}")]
     Io(String),
 }
@@ -74,11 +91,17 @@ pub enum RegistryError {
 /// Counts kept per plugin for the API (Prometheus has the same, by version).
 #[derive(Debug, Default)]
 pub struct PluginCounters {
+    /// Calls of `process`.
     pub invocations: AtomicU64,
+    /// Points scored.
     pub points: AtomicU64,
+    /// Anomalies found.
     pub anomalies: AtomicU64,
+    /// Calls that failed.
     pub traps: AtomicU64,
+    /// Records isolated as poison.
     pub poison_records: AtomicU64,
+    /// Versions loaded.
     pub reloads: AtomicU64,
 }
 
@@ -118,7 +141,9 @@ impl std::fmt::Display for Source {
 /// What a partition worker needs of one plugin.
 #[derive(Clone)]
 pub struct Active {
+    /// The plugin's name.
     pub name: String,
+    /// The version to run.
     pub plugin: Plugin,
     /// The configuration as JSON text, if any.
     pub config: Option<String>,
@@ -129,34 +154,48 @@ pub struct Active {
     /// The operator chose to start this version without its predecessor's state, on the
     /// partitions where it refused that state.
     pub start_fresh: bool,
+    /// Its counters, shared by every partition.
     pub counters: Arc<PluginCounters>,
 }
 
 /// The plugins as workers see them at one generation.
 pub struct View {
+    /// Changes with every change to the registry.
     pub generation: u64,
+    /// The plugins, enabled or not.
     pub plugins: Vec<Active>,
 }
 
 /// A plugin as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginStatus {
+    /// The plugin's name.
     pub name: String,
+    /// Its version.
     pub version: String,
+    /// What it says it does.
     pub description: String,
+    /// SHA-256 of the component.
     pub sha256: String,
     /// `running`, `quarantined` or `disabled`.
     pub state: String,
+    /// Whether the operator enabled it.
     pub enabled: bool,
+    /// The metrics it reads.
     pub metrics: Vec<String>,
+    /// Its configuration, if set.
     pub config: Option<serde_json::Value>,
+    /// The JSON Schema of its configuration.
     pub config_schema: serde_json::Value,
     /// `file` or `upload`.
     pub source: String,
+    /// The file it was loaded from, if any.
     pub path: Option<PathBuf>,
     /// Unix milliseconds when this version was loaded.
     pub loaded_at: i64,
+    /// Set while it is quarantined.
     pub quarantine: Option<QuarantineView>,
+    /// How many times it was quarantined.
     pub quarantines: u64,
     /// The last change to this plugin that was refused (a version that did not load, a
     /// configuration or state it would not take), so an operator can see why.
@@ -168,31 +207,44 @@ pub struct PluginStatus {
     pub start_fresh: bool,
     /// The last time this plugin was taken over by a component from another source.
     pub takeover: Option<String>,
+    /// Its counters.
     pub counters: CountersView,
 }
 
 /// One partition's running version of a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionVersion {
+    /// The partition.
     pub partition: i32,
+    /// The version running there.
     pub version: String,
+    /// SHA-256 of that version.
     pub sha256: String,
 }
 
+/// A plugin's quarantine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuarantineView {
+    /// The failure that put it there.
     pub reason: String,
     /// Seconds until the plugin is given another chance.
     pub remaining_secs: f64,
 }
 
+/// A plugin's counters, as the API shows them.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct CountersView {
+    /// Calls of `process`.
     pub invocations: u64,
+    /// Points scored.
     pub points: u64,
+    /// Anomalies found.
     pub anomalies: u64,
+    /// Calls that failed.
     pub traps: u64,
+    /// Records isolated as poison.
     pub poison_records: u64,
+    /// Versions loaded.
     pub reloads: u64,
 }
 
@@ -278,6 +330,7 @@ impl Registry {
         self.dir.as_deref()
     }
 
+    /// The quarantine policy.
     pub fn policy(&self) -> &QuarantinePolicy {
         &self.policy
     }
@@ -728,6 +781,7 @@ impl Registry {
         inner.entries.iter().map(|(name, entry)| status(name, entry, &inner)).collect()
     }
 
+    /// One plugin's status.
     pub fn get(&self, name: &str) -> Option<PluginStatus> {
         let inner = self.lock();
         inner.entries.get(name).map(|entry| status(name, entry, &inner))

@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Settings of the quarantine (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantinePolicy {
+    /// Failures within `window` that quarantine a plugin.
     pub max_failures: u32,
+    /// The window failures are counted in.
     pub window: Duration,
+    /// The first quarantine's length; each next one doubles it.
     pub backoff: Duration,
+    /// The longest quarantine.
     pub max_backoff: Duration,
 }
 
@@ -67,6 +71,7 @@ impl Health {
         Some(backoff)
     }
 
+    /// Whether the plugin is quarantined at `now`.
     pub fn is_quarantined(&self, now: Instant) -> bool {
         self.quarantined_until.is_some_and(|until| now < until)
     }

@@ -25,12 +25,16 @@ pub const MAX_SIGNATURE_BYTES: usize = 512;
 /// Why a signature or key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// A signature is required and there is none.
     #[error("plugins must be signed by a trusted key, and this one carries no signature")]
     Missing,
+    /// The signature does not parse.
     #[error("the signature is not 128 hex digits")]
     Malformed,
+    /// No trusted key made the signature.
     #[error("the signature does not match any trusted key")]
     Untrusted,
+    /// A configured key does not parse.
     #[error("key {0:?} is not 64 hex digits of an ed25519 public key")]
     BadKey(String),
 }
@@ -108,6 +112,7 @@ impl KeyPair {
         Ok(KeyPair { key: SigningKey::from_bytes(&bytes) })
     }
 
+    /// The secret key, as 64 hex digits.
     pub fn secret_hex(&self) -> String {
         hex::encode(self.key.to_bytes())
     }

@@ -42,6 +42,7 @@ pub struct DirWatcher {
 }
 
 impl DirWatcher {
+    /// Watches `dir`, installing and removing plugins as their files come and go.
     pub fn start(registry: Arc<Registry>, dir: PathBuf) -> notify::Result<DirWatcher> {
         let (tx, rx) = mpsc::channel();
         let mut watcher = notify::recommended_watcher(tx)?;

@@ -20,6 +20,7 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
+    /// The format of `path`: `Auto` decided by its extension.
     pub fn resolve(self, path: &Path) -> InputFormat {
         match self {
             InputFormat::Auto if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => InputFormat::Csv,
@@ -32,9 +33,13 @@ impl InputFormat {
 /// One input row: a router's sample at one time, with a value per column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The router.
     pub router: String,
+    /// Its site, if the input says.
     pub site: Option<String>,
+    /// Its role, if the input says.
     pub role: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub ts: i64,
     /// One value per column of the input (see [`RowReader::columns`]).
     pub values: Vec<f64>,
@@ -44,26 +49,40 @@ pub struct Row {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}:{line}: {reason}")]
 pub struct BadRow {
+    /// The input file.
     pub path: String,
+    /// The line (1-based).
     pub line: u64,
+    /// What is wrong.
     pub reason: String,
 }
 
 /// Reads rows from a replay input.
 pub enum RowReader {
+    /// A single-series CSV.
     Csv {
+        /// The input file.
         path: String,
+        /// The CSV reader.
         reader: csv::Reader<Box<dyn std::io::Read>>,
+        /// Index of the `timestamp` column.
         ts: usize,
+        /// Index of the `value` column.
         value: usize,
+        /// The router every row belongs to.
         router: String,
+        /// The record being read (reused).
         record: csv::StringRecord,
     },
+    /// Telemetry records as JSON lines.
     Jsonl {
+        /// The input file.
         path: String,
+        /// The reader.
         reader: Box<dyn BufRead>,
         /// The line being read, as bytes: a line that is not UTF-8 is a bad row like any other.
         buffer: Vec<u8>,
+        /// The line being read (1-based).
         line: u64,
     },
 }

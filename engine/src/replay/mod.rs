@@ -27,7 +27,9 @@ use crate::source::{Intake, Pull, Source, SourceError};
 /// What to replay and where the results go.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
+    /// The recorded file.
     pub input: PathBuf,
+    /// Its format.
     pub format: InputFormat,
     /// Score rows (CSV); `-` for standard output.
     pub scores: Option<PathBuf>,
@@ -41,6 +43,7 @@ pub struct ReplayOptions {
     pub csv_metric: String,
     /// Skip (and count) rows that do not parse, instead of stopping at the first.
     pub skip_invalid: bool,
+    /// Draw a progress bar on a terminal.
     pub progress: bool,
 }
 
@@ -50,18 +53,26 @@ pub type ReplayPlugin = FixedPlugin;
 /// What a replay did.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
+    /// Rows replayed.
     pub rows: u64,
+    /// Points replayed (rows times columns).
     pub points: u64,
+    /// Bad rows skipped.
     pub skipped_rows: u64,
+    /// How long the replay took.
     pub elapsed: Duration,
+    /// Each plugin's summary, in order.
     pub plugins: Vec<PluginSummary>,
 }
 
+/// What one plugin did in a replay.
 #[derive(Debug, Clone, Default)]
 pub struct PluginSummary {
     /// Column name in the scores file (the plugin name, made unique).
     pub label: String,
+    /// Its version.
     pub version: String,
+    /// Anomalies it found.
     pub anomalies: u64,
     /// Time spent inside the plugin.
     pub busy: Duration,

@@ -26,6 +26,7 @@ pub struct ScoreWriter {
 }
 
 impl ScoreWriter {
+    /// Writes the header: one score column per plugin label.
     pub fn new(mut out: Box<dyn Write + Send>, plugins: &[String]) -> std::io::Result<ScoreWriter> {
         write!(out, "timestamp,router,metric,value")?;
         for name in plugins {
@@ -35,6 +36,7 @@ impl ScoreWriter {
         Ok(ScoreWriter { out })
     }
 
+    /// One point: its time, router, metric and value, and each plugin's score.
     pub fn row(
         &mut self,
         ts: i64,
@@ -57,15 +59,18 @@ impl ScoreWriter {
     }
 }
 
+/// Anomalies as JSON lines.
 pub struct AnomalyWriter {
     out: Box<dyn Write + Send>,
 }
 
 impl AnomalyWriter {
+    /// Writes to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> AnomalyWriter {
         AnomalyWriter { out }
     }
 
+    /// Writes one anomaly.
     pub fn write(&mut self, event: &AnomalyEvent) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, event)?;
         writeln!(self.out)
