@@ -75,6 +75,11 @@ impl Input {
         self.rejected.push(rejected);
     }
 
+    /// Keeps only the rejected records that pass `keep`.
+    pub fn retain_rejected(&mut self, keep: impl FnMut(&Rejected) -> bool) {
+        self.rejected.retain(keep);
+    }
+
     /// Keeps a record as it was read, for sinks that forward records.
     pub fn keep_raw(&mut self, raw: RawRecord) {
         self.taken(raw.position);

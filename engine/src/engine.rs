@@ -117,6 +117,9 @@ pub struct Engine {
     input: Input,
     /// The position after the last record every sink acknowledged.
     acknowledged: Option<Position>,
+    /// Outputs of records before this position were delivered by a previous owner of the
+    /// stream: they are computed again (the detectors must see every record) but not delivered.
+    suppress_before: Option<Position>,
 }
 
 impl Engine {
@@ -134,6 +137,7 @@ impl Engine {
             restored: HashMap::new(),
             input,
             acknowledged: None,
+            suppress_before: None,
         };
         match plugins {
             Plugins::Registry(registry) => engine.registry = Some(registry),
@@ -163,6 +167,13 @@ impl Engine {
             from_offset = state.next_offset,
             "restored partition state"
         );
+    }
+
+    /// Delivers no output (anomalies, poison records, rejected records) of the records before
+    /// `position`: a previous owner of the stream delivered them, and this engine runs them
+    /// again only to bring its detectors' state up to date (see `Engine::restore`).
+    pub fn suppress_output_before(&mut self, position: Position) {
+        self.suppress_before = Some(position);
     }
 
     /// The metrics every row carries.
@@ -209,6 +220,9 @@ impl Engine {
             Ok(pull) if input.is_empty() => Ok(pull),
             Ok(pull) => {
                 let processed = self.process(&input);
+                if let Some(before) = self.suppress_before {
+                    input.retain_rejected(|r| r.position >= before);
+                }
                 let delivery = Delivery {
                     stream: self.config.stream,
                     input: &input,
@@ -239,10 +253,12 @@ impl Engine {
         }
         let batch = input.batch();
         let detected_at = self.config.stamp_detection.then(now_ms);
+        let suppress = self.suppress_before;
+        let delivered = move |row: usize| suppress.is_some_and(|before| input.position(row) < before);
         for index in 0..self.slots.len() {
             let (outputs, poison) = self.call(index, batch);
             let slot = &self.slots[index];
-            if let Some((row, err)) = poison {
+            if let Some((row, err)) = poison.filter(|(row, _)| !delivered(*row)) {
                 let position = input.position(row);
                 tracing::warn!(stream = self.config.stream, plugin = %slot.name, position, "poison record: {err}");
                 self.metrics.plugin_poison_records.get_or_create(&slot.labels).inc();
@@ -258,6 +274,9 @@ impl Engine {
             for (start, output) in &outputs {
                 for a in &output.anomalies {
                     let row = start + a.row as usize;
+                    if delivered(row) {
+                        continue;
+                    }
                     let router = self.routers.info(batch.routers[row]).expect("every row's router is in the table");
                     let kind = event_kind(a.kind);
                     self.metrics

@@ -32,7 +32,7 @@ use crate::config::{HostConfig, ProcessingGuarantee};
 use crate::feed::AnomalyFeed;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::registry::Registry;
-use worker::{Incoming, WorkerHandle};
+use worker::{CommitPoint, Incoming, WorkerHandle};
 
 /// What every worker shares.
 pub struct Shared {
@@ -158,7 +158,7 @@ impl ConsumerContext for HostContext {
                 *self.shared.group_metadata.lock().expect("group metadata lock") =
                     consumer.group_metadata().map(Arc::new);
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-                self.assign(&partitions);
+                self.assign(consumer, &partitions);
             }
             Rebalance::Error(err) => tracing::error!("rebalance failed: {err}"),
             Rebalance::Revoke(_) => {}
@@ -167,7 +167,8 @@ impl ConsumerContext for HostContext {
 }
 
 impl HostContext {
-    fn assign(&self, partitions: &[i32]) {
+    fn assign(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+        let delivered = if self.shared.exactly_once() { HashMap::new() } else { self.delivered(consumer, partitions) };
         let mut states = self.shared.state.load(partitions).unwrap_or_else(|err| {
             // Losing state costs a warm-up, not records: go on without it.
             tracing::error!("could not read saved state, starting partitions fresh: {err:#}");
@@ -176,15 +177,39 @@ impl HostContext {
         let mut workers = self.workers.lock().expect("workers lock");
         for &partition in partitions {
             let restored = states.remove(&partition);
-            let worker = WorkerHandle::spawn(self.shared.clone(), partition, restored);
+            let delivered = delivered.get(&partition).copied();
+            let from = restored.as_ref().map(|s| s.next_offset);
+            tracing::info!(partition, state_from = ?from, ?delivered, "starting the partition's worker");
+            let worker = WorkerHandle::spawn(self.shared.clone(), partition, restored, delivered);
             workers.insert(partition, Assigned { worker, overflow: VecDeque::new(), paused: false });
         }
         self.shared.metrics.assigned_partitions.set(workers.len() as i64);
         tracing::info!(?partitions, "partitions assigned");
     }
 
+    /// How far the previous owners of `partitions` delivered outputs, from the metadata of
+    /// their last commits (see [`CommitPoint`]). None known means none suppressed: at worst
+    /// some outputs are delivered twice, which at-least-once allows.
+    fn delivered(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> HashMap<i32, i64> {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            list.add_partition(&self.shared.config.metrics_topic, partition);
+        }
+        match consumer.committed_offsets(list, Duration::from_secs(10)) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter_map(|e| CommitPoint::delivered_from(e.metadata()).map(|d| (e.partition(), d)))
+                .collect(),
+            Err(err) => {
+                tracing::warn!("reading the committed offsets: {err}; outputs may be delivered twice");
+                HashMap::new()
+            }
+        }
+    }
+
     /// Stops the workers of `partitions` (all at once: each finishes its batch and saves),
-    /// stores their final offsets and commits them before the partitions go elsewhere.
+    /// and commits their final commit points before the partitions go elsewhere.
     /// Records still queued or parked are left to the next owner, uncommitted.
     fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
         let topic = &self.shared.config.metrics_topic;
@@ -194,20 +219,19 @@ impl HostContext {
         for (_, assigned) in &stopping {
             assigned.worker.request_stop();
         }
+        let mut points = TopicPartitionList::new();
         for (partition, assigned) in stopping {
             // Exactly-once workers commit their offsets in their own transactions.
-            if let Some(offset) = assigned.worker.join()
+            if let (_, Some(point)) = assigned.worker.join()
                 && !self.shared.exactly_once()
             {
-                store_offset(consumer, topic, partition, offset);
+                add_commit_point(&mut points, topic, partition, point);
             }
             self.shared.metrics.consumer_lag.remove(&PartitionLabels { partition: partition.to_string() });
         }
         self.shared.metrics.assigned_partitions.set(workers.len() as i64);
         drop(workers);
-        if !self.shared.exactly_once() {
-            commit(consumer);
-        }
+        commit(consumer, &points, CommitMode::Sync);
         tracing::info!(?partitions, "partitions revoked");
     }
 }
@@ -263,23 +287,32 @@ fn drain_overflow(consumer: &BaseConsumer<HostContext>, topic: &str) {
     }
 }
 
-/// Stores `next` (the first offset not yet handled) for the next commit. Goes through
-/// `store_offsets`, which takes the offset as given: the single-offset call adds one.
-fn store_offset(consumer: &BaseConsumer<HostContext>, topic: &str, partition: i32, next: i64) {
-    let mut list = TopicPartitionList::new();
-    let stored =
-        list.add_partition_offset(topic, partition, Offset::Offset(next)).and_then(|()| consumer.store_offsets(&list));
-    if let Err(err) = stored {
-        tracing::warn!(partition, next, "storing offset: {err}");
+/// Adds a partition's commit point: its offset, with the delivered offset as metadata.
+fn add_commit_point(list: &mut TopicPartitionList, topic: &str, partition: i32, point: CommitPoint) {
+    match list.add_partition_offset(topic, partition, Offset::Offset(point.offset)) {
+        Ok(()) => {
+            if let Some(mut element) = list.find_partition(topic, partition) {
+                element.set_metadata(point.metadata());
+            }
+        }
+        Err(err) => tracing::warn!(partition, offset = point.offset, "committing: {err}"),
     }
 }
 
-fn commit(consumer: &BaseConsumer<HostContext>) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
+/// Commits exactly `points` (never what librdkafka stored by itself).
+fn commit(consumer: &BaseConsumer<HostContext>, points: &TopicPartitionList, mode: CommitMode) {
+    if points.count() == 0 {
+        return;
+    }
+    match consumer.commit(points, mode) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(err) => tracing::warn!("committing offsets: {err}"),
     }
 }
+
+/// How often commit points are committed (at-least-once): outputs delivered within this
+/// (and the commit's round trip) before a crash are the ones the next owner delivers again.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The consumer thread: routes records to workers until told to stop.
 fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -288,11 +321,11 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
     let exactly_once = shared.exactly_once();
     let settings = [
         ("group.id", config.group_id.as_str()),
-        // Exactly-once: offsets go with each transaction, never by themselves.
-        ("enable.auto.commit", if exactly_once { "false" } else { "true" }),
+        // Offsets are committed by us: at-least-once, each partition's commit point (the offset
+        // of its last saved state, with how far outputs were delivered as metadata);
+        // exactly-once, with each transaction, never by themselves.
+        ("enable.auto.commit", "false"),
         ("isolation.level", "read_committed"),
-        ("auto.commit.interval.ms", "1000"),
-        // Offsets are stored by us, after a batch's output is acknowledged.
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
         ("session.timeout.ms", "10000"),
@@ -314,10 +347,11 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
     tracing::info!(topic = %config.metrics_topic, group = %config.group_id, brokers = %config.brokers, "consuming");
 
     let lag = LagMonitor::start(&shared)?;
-    let mut stored: HashMap<i32, i64> = HashMap::new();
-    let mut last_store = Instant::now();
+    let mut committed: HashMap<i32, CommitPoint> = HashMap::new();
+    let (mut last_tick, mut last_commit) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Acquire) {
-        match consumer.poll(Duration::from_millis(100)) {
+        // Short, so that commit points follow deliveries closely even when nothing arrives.
+        match consumer.poll(COMMIT_INTERVAL) {
             Some(Ok(message)) => {
                 let incoming = Incoming {
                     offset: message.offset(),
@@ -330,20 +364,27 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
             None => {}
         }
         drain_overflow(&consumer, &config.metrics_topic);
-        if last_store.elapsed() >= Duration::from_millis(200) {
-            last_store = Instant::now();
-            shared.registry.tick();
+        if !exactly_once && last_commit.elapsed() >= COMMIT_INTERVAL {
+            last_commit = Instant::now();
             let workers = consumer.context().workers.lock().expect("workers lock");
-            let mut progress = HashMap::new();
+            let mut points = TopicPartitionList::new();
             for (&partition, assigned) in workers.iter() {
-                if let Some(offset) = assigned.worker.progress() {
-                    progress.insert(partition, offset);
-                    if !exactly_once && stored.get(&partition) != Some(&offset) {
-                        store_offset(&consumer, &config.metrics_topic, partition, offset);
-                        stored.insert(partition, offset);
-                    }
+                if let Some(point) = assigned.worker.commit_point()
+                    && committed.get(&partition) != Some(&point)
+                {
+                    add_commit_point(&mut points, &config.metrics_topic, partition, point);
+                    committed.insert(partition, point);
                 }
             }
+            drop(workers);
+            commit(&consumer, &points, CommitMode::Async);
+        }
+        if last_tick.elapsed() >= Duration::from_millis(200) {
+            last_tick = Instant::now();
+            shared.registry.tick();
+            let workers = consumer.context().workers.lock().expect("workers lock");
+            let progress = workers.iter().filter_map(|(&p, a)| a.worker.progress().map(|o| (p, o))).collect();
+            drop(workers);
             lag.update(progress);
         }
     }

@@ -37,22 +37,64 @@ pub struct Incoming {
     pub payload: Option<Vec<u8>>,
 }
 
+/// What to commit for a partition (at-least-once): the offset of the state last saved, so
+/// that the next owner restores that state and reads on from where it was taken, and (in the
+/// commit's metadata) how far outputs were delivered, so that it delivers nothing twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPoint {
+    /// The offset the saved state continues from (the committed consumer offset).
+    pub offset: i64,
+    /// The first offset whose outputs have not been delivered.
+    pub delivered: i64,
+}
+
+/// Leads the commit metadata that carries [`CommitPoint::delivered`].
+const DELIVERED_METADATA: &str = "routewatch:delivered=";
+
+impl CommitPoint {
+    /// The commit's metadata.
+    pub fn metadata(&self) -> String {
+        format!("{DELIVERED_METADATA}{}", self.delivered)
+    }
+
+    /// The delivered offset a commit's metadata carries, if it is ours.
+    pub fn delivered_from(metadata: &str) -> Option<i64> {
+        metadata.strip_prefix(DELIVERED_METADATA)?.parse().ok()
+    }
+}
+
 /// The consumer's side of a worker.
 pub struct WorkerHandle {
     partition: i32,
     tx: SyncSender<Incoming>,
     thread: Option<JoinHandle<Option<i64>>>,
     progress: Arc<AtomicI64>,
+    /// The offset the last saved state continues from (or the first offset taken, while no
+    /// state was restored or saved); -1 before either.
+    checkpoint: Arc<AtomicI64>,
+    /// Outputs before this offset were delivered by the partition's previous owner.
+    delivered_before: i64,
     /// Records sent and not yet taken by the worker.
     queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
-    /// Starts a worker for `partition`, continuing from `restored` if given.
-    pub fn spawn(shared: Arc<Shared>, partition: i32, restored: Option<PartitionState>) -> WorkerHandle {
+    /// Starts a worker for `partition`, continuing from `restored` if given. Records before
+    /// the state's offset are skipped (the state has seen them); the outputs of records before
+    /// `delivered` (the previous owner's [`CommitPoint::delivered`]) are not delivered again.
+    pub fn spawn(
+        shared: Arc<Shared>,
+        partition: i32,
+        restored: Option<PartitionState>,
+        delivered: Option<i64>,
+    ) -> WorkerHandle {
         let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
         let progress = Arc::new(AtomicI64::new(-1));
+        let skip_before = restored.as_ref().map(|s| s.next_offset);
+        let checkpoint = Arc::new(AtomicI64::new(skip_before.unwrap_or(-1)));
+        let delivered_before = delivered.unwrap_or(-1);
+        let saved = checkpoint.clone();
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (reported, taken, stopping) = (progress.clone(), queued.clone(), stop.clone());
@@ -67,11 +109,17 @@ impl WorkerHandle {
                     linger: shared.config.linger(),
                     metrics: shared.metrics.clone(),
                     output: None,
+                    skip_before,
+                    checkpoint: saved.clone(),
                 };
-                Worker::new(shared, partition, restored, reported, stopping).run(source)
+                let mut worker = Worker::new(shared, partition, restored, reported, stopping, saved);
+                if delivered_before > skip_before.unwrap_or(0) {
+                    worker.engine.suppress_output_before(delivered_before);
+                }
+                worker.run(source)
             })
             .expect("spawning a partition worker");
-        WorkerHandle { partition, tx, thread: Some(thread), progress, queued, stop }
+        WorkerHandle { partition, tx, thread: Some(thread), progress, checkpoint, delivered_before, queued, stop }
     }
 
     /// Queues a record without waiting; a full queue hands it back (the caller pauses the
@@ -101,17 +149,28 @@ impl WorkerHandle {
         (offset >= 0).then_some(offset)
     }
 
+    /// What to commit now (at-least-once), once there is a state or a first record.
+    pub fn commit_point(&self) -> Option<CommitPoint> {
+        let offset = self.checkpoint.load(Ordering::Acquire);
+        let delivered = self.progress().unwrap_or(-1).max(self.delivered_before).max(offset);
+        (offset >= 0).then_some(CommitPoint { offset, delivered })
+    }
+
     /// Asks the worker to stop after its current batch; see [`WorkerHandle::join`].
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
     }
 
     /// Waits for a stopping worker: it finishes its batch and saves its state (queued records
-    /// are left for the next owner, uncommitted). Returns the next offset to commit.
-    pub fn join(mut self) -> Option<i64> {
+    /// are left for the next owner, uncommitted). Returns the next offset to commit
+    /// (exactly-once workers commit their own) and the commit point (at-least-once).
+    pub fn join(mut self) -> (Option<i64>, Option<CommitPoint>) {
         self.request_stop();
         let finished = self.thread.take().and_then(|t| t.join().ok()).flatten();
-        finished.or_else(|| self.progress())
+        if let Some(next) = finished {
+            self.progress.fetch_max(next, Ordering::AcqRel);
+        }
+        (self.progress(), self.commit_point())
     }
 }
 
@@ -173,10 +232,19 @@ struct PartitionSource {
     metrics: Arc<Metrics>,
     /// Once fenced, records are taken off the queue and dropped.
     output: Option<Arc<Output>>,
+    /// Records before this offset are in the restored state already: dropped.
+    skip_before: Option<i64>,
+    /// Set to the first offset taken when no state was restored (see [`WorkerHandle`]).
+    checkpoint: Arc<AtomicI64>,
 }
 
 impl PartitionSource {
     fn take(&self, record: Incoming, intake: &mut Intake<'_>) {
+        if self.skip_before.is_some_and(|before| record.offset < before) {
+            return;
+        }
+        // The empty state this worker started with is the state as of its first record.
+        let _ = self.checkpoint.compare_exchange(-1, record.offset, Ordering::AcqRel, Ordering::Acquire);
         let decoded = match &record.payload {
             Some(payload) => Record::decode(payload),
             None => Err(DecodeError::Malformed("record has no payload".into())),
@@ -253,6 +321,8 @@ struct Worker {
     sinks: Vec<Box<dyn Sink>>,
     output: Arc<Output>,
     progress: Arc<AtomicI64>,
+    /// Set to the state's offset after each save.
+    checkpoint: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
     last_save: Instant,
     /// The last save of this partition's state failed (counted in
@@ -267,6 +337,7 @@ impl Worker {
         restored: Option<PartitionState>,
         progress: Arc<AtomicI64>,
         stop: Arc<AtomicBool>,
+        checkpoint: Arc<AtomicI64>,
     ) -> Worker {
         let mut output =
             Output { partition, producer: shared.producer.clone(), txn: None, fenced: AtomicBool::new(false) };
@@ -290,7 +361,18 @@ impl Worker {
         }
         engine.reconcile();
         let sinks = sinks::build(&SinkContext { shared: &shared, partition, output: &output });
-        Worker { shared, partition, engine, sinks, output, progress, stop, last_save: Instant::now(), unsaved: false }
+        Worker {
+            shared,
+            partition,
+            engine,
+            sinks,
+            output,
+            progress,
+            checkpoint,
+            stop,
+            last_save: Instant::now(),
+            unsaved: false,
+        }
     }
 
     /// Batches and processes records until told to stop; returns the next offset to commit.
@@ -349,6 +431,7 @@ impl Worker {
         };
         match saved {
             Ok(bytes) => {
+                self.checkpoint.store(next_offset, Ordering::Release);
                 metrics.state_snapshots.inc();
                 metrics
                     .state_bytes
