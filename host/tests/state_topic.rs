@@ -134,15 +134,17 @@ fn a_restoring_host_reads_the_newest_state_past_tombstones_and_older_layouts() {
     // Per partition, in this order: what the log holds for its key. The states are single
     // records of the first layout (still read); `old` is a layout no host reads.
     let (current, old) = (LEGACY_STATE_VERSION, LEGACY_STATE_VERSION - 1);
+    // Every state is as of offset 0, so the one record of each partition (below) is one it has
+    // not seen: a host skips the records before its restored state's offset.
     let log: Vec<(i32, Option<Vec<u8>>)> = vec![
-        (0, Some(state(1, "older", current))),
-        (0, Some(state(2, "newest", current))),
-        (1, Some(state(1, "deleted", current))),
+        (0, Some(state(0, "older", current))),
+        (0, Some(state(0, "newest", current))),
+        (1, Some(state(0, "deleted", current))),
         (1, None),
-        (2, Some(state(1, "superseded", current))),
-        (2, Some(state(2, "other-layout", old))),
+        (2, Some(state(0, "superseded", current))),
+        (2, Some(state(0, "other-layout", old))),
         (3, None),
-        (3, Some(state(2, "after-tombstone", current))),
+        (3, Some(state(0, "after-tombstone", current))),
     ];
     for (partition, payload) in &log {
         let key = key(*partition);

@@ -49,6 +49,8 @@ enum Task {
     GenerateCorpus(corpus::GenerateArgs),
     /// Measure points per second through Wasm for every detector.
     Speed(SpeedArgs),
+    /// Measure every detector's snapshot size per series.
+    Snapshots(SnapshotArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -148,6 +150,21 @@ pub struct SpeedArgs {
     pub plugins: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[arg(long, default_value_t = 100)]
+    pub routers: u32,
+    /// Ticks (one sample per router) before the snapshot: two days by default, so that
+    /// daily windows are full.
+    #[arg(long, default_value_t = 2880)]
+    pub ticks: usize,
+    /// Replace the "## Snapshot size" section of this file (BENCHMARKS.md).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+}
+
 fn parse_config(s: &str) -> Result<(String, String), String> {
     let (name, json) = s.split_once('=').ok_or("expected NAME=JSON")?;
     Ok((name.to_owned(), json.to_owned()))
@@ -186,5 +203,6 @@ fn main() -> Result<()> {
         Task::Corpus(args) => corpus::run(&args),
         Task::GenerateCorpus(args) => corpus::generate(&args),
         Task::Speed(args) => speed::run(&args),
+        Task::Snapshots(args) => speed::snapshots(&args),
     }
 }

@@ -8,7 +8,6 @@
 //! they hold, save their state to the compacted state topic ([`state`]), and offsets are
 //! committed; on assign, state is read back before the first record is processed.
 
-pub mod client;
 pub mod state;
 pub(crate) mod worker;
 
@@ -25,9 +24,9 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-pub use client::ensure_topics;
 pub use state::{LEGACY_STATE_VERSION, PartitionState, PluginState, RouterInfo, STATE_VERSION, StateStore, state_key};
 
+use crate::broker::{self, ensure_topics};
 use crate::config::{HostConfig, ProcessingGuarantee};
 use crate::feed::AnomalyFeed;
 use crate::metrics::{Metrics, PartitionLabels};
@@ -38,7 +37,7 @@ use worker::{CommitPoint, Incoming, WorkerHandle};
 pub struct Shared {
     pub(crate) config: HostConfig,
     /// The consumer group's metadata, for exactly-once transactions.
-    pub(crate) group_metadata: client::GroupMetadata,
+    pub(crate) group_metadata: broker::GroupMetadata,
     pub(crate) registry: Arc<Registry>,
     pub(crate) producer: FutureProducer,
     pub(crate) state: StateStore,
@@ -71,11 +70,11 @@ impl KafkaService {
         if config.create_topics {
             ensure_topics(&config)?;
         }
-        let producer = client::producer(&config)?;
+        let producer = broker::producer(&config)?;
         let shared = Arc::new(Shared {
             state: StateStore::new(&config)?,
             config,
-            group_metadata: client::GroupMetadata::default(),
+            group_metadata: broker::GroupMetadata::default(),
             registry,
             producer,
             metrics,
@@ -341,7 +340,7 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         .filter(|(key, _)| classic || !matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms"))
         .collect();
     let consumer: BaseConsumer<HostContext> =
-        client::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
+        broker::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.metrics_topic]).context("subscribing to the metrics topic")?;
     ready.store(true, Ordering::Release);
     tracing::info!(topic = %config.metrics_topic, group = %config.group_id, brokers = %config.brokers, "consuming");
@@ -407,7 +406,7 @@ struct LagMonitor {
 impl LagMonitor {
     fn start(shared: &Arc<Shared>) -> anyhow::Result<LagMonitor> {
         let group = format!("{}-lag", shared.config.group_id);
-        let client: BaseConsumer = client::client_config(&shared.config, &[("group.id", group.as_str())])
+        let client: BaseConsumer = broker::client_config(&shared.config, &[("group.id", group.as_str())])
             .create()
             .context("creating the lag monitor")?;
         let progress: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();

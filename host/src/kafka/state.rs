@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use routewatch_engine::state::{PartitionState, PluginState, RouterInfo, STATE_VERSION};
 
-use super::client;
+use crate::broker;
 use crate::config::HostConfig;
 
 /// The first layout: one record per partition holding a version-1 [`PartitionState`]. Still
@@ -88,7 +88,7 @@ impl StateStore {
     /// A store writing with its own producer, whose deliveries time out after
     /// [`SAVE_DEADLINE`] (the output producer waits for ever, by design).
     pub fn new(config: &HostConfig) -> anyhow::Result<StateStore> {
-        let producer = client::state_producer(config, SAVE_DEADLINE)?;
+        let producer = broker::state_producer(config, SAVE_DEADLINE)?;
         Ok(StateStore { config: config.clone(), producer, slots: Mutex::new(HashMap::new()) })
     }
 
@@ -140,15 +140,15 @@ impl StateStore {
         // The manifest goes last and alone: a reader that sees it has seen its chunks.
         let mut chunks = write.take_records();
         let manifest = chunks.pop().expect("a save ends with its manifest");
-        client::deliver_within(&self.producer, chunks, SAVE_DEADLINE)
-            .and_then(|()| client::deliver_within(&self.producer, vec![manifest], SAVE_DEADLINE))
+        broker::deliver_within(&self.producer, chunks, SAVE_DEADLINE)
+            .and_then(|()| broker::deliver_within(&self.producer, vec![manifest], SAVE_DEADLINE))
             .map_err(|reason| SaveError::Delivery { deadline: SAVE_DEADLINE, reason })?;
         self.committed(&write);
         Ok(write.bytes)
     }
 
-    fn record(&self, key: String, payload: Option<Vec<u8>>) -> client::Outgoing {
-        client::Outgoing { topic: self.config.state_topic.clone(), key: Some(key.into_bytes()), payload, headers: None }
+    fn record(&self, key: String, payload: Option<Vec<u8>>) -> broker::Outgoing {
+        broker::Outgoing { topic: self.config.state_topic.clone(), key: Some(key.into_bytes()), payload, headers: None }
     }
 
     /// The latest state of each of `partitions` that has one: reads the state topic to its end.
@@ -165,7 +165,7 @@ impl StateStore {
             ("fetch.message.max.bytes", "67108864"),
         ];
         let consumer: BaseConsumer =
-            client::client_config(&self.config, &settings).create().context("creating the state reader")?;
+            broker::client_config(&self.config, &settings).create().context("creating the state reader")?;
         let topic = &self.config.state_topic;
         let (low, high) = consumer
             .fetch_watermarks(topic, 0, Duration::from_secs(30))
@@ -207,7 +207,7 @@ pub struct StateWrite {
     slot: u8,
     chunks: u32,
     bytes: usize,
-    records: Vec<client::Outgoing>,
+    records: Vec<broker::Outgoing>,
 }
 
 impl StateWrite {
@@ -218,7 +218,7 @@ impl StateWrite {
 
     /// The records, for a transaction (exactly-once) that commits them together; call
     /// [`StateStore::committed`] once it has.
-    pub fn take_records(&mut self) -> Vec<client::Outgoing> {
+    pub fn take_records(&mut self) -> Vec<broker::Outgoing> {
         std::mem::take(&mut self.records)
     }
 }

@@ -19,8 +19,8 @@ use routewatch_engine::{
 use routewatch_telemetry::{DecodeError, Metric, Record};
 
 use super::Shared;
-use super::client::{self, Fenced};
 use super::state::PartitionState;
+use crate::broker::{self, PartitionOutput};
 use crate::metrics::{Metrics, PartitionLabels, ReasonLabels};
 use crate::sinks::{self, SinkContext};
 
@@ -174,53 +174,6 @@ impl WorkerHandle {
     }
 }
 
-/// Where a partition's outputs go to Kafka: the shared producer, or (exactly-once) the
-/// partition's own transactional producer, which the Kafka sink and state saves share.
-pub struct Output {
-    partition: i32,
-    producer: rdkafka::producer::FutureProducer,
-    txn: Option<client::Transactional>,
-    /// Exactly-once: the producer was fenced (the partition has another owner), so this
-    /// worker produces nothing more and waits to be stopped.
-    fenced: AtomicBool,
-}
-
-impl Output {
-    /// Whether nothing more may be produced for this partition.
-    pub fn fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire)
-    }
-
-    fn fence(&self, err: &Fenced) {
-        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
-        self.fenced.store(true, Ordering::Release);
-    }
-
-    /// Whether outputs go in transactions.
-    pub fn transactional(&self) -> bool {
-        self.txn.is_some()
-    }
-
-    /// Sends records and waits for the broker to acknowledge them; exactly-once also commits
-    /// `next` as the partition's offset with them. False when fenced.
-    pub fn deliver(&self, records: Vec<client::Outgoing>, next: i64) -> bool {
-        if self.fenced() {
-            return false;
-        }
-        let Some(txn) = &self.txn else {
-            client::deliver(&self.producer, records);
-            return true;
-        };
-        match txn.commit(&records, next) {
-            Ok(()) => true,
-            Err(err) => {
-                self.fence(&err);
-                false
-            }
-        }
-    }
-}
-
 /// The partition's records, from the consumer thread, as a [`Source`]: a batch is full at
 /// `batch_records` or once its first record has waited `linger_ms`.
 struct PartitionSource {
@@ -231,7 +184,7 @@ struct PartitionSource {
     linger: Duration,
     metrics: Arc<Metrics>,
     /// Once fenced, records are taken off the queue and dropped.
-    output: Option<Arc<Output>>,
+    output: Option<Arc<PartitionOutput>>,
     /// Records before this offset are in the restored state already: dropped.
     skip_before: Option<i64>,
     /// Set to the first offset taken when no state was restored (see [`WorkerHandle`]).
@@ -319,7 +272,7 @@ struct Worker {
     partition: i32,
     engine: Engine,
     sinks: Vec<Box<dyn Sink>>,
-    output: Arc<Output>,
+    output: Arc<PartitionOutput>,
     progress: Arc<AtomicI64>,
     /// Set to the state's offset after each save.
     checkpoint: Arc<AtomicI64>,
@@ -339,16 +292,11 @@ impl Worker {
         stop: Arc<AtomicBool>,
         checkpoint: Arc<AtomicI64>,
     ) -> Worker {
-        let mut output =
-            Output { partition, producer: shared.producer.clone(), txn: None, fenced: AtomicBool::new(false) };
-        if shared.exactly_once() {
-            // The stop flag also tells an exactly-once producer that the partition is going away.
-            match client::Transactional::start(&shared.config, partition, shared.group_metadata.clone(), stop.clone()) {
-                Ok(txn) => output.txn = Some(txn),
-                Err(err) => output.fence(&err),
-            }
-        }
-        let output = Arc::new(output);
+        // The stop flag also tells an exactly-once producer that the partition is going away.
+        let txn = shared.exactly_once().then(|| {
+            broker::Transactional::start(&shared.config, partition, shared.group_metadata.clone(), stop.clone())
+        });
+        let output = Arc::new(PartitionOutput::new(partition, shared.producer.clone(), txn));
         let config = EngineConfig {
             stream: partition,
             columns: Metric::ALL.iter().map(|m| m.name().to_owned()).collect(),
@@ -360,7 +308,13 @@ impl Worker {
             engine.restore(state);
         }
         engine.reconcile();
-        let sinks = sinks::build(&SinkContext { shared: &shared, partition, output: &output });
+        let sinks = sinks::build(&SinkContext {
+            config: &shared.config,
+            metrics: &shared.metrics,
+            feed: &shared.feed,
+            partition,
+            output: &output,
+        });
         Worker {
             shared,
             partition,

@@ -14,7 +14,7 @@ pub struct FeedSink {
 
 /// The feed sink of a partition.
 pub fn open(context: &SinkContext<'_>) -> Option<Box<dyn Sink>> {
-    Some(Box::new(FeedSink { feed: context.shared.feed.clone() }))
+    Some(Box::new(FeedSink { feed: context.feed.clone() }))
 }
 
 impl Sink for FeedSink {

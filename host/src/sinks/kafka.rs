@@ -7,13 +7,13 @@ use std::sync::Arc;
 use rdkafka::message::{Header, OwnedHeaders};
 use routewatch_engine::{Delivery, Position, Sink, SinkError};
 
-use super::{Output, SinkContext};
-use crate::kafka::client::Outgoing;
+use super::SinkContext;
+use crate::broker::{Outgoing, PartitionOutput};
 use crate::metrics::{Metrics, ReasonLabels};
 
 /// A partition's anomalies and dead letters.
 pub struct KafkaSink {
-    output: Arc<Output>,
+    output: Arc<PartitionOutput>,
     metrics: Arc<Metrics>,
     anomalies_topic: String,
     dlq_topic: String,
@@ -23,10 +23,10 @@ pub struct KafkaSink {
 
 /// The Kafka sink of a partition.
 pub fn open(context: &SinkContext<'_>) -> Option<Box<dyn Sink>> {
-    let config = &context.shared.config;
+    let config = context.config;
     Some(Box::new(KafkaSink {
         output: context.output.clone(),
-        metrics: context.shared.metrics.clone(),
+        metrics: context.metrics.clone(),
         anomalies_topic: config.anomalies_topic.clone(),
         dlq_topic: config.dlq_topic.clone(),
         metrics_topic: config.metrics_topic.clone(),

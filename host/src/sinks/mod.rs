@@ -13,17 +13,23 @@ use std::sync::Arc;
 
 use routewatch_engine::Sink;
 
-use crate::kafka::Shared;
-pub use crate::kafka::worker::Output;
+use crate::broker::PartitionOutput;
+use crate::config::HostConfig;
+use crate::feed::AnomalyFeed;
+use crate::metrics::Metrics;
 
 /// What a sink of one partition may use.
 pub struct SinkContext<'a> {
-    /// What every worker shares: configuration, registry, metrics, feed.
-    pub shared: &'a Arc<Shared>,
+    /// The host's configuration.
+    pub config: &'a HostConfig,
+    /// The host's metrics.
+    pub metrics: &'a Arc<Metrics>,
+    /// Recent anomalies, for the API.
+    pub feed: &'a Arc<AnomalyFeed>,
     /// The partition.
     pub partition: i32,
     /// The partition's Kafka output (its producer, or its transaction).
-    pub output: &'a Arc<Output>,
+    pub output: &'a Arc<PartitionOutput>,
 }
 
 /// Makes one partition's instance of a sink; `None` when the configuration leaves it out.

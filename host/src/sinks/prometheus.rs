@@ -15,7 +15,7 @@ pub struct PrometheusSink {
 
 /// The Prometheus sink of a partition.
 pub fn open(context: &SinkContext<'_>) -> Option<Box<dyn Sink>> {
-    Some(Box::new(PrometheusSink { metrics: context.shared.metrics.clone() }))
+    Some(Box::new(PrometheusSink { metrics: context.metrics.clone() }))
 }
 
 impl Sink for PrometheusSink {

@@ -316,3 +316,68 @@ fn send(producer: &FutureProducer, record: &Outgoing, deadline: Option<Instant>)
         std::thread::sleep(pause);
     }
 }
+
+/// Where a partition's outputs go to Kafka: the shared producer, or (exactly-once) the
+/// partition's own transactional producer, which the Kafka sink and state saves share.
+pub struct PartitionOutput {
+    partition: i32,
+    producer: FutureProducer,
+    txn: Option<Transactional>,
+    /// Exactly-once: the producer was fenced (the partition has another owner), so this
+    /// worker produces nothing more and waits to be stopped.
+    fenced: AtomicBool,
+}
+
+impl PartitionOutput {
+    /// The output of `partition`: through `producer`, or (exactly-once) through the
+    /// partition's transactional producer, if it started (else it is fenced from the outset).
+    pub fn new(
+        partition: i32,
+        producer: FutureProducer,
+        txn: Option<Result<Transactional, Fenced>>,
+    ) -> PartitionOutput {
+        let output = PartitionOutput { partition, producer, txn: None, fenced: AtomicBool::new(false) };
+        match txn {
+            Some(Ok(txn)) => PartitionOutput { txn: Some(txn), ..output },
+            Some(Err(err)) => {
+                output.fence(&err);
+                output
+            }
+            None => output,
+        }
+    }
+
+    /// Whether nothing more may be produced for this partition.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn fence(&self, err: &Fenced) {
+        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether outputs go in transactions.
+    pub fn transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Sends records and waits for the broker to acknowledge them; exactly-once also commits
+    /// `next` as the partition's offset with them. False when fenced.
+    pub fn deliver(&self, records: Vec<Outgoing>, next: i64) -> bool {
+        if self.fenced() {
+            return false;
+        }
+        let Some(txn) = &self.txn else {
+            deliver(&self.producer, records);
+            return true;
+        };
+        match txn.commit(&records, next) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fence(&err);
+                false
+            }
+        }
+    }
+}
