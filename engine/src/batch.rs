@@ -55,9 +55,9 @@ impl Input {
         }
     }
 
-    /// Adds a row: `router` is the router's id in the stream's table (see
-    /// [`crate::Engine::router`]), `values` one per column, in column order; missing values are
-    /// gaps (NaN).
+    /// Adds a row: `router` is the router's id in the stream's table (sources add rows with
+    /// [`crate::Intake::row`], which gives routers their ids), `values` one per column, in
+    /// column order; missing values are gaps (NaN).
     pub fn push(&mut self, position: Position, router: u32, ts: i64, values: impl IntoIterator<Item = f64>) {
         self.batch.routers.push(router);
         self.batch.timestamps.push(ts);
