@@ -19,8 +19,8 @@ use routewatch_testkit::Broker;
 
 const ROUTERS: usize = 24;
 const STEPS: i64 = 420;
-/// Steps where every router spikes: the waves the test waits for before each kill, and the
-/// last step, which proves a run has read everything.
+/// Steps where every router spikes; the test waits for the marks of the first two before each
+/// kill, and for those of the last step, which prove a run has read everything.
 const WAVES: [i64; 3] = [160, 290, STEPS - 1];
 
 /// A noisy daily curve per router, with a spike for every router at each wave and a few
@@ -44,12 +44,15 @@ fn records() -> Vec<(String, Vec<u8>)> {
     records
 }
 
-/// A `routewatch run` process running ARIMA, its anomalies to `anomalies`.
+/// A `routewatch run` process running ARIMA, and the evil plugin in `mark` mode (an anomaly
+/// for every record: how far a host got, whatever ARIMA finds), its anomalies to `anomalies`.
 fn host(broker: &Broker, group: &str, anomalies: &str) -> Child {
     let arima = component("routewatch_arima");
+    let evil = component("routewatch_test_evil");
     Command::new(env!("CARGO_BIN_EXE_routewatch"))
         .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
         .args(["--plugin", arima.to_str().unwrap(), "--anomalies-topic", anomalies])
+        .args(["--plugin", evil.to_str().unwrap(), "--plugin-config", r#"evil={"mode":"mark"}"#])
         .args(["--partitions", &PARTITIONS.to_string(), "--snapshot-interval-secs", "1", "--batch-records", "100"])
         .args(["--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
         .env("ROUTEWATCH_CACHE_DIR", std::env::temp_dir().join("routewatch-test-cache"))
@@ -69,13 +72,13 @@ fn log(group: &str) -> Stdio {
     file.into()
 }
 
-/// Waits until `topic` holds a `cpu_util` anomaly of every router at `step`.
+/// Waits until `topic` holds the mark of every router at `step`.
 fn await_wave(broker: &Broker, topic: &str, step: i64) {
     let mut missing: HashSet<String> = (0..ROUTERS).map(router).collect();
     let ts = T0 + step * 1000;
     broker.consume_until(topic, Duration::from_secs(240), |m| {
         let event: AnomalyEvent = serde_json::from_slice(&m.payload).expect("anomalies are JSON");
-        if event.metric == "cpu_util" && event.ts == ts {
+        if event.plugin == "evil" && event.metric == "cpu_util" && event.ts == ts {
             missing.remove(&event.router);
         }
         missing.is_empty()
@@ -130,14 +133,21 @@ fn a_host_killed_twice_mid_stream_finds_exactly_the_anomalies_of_one_that_never_
     kill(running);
 
     let (crashed, straight) = (anomalies(&broker, crashed), anomalies(&broker, straight));
-    assert!(straight.len() > 3 * ROUTERS, "the run finds anomalies beyond the waves: {}", straight.len());
+    let arima = straight.keys().filter(|k| k.3 == "arima").count();
+    assert!(arima >= ROUTERS, "ARIMA finds anomalies to compare: {arima}");
+    assert_eq!(straight.len() - arima, ROUTERS * STEPS as usize, "a mark for every record");
     assert!(straight.values().all(|&n| n == 1), "an uninterrupted host delivers each anomaly once");
     let missing: Vec<&Key> = straight.keys().filter(|k| !crashed.contains_key(*k)).collect();
     let extra: Vec<&Key> = crashed.keys().filter(|k| !straight.contains_key(*k)).collect();
     assert!(missing.is_empty() && extra.is_empty(), "missing after the crashes: {missing:?}\nonly after: {extra:?}");
     let repeated: usize = crashed.values().map(|n| n - 1).sum();
-    eprintln!("{} anomalies, the same in both runs; {repeated} delivered twice across the two kills", straight.len());
-    // Twice is possible only for outputs acknowledged in the ~200 ms before a kill, whose
-    // commit had not been sent yet (see the README): a few batches at most.
-    assert!(repeated <= straight.len() / 10, "{repeated} anomalies delivered twice");
+    eprintln!(
+        "{} anomalies ({arima} of ARIMA), the same in both runs; {repeated} delivered twice across the two kills",
+        straight.len()
+    );
+    // Twice is possible only for outputs delivered after the last commit that reached the broker
+    // before a kill (commits go every 20 ms; under load their round trip adds more). Without the
+    // suppression a restart repeats everything since the restored snapshot: in this test, most
+    // of the crashed run's outputs between the snapshots and the kills.
+    assert!(repeated <= straight.len() / 5, "{repeated} of {} outputs delivered twice", straight.len());
 }
