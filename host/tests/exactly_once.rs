@@ -8,11 +8,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Child;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::fleet::{await_marked, fleet, host_process, keys, produce, producer_config, topics};
+use common::fleet::{await_marked, fleet, host_process, keys, produce_paced, producer_config, topics};
 use rdkafka::producer::FutureProducer;
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::{Broker, Received};
@@ -46,19 +45,8 @@ fn a_host_killed_mid_stream_leaves_each_anomaly_exactly_once() {
     // Idempotent, so that the input itself holds each record once whatever the retries.
     let producer: FutureProducer = producer_config(&broker).set("enable.idempotence", "true").create().unwrap();
     let all = fleet(50, 0..400);
-    let stop = Arc::new(AtomicBool::new(false));
     // Records keep arriving before, during and after the crash.
-    let sender = {
-        let (records, stop) = (all.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for chunk in records.chunks(500) {
-                produce(&producer, chunk);
-                if !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        })
-    };
+    let (stop, sender) = produce_paced(producer, all.clone());
     let mut host = host_process(&broker, "eos", EXACTLY_ONCE);
     // Well into the stream (transactions committed on every partition), kill it unawares.
     await_marked(&broker, &keys(&all[..2000]), Duration::from_secs(120));

@@ -9,12 +9,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::fleet::{
-    PARTITIONS, T0, await_marked, config, fleet, host_process, keys, mark, produce, producer, record, router, topics,
+    PARTITIONS, T0, await_marked, config, fleet, host_process, keys, mark, produce, produce_paced, producer, record,
+    router, topics,
 };
 use common::{Noise, metric_sum};
 use routewatch_host::{Host, HostConfig};
@@ -202,19 +202,8 @@ fn a_host_killed_mid_stream_and_restarted_loses_no_record() {
     topics(&broker);
     let producer = producer(&broker);
     let all = fleet(50, 0..400);
-    let stop = Arc::new(AtomicBool::new(false));
-    // Records keep arriving, before, during and after the crash.
-    let sender = {
-        let (records, stop) = (all.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for chunk in records.chunks(500) {
-                produce(&producer, chunk);
-                if !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        })
-    };
+    // Records keep arriving before, during and after the crash.
+    let (stop, sender) = produce_paced(producer, all.clone());
     let mut host = host_process(&broker, "crash", &[]);
     // Wait until the host is well into the stream, then kill it without warning.
     let first: HashSet<(String, i64)> = keys(&all[..2000]);

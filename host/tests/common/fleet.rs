@@ -4,6 +4,9 @@
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -82,6 +85,23 @@ pub fn produce(producer: &FutureProducer, records: &[(String, Vec<u8>)]) {
     for delivery in futures::executor::block_on(futures::future::join_all(deliveries)) {
         delivery.expect("delivery report").expect("delivered");
     }
+}
+
+/// A stream that keeps arriving while a test breaks things: `records` in chunks of 500, 50 ms
+/// apart until the returned flag is set, then as fast as the broker takes them. Joining the
+/// handle waits for every acknowledgement.
+pub fn produce_paced(producer: FutureProducer, records: Vec<(String, Vec<u8>)>) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        for chunk in records.chunks(500) {
+            produce(&producer, chunk);
+            if !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    (stop, handle)
 }
 
 /// `routers x steps` records, all with a plain CPU value.
