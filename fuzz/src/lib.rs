@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use routewatch_host::runtime;
+use routewatch_runtime as runtime;
 use routewatch_plugin_sdk::{AnomalyKind, Batch, Detector, Output, SeriesTable, Verdict, snapshot};
 use routewatch_telemetry::{Metric, Metrics, Record, Role, SCHEMA_VERSION};
 

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use common::fleet::{PARTITIONS, await_marked, keys, producer, record, router, topics};
 use common::{TEST_TOKEN, component, metric_sum, wait_for};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::{Host, HostConfig};
 use routewatch_testkit::Broker;
 use serde_json::json;
 
 /// The tests here measure throughput: they run one at a time, not beside each other.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn config(broker: &Broker, group: &str, evil: serde_json::Value) -> PipelineConfig {
-    let mut config = PipelineConfig {
+fn config(broker: &Broker, group: &str, evil: serde_json::Value) -> HostConfig {
+    let mut config = HostConfig {
         brokers: broker.bootstrap(),
         group_id: group.into(),
         partitions: PARTITIONS,
@@ -29,7 +29,7 @@ fn config(broker: &Broker, group: &str, evil: serde_json::Value) -> PipelineConf
         api_token: Some(TEST_TOKEN.into()),
         linger_ms: 20,
         snapshot_interval_secs: 1,
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     config.plugin_config.insert("evil".into(), evil);
     config.kafka.insert("session.timeout.ms".into(), "6000".into());
@@ -78,7 +78,7 @@ fn big_state_is_saved_in_chunks_and_an_oversized_snapshot_is_a_plugin_failure() 
     let producer = producer(&broker);
     let mut config = config(&broker, "big-state", json!({"mode": "big-snapshot", "snapshot_mib": 3}));
     config.max_snapshot_mib = 4;
-    let host = Pipeline::start(config.clone()).unwrap();
+    let host = Host::start(config.clone()).unwrap();
     let first = records(0..4, 0..20);
     produce_to(&producer, &first);
     wait_for("every partition to save its 3 MiB state", Duration::from_secs(60), || {
@@ -93,7 +93,7 @@ fn big_state_is_saved_in_chunks_and_an_oversized_snapshot_is_a_plugin_failure() 
     assert!(started.elapsed() < Duration::from_secs(30), "shutdown took {:?}", started.elapsed());
 
     // The next owner reads every partition's state back, from its chunks.
-    let host = Pipeline::start(config.clone()).unwrap();
+    let host = Host::start(config.clone()).unwrap();
     wait_for("the states to be restored", Duration::from_secs(60), || {
         metric_sum(&host.metrics().encode(), "routewatch_state_restores_total") >= f64::from(PARTITIONS)
     });
@@ -129,7 +129,7 @@ fn a_slow_partition_does_not_slow_the_others() {
     // Batches holding the marker value (bgp_up = 777) cost about 100 ms of CPU; others nothing.
     let mut config = config(&broker, "slow", json!({"mode": "busy", "marker": 777.0, "spins": 100_000_000}));
     config.batch_records = 200;
-    let host = Pipeline::start(config).unwrap();
+    let host = Host::start(config).unwrap();
     // The fast partitions' time for 6,000 records, best of five rounds (the machine is noisy).
     let mut step = 50;
     let mut time_fast = || {
