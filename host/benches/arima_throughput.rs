@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use routewatch_arima::Arima;
-use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
+use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_plugin_sdk::{Detector, Output};
 use routewatch_telemetry::Metric;
 
@@ -168,7 +168,7 @@ fn time_native(batches: &[Batch]) -> Duration {
     started.elapsed()
 }
 
-fn time_wasm(plugin: &routewatch_host::runtime::Plugin, batches: &[Batch]) -> Duration {
+fn time_wasm(plugin: &routewatch_runtime::Plugin, batches: &[Batch]) -> Duration {
     let mut instance = plugin.instantiate().unwrap();
     for b in &batches[..WARMUP_STEPS] {
         instance.process(b).unwrap();

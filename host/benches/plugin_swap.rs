@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{producer, record};
 use rdkafka::producer::FutureRecord;
-use routewatch_host::runtime::{Runtime, RuntimeConfig};
+use routewatch_runtime::{Runtime, RuntimeConfig};
 use routewatch_host::{Host, HostConfig};
 use routewatch_testkit::Broker;
 use tracing::field::{Field, Visit};
