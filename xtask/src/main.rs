@@ -92,6 +92,9 @@ fn main() -> Result<()> {
             let tansu = broker::ensure_tansu()?;
             let kafka = broker::ensure_kafka(&root)?;
             let deploy_tools = prometheus::ensure_deploy_tools()?;
+            // `cargo test` does not build benchmarks; build them so that one that no longer
+            // compiles fails the test command, not the next `cargo xtask bench`.
+            run(&mut cargo(&["bench", "--workspace", "--no-run"]))?;
             let mut cmd = cargo(&["test", "--release", "--workspace"]);
             cmd.env("ROUTEWATCH_TANSU", &tansu).env("ROUTEWATCH_KAFKA_HOME", &kafka).envs(deploy_tools).args(&args);
             run(&mut cmd)
