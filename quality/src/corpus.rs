@@ -376,6 +376,7 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(args.out_dir.join("components")),
         limits: Limits { cpu_budget: std::time::Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
     })?;
     let loaded = args.detectors.load(&runtime)?;
     let mut figures: Vec<DetectorFigures> =

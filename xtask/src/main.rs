@@ -32,6 +32,7 @@ const PLUGINS: &[&str] = &[
     "routewatch-seasonal",
     "routewatch-fleet-outlier",
     "routewatch-changepoint",
+    "routewatch-classifier-forest",
 ];
 
 /// The detectors the demo runs, by component file name.

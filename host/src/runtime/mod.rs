@@ -20,6 +20,7 @@
 
 mod bindings;
 mod cache;
+pub mod classifier;
 mod error;
 mod instance;
 mod plugin;
