@@ -53,6 +53,9 @@ pub struct IncidentArgs {
     /// Samples after a fault's end that still belong to it.
     #[arg(long, default_value_t = 5)]
     pub grace: i64,
+    /// Reopen period of the router stage, samples (`RouterConfig::reopen_samples`).
+    #[arg(long, default_value_t = RouterConfig::default().reopen_samples)]
+    pub reopen_samples: u32,
     /// Detectors whose anomalies make the incidents (the default set).
     #[arg(long, value_delimiter = ',', default_value = "arima,lstm")]
     pub detectors: Vec<String>,
@@ -119,7 +122,8 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
         std::fs::write(&stamp, &data_stamp)?;
     }
     let events = read_events(&anomalies_path)?;
-    let config = RouterConfig { interval_ms: data.interval_ms, ..RouterConfig::default() };
+    let config =
+        RouterConfig { interval_ms: data.interval_ms, reopen_samples: args.reopen_samples, ..RouterConfig::default() };
     let from = data.end - i64::from(args.eval_days) * 86_400_000;
     let incidents = group(&config, &events, dataset::START_MS, data.end)?;
     let grace_ms = args.grace * data.interval_ms;
