@@ -28,12 +28,16 @@ struct Host {
 }
 
 fn host_with(keys: TrustedKeys) -> Host {
+    host_with_budget(keys, Duration::from_millis(200))
+}
+
+fn host_with_budget(keys: TrustedKeys, cpu_budget: Duration) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     // Compiled once into a cache, so that uploads in the tests cost a load, not a compilation.
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(dir.path().join(".cache")),
-        limits: Limits { cpu_budget: Duration::from_millis(200), memory_bytes: 64 << 20, ..Limits::default() },
+        limits: Limits { cpu_budget, memory_bytes: 64 << 20, ..Limits::default() },
         ..RuntimeConfig::default()
     })
     .unwrap();
@@ -138,7 +142,9 @@ fn a_takeover_from_another_source_needs_replace_and_is_audited() {
 
 #[test]
 fn reads_stay_fast_while_plugin_code_loops_and_a_full_check_pool_answers_503() {
-    let h = host();
+    // A read queued behind a check would wait at least the check's 2 s of CPU; one that is
+    // merely descheduled on a busy machine waits far less. The bar sits between the two.
+    let h = host_with_budget(TrustedKeys::default(), Duration::from_secs(2));
     // Every check of this plugin's configuration runs `configure` until its CPU budget ends.
     h.registry.set_initial_config("evil", json!({"mode": "configure-loop"}));
     let evil = Arc::new(wasm("routewatch_test_evil"));
@@ -167,7 +173,7 @@ fn reads_stay_fast_while_plugin_code_loops_and_a_full_check_pool_answers_503() {
         }
     }
     let statuses: Vec<u16> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
-    assert!(slowest < Duration::from_millis(50), "a read took {slowest:?} while plugin code ran");
+    assert!(slowest < Duration::from_millis(500), "a read took {slowest:?} while plugin code ran");
     assert!(statuses.contains(&503), "six checks at once on a pool of two: {statuses:?}");
     assert!(statuses.iter().all(|s| [422, 503].contains(s)), "{statuses:?}");
 }

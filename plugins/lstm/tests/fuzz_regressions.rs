@@ -19,7 +19,7 @@ fn a_snapshot_configuration_is_checked_like_configure() {
     let before = detector.snapshot();
     for (bad, needle) in [
         (Config { warmup: 0, ..Config::default() }, "warmup"),
-        (Config { smoothing: 0.0, ..Config::default() }, "smoothing"),
+        (Config { threshold: f64::NAN, ..Config::default() }, "threshold"),
     ] {
         let err = detector.restore(&snapshot_with(&bad)).unwrap_err();
         assert!(err.contains("snapshot") && err.contains(needle), "{err}");

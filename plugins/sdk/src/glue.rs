@@ -56,12 +56,14 @@ impl<D: Detector> State<D> {
         self.detector.process(&view, &mut self.output)?;
         // The contract, kept for every detector: scores in [0, 1] (NaN is "no opinion", 0)
         // and reasons no longer than the host accepts, cut at a character boundary.
-        for score in &mut self.output.scores {
-            *score = if score.is_nan() { 0.0 } else { score.clamp(0.0, 1.0) };
-        }
-        for a in &mut self.output.anomalies {
-            crate::episode::truncate(&mut a.reason, crate::MAX_REASON_BYTES);
-            a.score = if a.score.is_nan() { 0.5 } else { a.score.clamp(0.0, 1.0) };
+        if !D::RAW_OUTPUT {
+            for score in &mut self.output.scores {
+                *score = if score.is_nan() { 0.0 } else { score.clamp(0.0, 1.0) };
+            }
+            for a in &mut self.output.anomalies {
+                crate::episode::truncate(&mut a.reason, crate::MAX_REASON_BYTES);
+                a.score = if a.score.is_nan() { 0.5 } else { a.score.clamp(0.0, 1.0) };
+            }
         }
         Ok(wit::Output {
             scores: std::mem::take(&mut self.output.scores),

@@ -54,6 +54,12 @@ pub const WIT_VERSION: &str = "0.1.0";
 /// An anomaly detector. One instance sees every batch of one partition, in order, so it can
 /// keep per-series state between calls.
 pub trait Detector: Default + 'static {
+    /// Whether the SDK hands the output to the host exactly as the detector wrote it. By
+    /// default (`false`) it clamps scores into [0, 1] and cuts reasons to
+    /// [`MAX_REASON_BYTES`] at a character boundary, so no detector breaks the contract through
+    /// them. Only plugins that test the host's own checks set it (`plugins/testing/evil`).
+    const RAW_OUTPUT: bool = false;
+
     /// Static facts about the detector.
     fn info() -> Info;
 

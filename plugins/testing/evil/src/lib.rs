@@ -50,6 +50,9 @@ const MODES: &[&str] = &[
 ];
 
 impl Detector for Evil {
+    // It breaks the output contract on purpose, to test the host's checks.
+    const RAW_OUTPUT: bool = true;
+
     fn info() -> Info {
         let mut info = Info::new("evil", "0.1.0", "misbehaves on purpose; for containment tests only");
         let modes = serde_json::to_string(MODES).expect("a list of names");
