@@ -5,7 +5,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use routewatch_host::runtime::{Anomaly, AnomalyKind, Batch, Column, Output, check_output};
+use routewatch_runtime::{Anomaly, AnomalyKind, Batch, Column, Output, check_output};
 
 /// The WIT's `reason`: "a short human explanation, at most 200 bytes".
 const MAX_REASON_BYTES: usize = 200;

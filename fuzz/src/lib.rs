@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use routewatch_host::runtime;
+use routewatch_runtime as runtime;
 use routewatch_plugin_sdk::{AnomalyKind, Batch, Detector, Output, SeriesTable, Verdict, snapshot};
 use routewatch_telemetry::{Metric, Metrics, Record, Role, SCHEMA_VERSION};
 
@@ -154,9 +154,11 @@ impl Sample {
 fn sample(metric: Metric, router: u32, step: usize) -> f64 {
     let phase = (step as f64 / 12.0 + f64::from(router)).sin();
     // A small linear congruential generator: deterministic noise in [-0.5, 0.5).
-    let noise = ((step as u64 * 6364136223846793005 + u64::from(router) * 1442695040888963407) >> 40) as f64
-        / (1u64 << 24) as f64
-        - 0.5;
+    // Wrapping on purpose: fuzz builds check overflow.
+    let mixed = (step as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(u64::from(router).wrapping_mul(1442695040888963407));
+    let noise = (mixed >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
     let spike = if step % 37 == 36 && router == 1 { 4.0 } else { 0.0 };
     let unit = phase * 0.1 + noise * 0.02 + spike * 0.1;
     match metric {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig, ProcessingGuarantee};
+use routewatch_host::{Host, HostConfig, ProcessingGuarantee};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::{Broker, Implementation, KafkaOptions};
 
@@ -110,8 +110,8 @@ fn component(name: &str) -> PathBuf {
     exe.ancestors().nth(3).unwrap().join(format!("wasm32-wasip2/plugin/{name}.wasm"))
 }
 
-fn config(broker: &Broker, setup: &Setup, group: &str, plugins: Vec<PathBuf>) -> PipelineConfig {
-    let mut config = PipelineConfig {
+fn config(broker: &Broker, setup: &Setup, group: &str, plugins: Vec<PathBuf>) -> HostConfig {
+    let mut config = HostConfig {
         processing_guarantee: setup.guarantee,
         brokers: broker.bootstrap(),
         group_id: group.into(),
@@ -119,7 +119,7 @@ fn config(broker: &Broker, setup: &Setup, group: &str, plugins: Vec<PathBuf>) ->
         plugins,
         listen: "127.0.0.1:0".parse().unwrap(),
         api_token: Some("bench-token-0123456789".into()),
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     config.kafka.insert("session.timeout.ms".into(), "6000".into());
     config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
@@ -141,7 +141,7 @@ fn produce_steps(producer: &FutureProducer, steps: std::ops::Range<usize>) {
 }
 
 /// Waits until the host has fully handled `count` records.
-fn drain(pipeline: &Pipeline, count: u64) {
+fn drain(pipeline: &Host, count: u64) {
     let started = Instant::now();
     while pipeline.metrics().records_done.get() < count {
         assert!(started.elapsed() < Duration::from_secs(600), "backlog not drained in 10 minutes");
@@ -156,7 +156,7 @@ fn throughput(setup: &Setup) -> (u64, Duration) {
     broker.create_topics(&[("router-metrics", PARTITIONS), ("router-anomalies", PARTITIONS)]);
     let producer = producer(&broker);
     let pipeline =
-        Pipeline::start(config(&broker, setup, "bench-throughput", vec![component("routewatch_arima")])).unwrap();
+        Host::start(config(&broker, setup, "bench-throughput", vec![component("routewatch_arima")])).unwrap();
     let warm_steps = 150;
     produce_steps(&producer, 0..warm_steps);
     let warm = (BACKLOG_ROUTERS * warm_steps) as u64;
@@ -181,7 +181,7 @@ fn latency(setup: &Setup) -> Vec<i64> {
     let mut config = config(&broker, setup, "bench-latency", plugins);
     config.plugin_config.insert("evil".into(), serde_json::json!({"mode": "mark"}));
     config.linger_ms = 5;
-    let pipeline = Pipeline::start(config).unwrap();
+    let pipeline = Host::start(config).unwrap();
 
     let reader: BaseConsumer = broker.consumer_config("bench-reader").set("fetch.wait.max.ms", "5").create().unwrap();
     let mut list = TopicPartitionList::new();

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{producer, record};
 use rdkafka::producer::FutureRecord;
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_host::runtime::{Runtime, RuntimeConfig};
+use routewatch_host::{Host, HostConfig};
 use routewatch_testkit::Broker;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -143,7 +143,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let arima = std::fs::read(component("routewatch_arima")).unwrap();
     std::fs::write(dir.join("arima.wasm"), &arima).unwrap();
-    let mut config = PipelineConfig {
+    let mut config = HostConfig {
         brokers: broker.bootstrap(),
         group_id: "swap-bench".into(),
         partitions: PARTITIONS,
@@ -151,11 +151,11 @@ fn main() {
         cache_dir: Some(cache.clone()),
         listen: "127.0.0.1:0".parse().unwrap(),
         api_token: Some("bench-token-0123456789".into()),
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     config.kafka.insert("session.timeout.ms".into(), "6000".into());
     config.plugin_config.insert("arima".into(), serde_json::json!({"warmup": 30, "window": 120}));
-    let pipeline = Pipeline::start(config).unwrap();
+    let pipeline = Host::start(config).unwrap();
 
     // Load: every router once every 100 ms (20,000 records/s), until the end.
     let stop = Arc::new(AtomicBool::new(false));

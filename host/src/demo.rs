@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::mocking::MockCluster;
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
 use routewatch_host::replay::format_ts;
+use routewatch_host::{Host, HostConfig};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("routewatch-sim"));
     let mut sim = Simulator::start(&simulator, &brokers, &args)?;
 
-    let mut config = PipelineConfig {
+    let mut config = HostConfig {
         brokers: brokers.clone(),
         group_id: "routewatch-demo".into(),
         create_topics: false,
@@ -66,12 +66,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         listen: args.listen,
         linger_ms: 100,
         snapshot_interval_secs: 30,
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     config
         .plugin_config
         .insert("arima".into(), serde_json::json!({"warmup": args.warmup, "window": (args.warmup * 4).max(120)}));
-    let pipeline = Pipeline::start(config)?;
+    let pipeline = Host::start(config)?;
 
     println!("routewatch demo: {} simulated routers, broker {brokers} (librdkafka mock cluster)", args.routers);
     println!("  host       http://{}/metrics  http://{}/anomalies", pipeline.http_addr(), pipeline.http_addr());
@@ -93,7 +93,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-fn print_until_interrupted(pipeline: &Pipeline, sim: &mut Simulator) -> Result<()> {
+fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator) -> Result<()> {
     let mut live = pipeline.feed().subscribe();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     crate::block_termination_signals(false);

@@ -1,15 +1,24 @@
-//! The routewatch detection host.
+//! The routewatch host binary's library: Kafka in and out, the HTTP API, the CLI's pieces.
+//! Detection itself is the `routewatch-engine` crate and the sandbox the `routewatch-runtime`
+//! crate; both are re-exported here under their old paths.
 //!
-//! * [`runtime`]: loads detector components and runs them in a sandbox.
-//! * [`routers`]: the table that gives routers the small ids detectors see.
-//! * [`replay`]: runs detectors over recorded data (`routewatch replay`).
-//! * [`pipeline`]: the streaming host (`routewatch run`).
-//! * [`registry`]: the plugins a host runs: hot reload, enable, configure, quarantine.
-//! * [`api`]: the host's HTTP API, plugin management included.
+//! * [`Host`] ([`host`]): a running host: plugins, the HTTP API and the Kafka service.
+//! * [`kafka`]: the Kafka service: consumer group, a worker per partition, the state topic.
+//! * [`broker`]: Kafka clients: configuration, topics, delivery, transactions.
+//! * [`sinks`]: where a partition's batches go (Kafka, the REST feed, Prometheus).
+//! * [`feed`]: recent anomalies for the API; [`api`]: the HTTP API, plugin management included.
+//! * [`config`]: the host's configuration.
 
 pub mod api;
-pub mod pipeline;
-pub mod registry;
-pub mod replay;
-pub mod routers;
-pub mod runtime;
+pub mod broker;
+pub mod config;
+pub mod feed;
+pub mod host;
+pub mod kafka;
+pub mod sinks;
+
+pub use config::{HostConfig, ProcessingGuarantee};
+pub use host::{Host, SHUTDOWN_GRACE};
+pub use routewatch_engine::{metrics, registry, replay, routers};
+/// The plugin runtime, re-exported: see the `routewatch-runtime` crate.
+pub use routewatch_runtime as runtime;

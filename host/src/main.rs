@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig, ProcessingGuarantee};
 use routewatch_host::replay::{self, InputFormat, ReplayOptions, ReplayPlugin};
+use routewatch_host::{Host, HostConfig, ProcessingGuarantee};
 
 mod demo;
 mod plugin_cli;
@@ -211,10 +211,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The configuration file (or defaults) with the flags and environment on top.
-fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
+fn pipeline_config(args: RunArgs) -> Result<HostConfig> {
     let mut config = match &args.config {
-        Some(path) => PipelineConfig::from_file(path)?,
-        None => PipelineConfig { cache_dir: Some(default_cache_dir()), ..PipelineConfig::default() },
+        Some(path) => HostConfig::from_file(path)?,
+        None => HostConfig { cache_dir: Some(default_cache_dir()), ..HostConfig::default() },
     };
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(value) = args.$field { config.$field = value; } )* };
@@ -258,7 +258,7 @@ fn pipeline_config(args: RunArgs) -> Result<PipelineConfig> {
 
 fn run_pipeline(args: RunArgs) -> Result<ExitCode> {
     let config = pipeline_config(args)?;
-    let pipeline = Pipeline::start(config)?;
+    let pipeline = Host::start(config)?;
     eprintln!(
         "routewatch: HTTP API on http://{} (/metrics, /api/v1/plugins, /api/v1/anomalies, /healthz)",
         pipeline.http_addr()
@@ -283,7 +283,7 @@ pub(crate) fn block_termination_signals(block: bool) {
 }
 
 /// Blocks until SIGINT or SIGTERM, or until the pipeline stops by itself.
-fn wait_for_signal(pipeline: &Pipeline) -> Result<()> {
+fn wait_for_signal(pipeline: &Host) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     block_termination_signals(false);
     runtime.block_on(async {

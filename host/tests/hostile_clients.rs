@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{TEST_TOKEN, component};
 use routewatch_host::api::{ApiState, Server};
-use routewatch_host::pipeline::{AnomalyFeed, Metrics};
+use routewatch_host::feed::AnomalyFeed;
+use routewatch_host::metrics::Metrics;
 use routewatch_host::registry::signing::KeyPair;
 use routewatch_host::registry::{QuarantinePolicy, Registry, TrustedKeys};
 use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};

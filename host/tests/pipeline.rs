@@ -17,7 +17,7 @@ use common::fleet::{
     PARTITIONS, T0, await_marked, config, fleet, host_process, keys, mark, produce, producer, record, router, topics,
 };
 use common::{Noise, metric_sum};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::{Host, HostConfig};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::{Broker, Implementation};
 
@@ -46,7 +46,7 @@ fn detects_an_injected_spike_end_to_end(implementation: Implementation) {
         }
     }
     produce(&producer(&broker), &records);
-    let pipeline = Pipeline::start(config(&broker, "e2e", "routewatch_arima", None)).unwrap();
+    let pipeline = Host::start(config(&broker, "e2e", "routewatch_arima", None)).unwrap();
 
     let spike_ts = T0 + 250 * 1000;
     let mut found = None;
@@ -92,7 +92,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_reasons_and_the_rest_are_process
         records.insert(i * 40, ("rtr-bad".into(), payload.clone().into_bytes()));
     }
     produce(&producer(&broker), &records);
-    let pipeline = Pipeline::start(config(&broker, "dlq", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "dlq", "routewatch_test_evil", mark())).unwrap();
 
     await_marked(&broker, &keys(&good), Duration::from_secs(90));
     let dead = broker.consume("router-metrics-dlq", bad.len(), Duration::from_secs(30));
@@ -141,7 +141,7 @@ fn a_broker_outage_of_twenty_seconds_loses_nothing(outage: Outage) {
     let producer = producer(&broker);
     let before = fleet(20, 0..100);
     produce(&producer, &before);
-    let pipeline = Pipeline::start(config(&broker, "outage", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "outage", "routewatch_test_evil", mark())).unwrap();
     await_marked(&broker, &keys(&before), Duration::from_secs(90));
 
     match outage {
@@ -175,11 +175,9 @@ fn the_host_creates_its_topics_with_their_settings() {
     common::fleet::logs();
     // No topic exists, and the broker creates none by itself.
     assert!(broker.describe_topic("router-metrics").is_none());
-    let pipeline = Pipeline::start(PipelineConfig {
-        retention_hours: 5,
-        ..config(&broker, "create", "routewatch_test_evil", mark())
-    })
-    .unwrap();
+    let pipeline =
+        Host::start(HostConfig { retention_hours: 5, ..config(&broker, "create", "routewatch_test_evil", mark()) })
+            .unwrap();
     for topic in ["router-metrics", "router-anomalies", "router-metrics-dlq"] {
         let (partitions, settings) = broker.describe_topic(topic).unwrap_or_else(|| panic!("{topic} was not created"));
         assert_eq!(partitions, PARTITIONS as usize, "{topic}");
@@ -251,7 +249,7 @@ enum GroupProtocol {
     Consumer,
 }
 
-fn group_config(broker: &Broker, protocol: GroupProtocol) -> PipelineConfig {
+fn group_config(broker: &Broker, protocol: GroupProtocol) -> HostConfig {
     let mut config = config(broker, "pair", "routewatch_arima", None);
     if let GroupProtocol::Consumer = protocol {
         // Sessions and heartbeats are the broker's (the test broker's are 6 s and 500 ms).
@@ -267,10 +265,10 @@ fn two_hosts_split_the_partitions_and_state_follows_them(protocol: GroupProtocol
     topics(&broker);
     let producer = producer(&broker);
     produce(&producer, &fleet(40, 0..150));
-    let a = Pipeline::start(group_config(&broker, protocol)).unwrap();
+    let a = Host::start(group_config(&broker, protocol)).unwrap();
     wait_for("host A holds every partition", || a.metrics().assigned_partitions.get() == i64::from(PARTITIONS));
 
-    let b = Pipeline::start(group_config(&broker, protocol)).unwrap();
+    let b = Host::start(group_config(&broker, protocol)).unwrap();
     wait_for("the hosts split the partitions", || {
         let (x, y) = (a.metrics().assigned_partitions.get(), b.metrics().assigned_partitions.get());
         x > 0 && y > 0 && x + y == i64::from(PARTITIONS)

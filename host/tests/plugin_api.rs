@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{TEST_TOKEN, component, rebuilt};
 use routewatch_host::api::{ApiState, OPENAPI, Server};
-use routewatch_host::pipeline::{AnomalyFeed, Metrics};
+use routewatch_host::feed::AnomalyFeed;
+use routewatch_host::metrics::Metrics;
 use routewatch_host::registry::watch::DirWatcher;
 use routewatch_host::registry::{QuarantinePolicy, Registry, SETTINGS_FILE};
 use serde_json::{Value, json};

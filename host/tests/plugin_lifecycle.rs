@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::fleet::{PARTITIONS, T0, await_marked, keys, produce, producer, record, router, topics};
 use common::{TEST_TOKEN, component, metric_samples, metric_sum, rebuilt, wait_for};
-use routewatch_host::pipeline::{Pipeline, PipelineConfig};
+use routewatch_host::{Host, HostConfig};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 use serde_json::json;
@@ -25,8 +25,8 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn config(broker: &Broker, group: &str, dir: &Path) -> PipelineConfig {
-    let mut config = PipelineConfig {
+fn config(broker: &Broker, group: &str, dir: &Path) -> HostConfig {
+    let mut config = HostConfig {
         brokers: broker.bootstrap(),
         group_id: group.into(),
         partitions: PARTITIONS,
@@ -35,7 +35,7 @@ fn config(broker: &Broker, group: &str, dir: &Path) -> PipelineConfig {
         api_token: Some(TEST_TOKEN.into()),
         linger_ms: 20,
         snapshot_interval_secs: 1,
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     config.kafka.insert("session.timeout.ms".into(), "6000".into());
     config.kafka.insert("heartbeat.interval.ms".into(), "500".into());
@@ -81,7 +81,7 @@ fn a_new_version_takes_over_with_its_state_while_records_flow() {
     // ARIMA's warm-up is 120 samples: after 200 every series is fitted.
     let warm = calm(routers, 0..200, None);
     produce(&producer, &warm);
-    let pipeline = Pipeline::start(config).unwrap();
+    let pipeline = Host::start(config).unwrap();
     await_marked(&broker, &keys(&warm), Duration::from_secs(120));
 
     // The new version lands while records keep arriving.
@@ -162,7 +162,7 @@ fn metric_sum_of(metrics: &str, name: &str, plugin: &str) -> f64 {
     metric_samples(metrics, name, &[("plugin", plugin)]).iter().sum()
 }
 
-fn scrape(pipeline: &Pipeline) -> String {
+fn scrape(pipeline: &Host) -> String {
     let url = format!("http://{}/metrics", pipeline.http_addr());
     ureq::get(&url).call().unwrap().body_mut().read_to_string().unwrap()
 }
@@ -173,7 +173,7 @@ fn evil_plugins_are_contained_while_a_good_one_keeps_its_pace() {
     let broker = Broker::start();
     topics(&broker);
     let (dir, arima) = arima_and_evil();
-    let mut config = PipelineConfig {
+    let mut config = HostConfig {
         cpu_budget_ms: 100,
         memory_mib: 64,
         batch_records: 500,
@@ -186,7 +186,7 @@ fn evil_plugins_are_contained_while_a_good_one_keeps_its_pace() {
     config.plugin_config.insert("arima".into(), json!({"refit_every": 1_000_000}));
     let producer = producer(&broker);
     let routers = 50;
-    let pipeline = Pipeline::start(config).unwrap();
+    let pipeline = Host::start(config).unwrap();
     let registry = pipeline.registry().clone();
     let mut step = 0i64;
     // Produces a phase of `steps` samples per router in two halves (so that there are several
@@ -320,7 +320,7 @@ fn a_refused_swap_is_shown_per_partition_and_a_fresh_start_completes_it() {
     // Two routers, so that some partitions hold state and the others none.
     let first = calm(2, 0..5, None);
     produce(&producer, &first);
-    let pipeline = Pipeline::start(config).unwrap();
+    let pipeline = Host::start(config).unwrap();
     await_marked(&broker, &keys(&first), Duration::from_secs(120));
     let registry = pipeline.registry().clone();
     let base = format!("http://{}", pipeline.http_addr());

@@ -60,7 +60,7 @@ fn detectors() -> &'static [Detector] {
 
 fn runtime() -> Runtime {
     let limits = Limits { cpu_budget: Duration::from_secs(60), memory_bytes: 512 << 20, ..Limits::default() };
-    Runtime::new(RuntimeConfig { cache_dir: None, limits }).expect("runtime starts")
+    Runtime::new(RuntimeConfig { cache_dir: None, limits, ..RuntimeConfig::default() }).expect("runtime starts")
 }
 
 /// Scores and anomaly rows of one series run through a fresh instance of `detector`.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::fleet::{PARTITIONS, await_marked, config, fleet, keys, logs, mark, produce, producer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use routewatch_host::pipeline::{LEGACY_STATE_VERSION, PartitionState, Pipeline, RouterInfo, StateStore, state_key};
+use routewatch_host::Host;
+use routewatch_host::kafka::{LEGACY_STATE_VERSION, PartitionState, RouterInfo, StateStore, state_key};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 
@@ -63,7 +64,7 @@ fn compaction_keeps_each_partitions_latest_state_after_many_snapshots() {
     let broker = Broker::start();
     topics_with_quick_compaction(&broker);
     let producer = producer(&broker);
-    let pipeline = Pipeline::start(config(&broker, "compact", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "compact", "routewatch_test_evil", mark())).unwrap();
     // Records keep coming for a while; every partition saves its state every second.
     let mut written = Vec::new();
     let started = Instant::now();
@@ -133,15 +134,17 @@ fn a_restoring_host_reads_the_newest_state_past_tombstones_and_older_layouts() {
     // Per partition, in this order: what the log holds for its key. The states are single
     // records of the first layout (still read); `old` is a layout no host reads.
     let (current, old) = (LEGACY_STATE_VERSION, LEGACY_STATE_VERSION - 1);
+    // Every state is as of offset 0, so the one record of each partition (below) is one it has
+    // not seen: a host skips the records before its restored state's offset.
     let log: Vec<(i32, Option<Vec<u8>>)> = vec![
-        (0, Some(state(1, "older", current))),
-        (0, Some(state(2, "newest", current))),
-        (1, Some(state(1, "deleted", current))),
+        (0, Some(state(0, "older", current))),
+        (0, Some(state(0, "newest", current))),
+        (1, Some(state(0, "deleted", current))),
         (1, None),
-        (2, Some(state(1, "superseded", current))),
-        (2, Some(state(2, "other-layout", old))),
+        (2, Some(state(0, "superseded", current))),
+        (2, Some(state(0, "other-layout", old))),
         (3, None),
-        (3, Some(state(2, "after-tombstone", current))),
+        (3, Some(state(0, "after-tombstone", current))),
     ];
     for (partition, payload) in &log {
         let key = key(*partition);
@@ -162,7 +165,7 @@ fn a_restoring_host_reads_the_newest_state_past_tombstones_and_older_layouts() {
         ))
         .unwrap();
     }
-    let pipeline = Pipeline::start(config(&broker, "restore", "routewatch_test_evil", mark())).unwrap();
+    let pipeline = Host::start(config(&broker, "restore", "routewatch_test_evil", mark())).unwrap();
     let mut sites = BTreeMap::new();
     broker.consume_until("router-anomalies", Duration::from_secs(90), |m| {
         let event: AnomalyEvent = serde_json::from_slice(&m.payload).unwrap();

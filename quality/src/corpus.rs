@@ -9,8 +9,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use routewatch_host::replay::{InputFormat, ReplayOptions, RowReader, format_ts, parse_timestamp, replay};
-use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
+use routewatch_engine::replay::{InputFormat, ReplayOptions, RowReader, format_ts, parse_timestamp, replay};
+use routewatch_runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_simulator::{Engine, RuntimeConfig as SimConfig, TelemetryProfile};
 use routewatch_telemetry::{AnomalyEvent, Metric};
 use serde::Serialize;
@@ -410,7 +410,10 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
         };
         let plugins = loaded
             .iter()
-            .map(|(_, p)| routewatch_host::replay::ReplayPlugin { plugin: p.plugin.clone(), config: p.config.clone() })
+            .map(|(_, p)| routewatch_engine::replay::ReplayPlugin {
+                plugin: p.plugin.clone(),
+                config: p.config.clone(),
+            })
             .collect();
         let summary = replay(plugins, &options).with_context(|| format!("replaying {name}"))?;
         let mut rows: HashMap<String, Vec<usize>> = HashMap::new();

@@ -22,8 +22,8 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use routewatch_host::replay::{InputFormat, ReplayOptions, replay};
-use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
+use routewatch_engine::replay::{InputFormat, ReplayOptions, replay};
+use routewatch_runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_incidents::{Change, FEATURE_LAYOUT_VERSION, Incident, RouterConfig, RouterStage, feature_names};
 use routewatch_simulator::TelemetryProfile;
 use routewatch_telemetry::{AnomalyEvent, FaultEvent, PlannedChange};
@@ -169,7 +169,7 @@ fn replay_detectors(args: &IncidentArgs, data: &dataset::Dataset, out: &Path) ->
         let plugin = runtime
             .load_file(&path)
             .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
-        plugins.push(routewatch_host::replay::ReplayPlugin { plugin, config: None });
+        plugins.push(routewatch_engine::replay::ReplayPlugin { plugin, config: None });
     }
     let options = ReplayOptions {
         input: data.records.clone(),

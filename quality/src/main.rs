@@ -59,6 +59,8 @@ enum Task {
     /// Group the default set's anomalies into incidents, name their causes with the classifier
     /// component, and score both against the ground truth (BENCHMARKS.md).
     IncidentQuality(incident_score::QualityArgs),
+    /// Measure every detector's snapshot size per series.
+    Snapshots(SnapshotArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -123,8 +125,8 @@ impl DetectorArgs {
     /// Loads the selected components, each with its configuration.
     pub fn load(
         &self,
-        runtime: &routewatch_host::runtime::Runtime,
-    ) -> Result<Vec<(&'static str, routewatch_host::replay::ReplayPlugin)>> {
+        runtime: &routewatch_runtime::Runtime,
+    ) -> Result<Vec<(&'static str, routewatch_engine::replay::ReplayPlugin)>> {
         let dir = match &self.plugins {
             Some(dir) => dir.clone(),
             None => default_plugin_dir()?,
@@ -136,7 +138,7 @@ impl DetectorArgs {
                 .load_file(&path)
                 .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
             let config = self.configs.iter().find(|(n, _)| n == name).map(|(_, c)| c.clone());
-            plugins.push((name, routewatch_host::replay::ReplayPlugin { plugin, config }));
+            plugins.push((name, routewatch_engine::replay::ReplayPlugin { plugin, config }));
         }
         Ok(plugins)
     }
@@ -152,6 +154,21 @@ pub struct SpeedArgs {
     #[arg(long, default_value_t = 240)]
     pub timed_ticks: usize,
     /// Replace the "## Detectors" section of this file (BENCHMARKS.md).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[arg(long, default_value_t = 100)]
+    pub routers: u32,
+    /// Ticks (one sample per router) before the snapshot: two days by default, so that
+    /// daily windows are full.
+    #[arg(long, default_value_t = 2880)]
+    pub ticks: usize,
+    /// Replace the "## Snapshot size" section of this file (BENCHMARKS.md).
     #[arg(long)]
     pub write: Option<PathBuf>,
     #[arg(long)]
@@ -198,5 +215,6 @@ fn main() -> Result<()> {
         Task::Speed(args) => speed::run(&args),
         Task::IncidentDataset(args) => incidents::dataset(&args),
         Task::IncidentQuality(args) => incident_score::run(&args),
+        Task::Snapshots(args) => speed::snapshots(&args),
     }
 }

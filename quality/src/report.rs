@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use routewatch_host::replay::Summary;
+use routewatch_engine::replay::Summary;
 use routewatch_telemetry::FaultKind;
 
 use crate::QualityArgs;

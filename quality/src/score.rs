@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
 use anyhow::{Context, Result};
-use routewatch_host::replay::{InputFormat, ReplayOptions, replay};
-use routewatch_host::runtime::{Limits, Runtime, RuntimeConfig};
+use routewatch_engine::replay::{InputFormat, ReplayOptions, replay};
+use routewatch_runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_telemetry::{AnomalyEvent, ChangeKind, FaultEvent, FaultKind, PlannedChange};
 
 use crate::{QualityArgs, dataset, report};

@@ -11,11 +11,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use routewatch_host::runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
+use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_simulator::{Engine, RuntimeConfig as SimConfig};
 use routewatch_telemetry::Metric;
 
-use crate::{DETECTORS, SpeedArgs, dataset::START_MS, default_plugin_dir, report::replace_section};
+use crate::{DETECTORS, SnapshotArgs, SpeedArgs, dataset::START_MS, default_plugin_dir, report::replace_section};
 
 const SEASONAL_BENCH_CONFIG: &str = r#"{"period": 60, "window": 120, "refit_every": 60}"#;
 
@@ -99,6 +99,57 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     println!("{text}");
     if let Some(path) = &args.write {
         replace_section(path, "## Detectors", &text)?;
+    }
+    Ok(())
+}
+
+/// Each detector's snapshot size per series: the state a partition saves and a new owner
+/// restores, after every series has been seen for `args.ticks` ticks.
+pub fn snapshots(args: &SnapshotArgs) -> Result<()> {
+    let plugin_dir = match &args.plugins {
+        Some(dir) => dir.clone(),
+        None => default_plugin_dir()?,
+    };
+    let all = batches(args.routers, args.ticks)?;
+    let columns: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
+    })?;
+    let mut table = String::new();
+    for (stem, name) in DETECTORS {
+        let path = plugin_dir.join(format!("{stem}.wasm"));
+        let plugin = runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+        let mut instance = plugin.instantiate()?;
+        for batch in &all {
+            instance.process(batch)?;
+        }
+        let bytes = instance.snapshot()?.len();
+        let read = columns.len() - plugin.ignored(columns.iter().copied()).len();
+        let series = args.routers as usize * read;
+        let per_series = bytes as f64 / series as f64;
+        tracing::info!(detector = name, bytes, series, per_series);
+        let _ = writeln!(table, "| {name} | {bytes} | {series} | {per_series:.0} |");
+    }
+    let text = format!(
+        "## Snapshot size\n\n\
+         Command: `cargo xtask quality` (runs `routewatch-quality snapshots --write BENCHMARKS.md`)  \n\
+         Machine: {}  \n\
+         Workload: {} routers x 10 metrics from the simulator (fault-free), {} ticks of one minute, default \
+         configurations; then one snapshot of each detector, as a partition saves it. A series is one router's \
+         metric that the detector reads (fleet-outlier's state is per metric across the fleet, so its figure \
+         per series falls as the fleet grows).\n\n\
+         | detector | snapshot bytes | series | bytes per series |\n\
+         |---|---:|---:|---:|\n{table}\n\
+         Goal: ARIMA at most 1 KB (1,024 bytes) per series.\n",
+        crate::machine(),
+        args.routers,
+        args.ticks,
+    );
+    println!("{text}");
+    if let Some(path) = &args.write {
+        replace_section(path, "## Snapshot size", &text)?;
     }
     Ok(())
 }

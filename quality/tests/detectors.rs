@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use routewatch_host::runtime::{AnomalyKind, Batch, Column, Instance, Limits, Plugin, Runtime, RuntimeConfig};
+use routewatch_runtime::{AnomalyKind, Batch, Column, Instance, Limits, Plugin, Runtime, RuntimeConfig};
 use routewatch_simulator::engine::FaultRequest;
 use routewatch_simulator::{Engine, RuntimeConfig as SimConfig};
 use routewatch_telemetry::{FaultKind, Metric};

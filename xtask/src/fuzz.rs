@@ -54,8 +54,9 @@ pub fn run(root: &Path, seconds: u64, sanitizer: &str, only: &[String]) -> Resul
         let log = logs.join(format!("{target}.log"));
         println!("fuzzing {target} for {seconds} s (log: {})", log.display());
         let max_time = format!("-max_total_time={seconds}");
-        let mut cmd = fuzz(&["run", target, "--"]);
-        cmd.arg(&max_time).args(LIBFUZZER_LIMITS).arg("-print_final_stats=1");
+        // cargo-fuzz's own flags (added by `fuzz`) must come before `--`; libFuzzer's after it.
+        let mut cmd = fuzz(&["run", target]);
+        cmd.arg("--").arg(&max_time).args(LIBFUZZER_LIMITS).arg("-print_final_stats=1");
         let file = std::fs::File::create(&log)?;
         let status = cmd.stdout(Stdio::from(file.try_clone()?)).stderr(Stdio::from(file)).status()?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -116,12 +116,14 @@ fn main() -> Result<()> {
                 .envs(brokers))
         }
         Task::Quality { args } => {
-            // Detection quality on a labelled fleet, then each detector's speed through Wasm.
+            // Detection quality on a labelled fleet, then each detector's speed through Wasm and
+            // its snapshot size.
             build()?;
             let report = root.join("BENCHMARKS.md");
             let quality = ["run", "--release", "--quiet", "-p", "routewatch-quality", "--"];
             run(cargo(&quality).args(["quality", "--write"]).arg(&report).args(&args))?;
-            run(cargo(&quality).args(["speed", "--write"]).arg(&report))
+            run(cargo(&quality).args(["speed", "--write"]).arg(&report))?;
+            run(cargo(&quality).args(["snapshots", "--write"]).arg(&report))
         }
         Task::Fuzz { seconds, sanitizer, targets } => fuzz::run(&root, seconds, &sanitizer, &targets),
     }

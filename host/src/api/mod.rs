@@ -21,7 +21,8 @@ use serde::Deserialize;
 pub use error::ApiError;
 pub use server::Server;
 
-use crate::pipeline::{AnomalyFeed, Metrics};
+use crate::feed::AnomalyFeed;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// The OpenAPI 3.1 description of this API.
@@ -145,7 +146,7 @@ async fn anomalies(
     query: Result<Query<AnomalyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(100).min(crate::pipeline::RECENT_ANOMALIES);
+    let limit = query.limit.unwrap_or(100).min(crate::feed::RECENT_ANOMALIES);
     let events = state.feed.recent_matching(limit, |e| {
         query.plugin.as_ref().is_none_or(|p| &e.plugin == p) && query.router.as_ref().is_none_or(|r| &e.router == r)
     });

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use routewatch_host::pipeline::PipelineConfig;
+use routewatch_host::HostConfig;
 use routewatch_telemetry::{AnomalyEvent, Metrics, Record, Role, SCHEMA_VERSION};
 use routewatch_testkit::Broker;
 
@@ -110,8 +110,8 @@ pub fn keys(records: &[(String, Vec<u8>)]) -> HashSet<(String, i64)> {
 }
 
 /// The host's settings for tests: short snapshot interval and group timeouts.
-pub fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> PipelineConfig {
-    let mut config = PipelineConfig {
+pub fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<serde_json::Value>) -> HostConfig {
+    let mut config = HostConfig {
         brokers: broker.bootstrap(),
         group_id: group.into(),
         partitions: PARTITIONS,
@@ -120,7 +120,7 @@ pub fn config(broker: &Broker, group: &str, plugin: &str, plugin_config: Option<
         api_token: Some(TEST_TOKEN.into()),
         linger_ms: 20,
         snapshot_interval_secs: 1,
-        ..PipelineConfig::default()
+        ..HostConfig::default()
     };
     if let Some(value) = plugin_config {
         config.plugin_config.insert(plugin_name(plugin).into(), value);

@@ -43,7 +43,8 @@ fn flags_a_spike_at_onset_and_nothing_after() {
     values[500] += 3.0;
     let (scores, anomalies) = run(&mut Arima::default(), &values);
     assert_eq!(anomalies, vec![(500, AnomalyKind::Spike)], "scores around: {:?}", &scores[495..510]);
-    assert!(scores[500] > 0.99);
+    // Calibrated: 0.5 is the decision (README, "What a score means").
+    assert!(scores[500] >= 0.5, "{}", scores[500]);
 }
 
 #[test]
@@ -52,7 +53,10 @@ fn flags_a_level_shift_within_two_points_and_follows_the_new_level() {
     values[700..].iter_mut().for_each(|v| *v += 2.0);
     let (_, anomalies) = run(&mut Arima::default(), &values);
     assert_eq!(anomalies.first(), Some(&(700, AnomalyKind::Spike)), "{anomalies:?}");
-    assert!(anomalies.contains(&(702, AnomalyKind::LevelShift)), "{anomalies:?}");
+    assert!(
+        anomalies.iter().any(|&(i, k)| k == AnomalyKind::LevelShift && (701..=702).contains(&i)),
+        "a level shift within two points: {anomalies:?}"
+    );
     assert!(anomalies.iter().all(|(i, _)| (700..=702).contains(i)), "settles after the shift: {anomalies:?}");
 }
 
@@ -156,7 +160,13 @@ fn snapshots_stay_small_and_a_restored_series_refits_once_its_window_refills() {
     spiked[1500] += 3.0;
     let (scores, anomalies) = run_from(&mut restored, &spiked, 1000);
     assert!(scores[0] > 0.0, "scored at once after the restore");
-    assert_eq!(anomalies, vec![(1500, AnomalyKind::Spike)], "still detecting after its refits");
+    assert!(anomalies.contains(&(1500, AnomalyKind::Spike)), "still detecting after its refits: {anomalies:?}");
+    // The restored detector is the original one: the uninterrupted detector, fed the same
+    // continuation, judges every point the same. (Seed 9's noise has a 3.7 sd dip near 2809
+    // that both of them follow with a level shift; that is the model, not the restore.)
+    let (original_scores, original_anomalies) = run_from(&mut original, &spiked, 1000);
+    assert_eq!(anomalies, original_anomalies);
+    assert_eq!(scores, original_scores);
 }
 
 #[test]

@@ -3,10 +3,11 @@
 use routewatch_arima::{Arima, Config};
 use routewatch_plugin_sdk::Detector;
 
-/// A snapshot in the detector's own layout (version 1, then configuration, metrics and series
+/// A snapshot in the detector's own layout (its version byte, then configuration, metrics and series
 /// in postcard) carrying `config`.
 fn snapshot_with(config: &Config) -> Vec<u8> {
-    let mut bytes = vec![1];
+    // The detector's own layout version, so the test follows its bumps.
+    let mut bytes = vec![Arima::default().snapshot()[0]];
     bytes.extend(postcard::to_allocvec(&(config, Vec::<String>::new(), Vec::<u8>::new())).unwrap());
     bytes
 }

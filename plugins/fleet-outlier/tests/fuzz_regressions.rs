@@ -3,11 +3,12 @@
 use routewatch_fleet_outlier::{Baseline, Config, FleetOutlier};
 use routewatch_plugin_sdk::Detector;
 
-/// A snapshot in the detector's own layout (version 1, then configuration, metrics and
+/// A snapshot in the detector's own layout (its version byte, then configuration, metrics and
 /// baselines in postcard) carrying `config`.
 fn snapshot_with(config: &Config) -> Vec<u8> {
     let body = (config, Vec::<String>::new(), Vec::<Vec<Baseline>>::new());
-    let mut bytes = vec![1];
+    // The detector's own layout version, so the test follows its bumps.
+    let mut bytes = vec![FleetOutlier::default().snapshot()[0]];
     bytes.extend(postcard::to_allocvec(&body).unwrap());
     bytes
 }

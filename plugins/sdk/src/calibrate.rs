@@ -430,13 +430,8 @@ pub fn score_from_ratio(ratio: f64) -> f64 {
 /// `x` with infinities replaced by the largest finite values.
 #[inline(always)]
 pub fn finite(x: f64) -> f64 {
-    if x > f64::MAX {
-        f64::MAX
-    } else if x < -f64::MAX {
-        -f64::MAX
-    } else {
-        x
-    }
+    // NaN passes through: callers that can see one check for it.
+    x.clamp(-f64::MAX, f64::MAX)
 }
 
 #[inline(always)]

@@ -34,7 +34,7 @@ impl Default for Config {
             threshold: 6.0,
             level_shift_after: 3,
             metrics: Vec::new(),
-            log_metrics: ["latency_ms", "rx_bps", "tx_bps"].map(String::from).to_vec(),
+            log_metrics: ["latency_ms", "loss_ratio", "rx_bps", "tx_bps"].map(String::from).to_vec(),
         }
     }
 }
@@ -89,7 +89,7 @@ impl Config {
     "metrics": {"type": "array", "items": {"type": "string"},
       "default": [], "description": "Metrics to watch; empty watches all."},
     "log_metrics": {"type": "array", "items": {"type": "string"},
-      "default": ["latency_ms", "rx_bps", "tx_bps"],
+      "default": ["latency_ms", "loss_ratio", "rx_bps", "tx_bps"],
       "description": "Metrics modelled in logarithms (their noise grows with their level); others are modelled in logarithms when positive and varying by a factor of 10 over the first window."}
   }
 }"#;

@@ -1,0 +1,383 @@
+//! Kafka plumbing: client settings, topic creation, producing with acknowledgement, and the
+//! transactional producer of exactly-once output.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::HostConfig;
+
+/// A client's settings: the brokers, then the client's own `settings`, then the operator's
+/// `kafka` table from the configuration, which has the last word.
+pub fn client_config(config: &HostConfig, settings: &[(&str, &str)]) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in settings {
+        client.set(*key, *value);
+    }
+    for (key, value) in &config.kafka {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The producer for anomalies, dead letters and state: idempotent, acknowledged by all
+/// replicas, and retrying for ever, so a broker outage delays output but never drops it.
+pub fn producer(config: &HostConfig) -> anyhow::Result<FutureProducer> {
+    client_config(config, &PRODUCER).create().context("creating the Kafka producer")
+}
+
+const PRODUCER: [(&str, &str); 6] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("message.timeout.ms", "0"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+    ("message.max.bytes", "67108864"),
+];
+
+/// The producer for partition state: like [`producer`], but a delivery that the broker has not
+/// acknowledged within `timeout` fails instead of waiting for ever.
+pub fn state_producer(config: &HostConfig, timeout: Duration) -> anyhow::Result<FutureProducer> {
+    let timeout = timeout.as_millis().to_string();
+    let mut client = client_config(config, &PRODUCER);
+    client
+        .set("message.timeout.ms", timeout.as_str())
+        // One record per batch: a state reader stops at the topic's high watermark, and some
+        // Kafka-compatible brokers (Tansu) count a batch as one offset there.
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1");
+    for (key, value) in &config.kafka {
+        client.set(key, value);
+    }
+    client.create().context("creating the Kafka state producer")
+}
+
+/// Creates the topics this host uses if they are missing.
+pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(config, &[]).create().context("creating the admin client")?;
+    let retention = (config.retention_hours * 3_600_000).to_string();
+    let replication = || TopicReplication::Fixed(config.replication);
+    let topics = [
+        NewTopic::new(&config.metrics_topic, config.partitions, replication()).set("retention.ms", &retention),
+        NewTopic::new(&config.anomalies_topic, config.partitions, replication()).set("retention.ms", &retention),
+        NewTopic::new(&config.dlq_topic, config.partitions, replication()).set("retention.ms", &retention),
+        // One compacted record per partition, possibly large (a partition's detector state).
+        // Hourly segments, so that compaction (which never touches the active segment) keeps
+        // the topic near one record per partition rather than a week of snapshots.
+        NewTopic::new(&config.state_topic, 1, replication())
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", "67108864")
+            .set("segment.ms", "3600000"),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics(&topics, &options)).context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// A record to produce; no payload is a tombstone.
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Produces every record and returns once the broker has acknowledged all of them. The
+/// producer retries transient failures itself; a record it gives up on is sent again after a
+/// pause, so the caller may count on delivery (possibly twice: at-least-once).
+pub fn deliver(producer: &FutureProducer, records: Vec<Outgoing>) {
+    let mut pending = records;
+    let mut backoff = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let deliveries: Vec<DeliveryFuture> = pending
+            .iter()
+            .map(|r| send(producer, r, None).expect("without a deadline, sending waits until the record is queued"))
+            .collect();
+        let results = futures::executor::block_on(futures::future::join_all(deliveries));
+        let mut failed = Vec::new();
+        for (record, result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => {
+                    tracing::warn!(topic = %record.topic, "delivery failed, sending again: {err}");
+                    failed.push(record);
+                }
+                Err(_) => failed.push(record),
+            }
+        }
+        if !failed.is_empty() {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        pending = failed;
+    }
+}
+
+/// The consumer group's metadata (member and generation) as of the last rebalance, which a
+/// transaction's offsets carry so that the group coordinator refuses them from a host that
+/// has lost the partition (KIP-447).
+pub type GroupMetadata = Arc<Mutex<Option<Arc<ConsumerGroupMetadata>>>>;
+
+/// One partition's transactional producer (exactly-once). Its `transactional.id` is
+/// `GROUP-TOPIC-PARTITION`, so the partition's next owner fences this one and aborts whatever
+/// transaction it left open.
+pub struct Transactional {
+    producer: FutureProducer,
+    group: GroupMetadata,
+    topic: String,
+    partition: i32,
+    /// Set when the partition is being revoked: a transaction that keeps failing is then
+    /// given up (left to the next owner) instead of holding up the rebalance.
+    revoked: Arc<AtomicBool>,
+}
+
+/// A transaction this producer can never commit: another producer took over its
+/// `transactional.id` (the partition has a new owner), or the broker ended it.
+#[derive(Debug, thiserror::Error)]
+#[error("the transactional producer of partition {partition} is fenced: {reason}")]
+pub struct Fenced {
+    pub partition: i32,
+    pub reason: String,
+}
+
+/// How a transaction step failed.
+enum StepError {
+    /// Abort the transaction and run it again.
+    Abort(String),
+    Fatal(String),
+}
+
+/// How long one transaction call may block before it is tried again.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transactional {
+    /// Creates the producer and fences its predecessors, waiting out broker outages.
+    pub fn start(
+        config: &HostConfig,
+        partition: i32,
+        group: GroupMetadata,
+        revoked: Arc<AtomicBool>,
+    ) -> Result<Transactional, Fenced> {
+        let id = format!("{}-{}-{partition}", config.group_id, config.metrics_topic);
+        let fenced = |reason: String| Fenced { partition, reason };
+        // A transaction left open by a crash is aborted at once by the partition's next owner,
+        // so its timeout can be long: a broker outage shorter than that keeps the transaction.
+        // librdkafka wants a record's timeout within it; a record that times out aborts the
+        // transaction, which is then sent again.
+        let producer: FutureProducer = client_config(config, &PRODUCER)
+            .set("transactional.id", &id)
+            .set("transaction.timeout.ms", "300000")
+            .set("message.timeout.ms", "300000")
+            .create()
+            .map_err(|e| fenced(format!("creating the producer: {e}")))?;
+        let txn = Transactional { producer, group, topic: config.metrics_topic.clone(), partition, revoked };
+        txn.step("init_transactions", || txn.producer.init_transactions(TXN_CALL_TIMEOUT)).map_err(|e| match e {
+            StepError::Abort(reason) | StepError::Fatal(reason) => fenced(reason),
+        })?;
+        tracing::info!(partition, transactional_id = %id, "transactional producer ready");
+        Ok(txn)
+    }
+
+    /// Sends `records` and commits `next` as the partition's consumer offset, in one
+    /// transaction. Retries through outages and aborts until it commits.
+    pub fn commit(&self, records: &[Outgoing], next: i64) -> Result<(), Fenced> {
+        let fenced = |reason: String| Fenced { partition: self.partition, reason };
+        loop {
+            match self.try_commit(records, next) {
+                Ok(()) => return Ok(()),
+                Err(StepError::Fatal(reason)) => return Err(fenced(reason)),
+                Err(StepError::Abort(reason)) => {
+                    tracing::warn!(partition = self.partition, "transaction aborted, running it again: {reason}");
+                    match self.step("abort_transaction", || self.producer.abort_transaction(TXN_CALL_TIMEOUT)) {
+                        Ok(()) | Err(StepError::Abort(_)) => {}
+                        Err(StepError::Fatal(reason)) => return Err(fenced(reason)),
+                    }
+                    if self.revoked.load(Ordering::Acquire) {
+                        return Err(fenced(format!(
+                            "the partition was revoked while its transaction failed: {reason}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn try_commit(&self, records: &[Outgoing], next: i64) -> Result<(), StepError> {
+        self.step("begin_transaction", || self.producer.begin_transaction())?;
+        // Delivery is confirmed by the commit, which flushes and fails if any record failed.
+        for record in records {
+            drop(
+                send(&self.producer, record, None)
+                    .expect("without a deadline, sending waits until the record is queued"),
+            );
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+            .map_err(|e| StepError::Fatal(e.to_string()))?;
+        let group = self.group.lock().expect("group metadata lock").clone();
+        let group = group.ok_or_else(|| StepError::Abort("no consumer group metadata yet".into()))?;
+        self.step("send_offsets_to_transaction", || {
+            self.producer.send_offsets_to_transaction(&offsets, &group, TXN_CALL_TIMEOUT)
+        })?;
+        self.step("commit_transaction", || self.producer.commit_transaction(TXN_CALL_TIMEOUT))
+    }
+
+    /// Runs one transaction call, again while its error is retriable (a broker away).
+    fn step(&self, what: &str, call: impl Fn() -> KafkaResult<()>) -> Result<(), StepError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(err)) if err.is_fatal() => {
+                    return Err(StepError::Fatal(format!("{what}: {err}")));
+                }
+                Err(KafkaError::Transaction(err)) if err.txn_requires_abort() => {
+                    return Err(StepError::Abort(format!("{what}: {err}")));
+                }
+                Err(KafkaError::Transaction(err)) if err.is_retriable() => {
+                    if self.revoked.load(Ordering::Acquire) {
+                        return Err(StepError::Fatal(format!("{what}: {err}, and the partition was revoked")));
+                    }
+                    tracing::warn!(partition = self.partition, "{what}: {err}; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(StepError::Abort(format!("{what}: {err}"))),
+            }
+        }
+    }
+}
+
+/// Produces every record once and waits for the broker's answers, giving up on the first
+/// failure or when `limit` has passed (the producer's own delivery timeout must not be longer).
+pub fn deliver_within(producer: &FutureProducer, records: Vec<Outgoing>, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in &records {
+        deliveries.push(send(producer, record, Some(deadline))?);
+    }
+    for (record, result) in records.iter().zip(futures::executor::block_on(futures::future::join_all(deliveries))) {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((err, _))) => return Err(format!("{}: {err}", record.topic)),
+            Err(_) => return Err(format!("{}: the producer went away", record.topic)),
+        }
+    }
+    Ok(())
+}
+
+/// Queues one record, waiting while the local queue is full: for ever without a deadline,
+/// else until the deadline.
+fn send(producer: &FutureProducer, record: &Outgoing, deadline: Option<Instant>) -> Result<DeliveryFuture, String> {
+    loop {
+        let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic);
+        if let Some(payload) = &record.payload {
+            future = future.payload(payload);
+        }
+        if let Some(key) = &record.key {
+            future = future.key(key);
+        }
+        if let Some(headers) = &record.headers {
+            future = future.headers(headers.clone());
+        }
+        let pause = match producer.send_result(future) {
+            Ok(delivery) => return Ok(delivery),
+            // The broker is slow or away: let librdkafka drain its queue.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Duration::from_millis(5),
+            Err((err, _)) if deadline.is_some() => return Err(format!("producing to {}: {err}", record.topic)),
+            Err((err, _)) => {
+                tracing::error!(topic = %record.topic, "producing: {err}; retrying");
+                Duration::from_millis(100)
+            }
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(format!("producing to {}: the local queue stayed full", record.topic));
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// Where a partition's outputs go to Kafka: the shared producer, or (exactly-once) the
+/// partition's own transactional producer, which the Kafka sink and state saves share.
+pub struct PartitionOutput {
+    partition: i32,
+    producer: FutureProducer,
+    txn: Option<Transactional>,
+    /// Exactly-once: the producer was fenced (the partition has another owner), so this
+    /// worker produces nothing more and waits to be stopped.
+    fenced: AtomicBool,
+}
+
+impl PartitionOutput {
+    /// The output of `partition`: through `producer`, or (exactly-once) through the
+    /// partition's transactional producer, if it started (else it is fenced from the outset).
+    pub fn new(
+        partition: i32,
+        producer: FutureProducer,
+        txn: Option<Result<Transactional, Fenced>>,
+    ) -> PartitionOutput {
+        let output = PartitionOutput { partition, producer, txn: None, fenced: AtomicBool::new(false) };
+        match txn {
+            Some(Ok(txn)) => PartitionOutput { txn: Some(txn), ..output },
+            Some(Err(err)) => {
+                output.fence(&err);
+                output
+            }
+            None => output,
+        }
+    }
+
+    /// Whether nothing more may be produced for this partition.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn fence(&self, err: &Fenced) {
+        tracing::error!(partition = self.partition, "{err}; the partition's records are left to its next owner");
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether outputs go in transactions.
+    pub fn transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Sends records and waits for the broker to acknowledge them; exactly-once also commits
+    /// `next` as the partition's offset with them. False when fenced.
+    pub fn deliver(&self, records: Vec<Outgoing>, next: i64) -> bool {
+        if self.fenced() {
+            return false;
+        }
+        let Some(txn) = &self.txn else {
+            deliver(&self.producer, records);
+            return true;
+        };
+        match txn.commit(&records, next) {
+            Ok(()) => true,
+            Err(err) => {
+                self.fence(&err);
+                false
+            }
+        }
+    }
+}

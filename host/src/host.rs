@@ -1,0 +1,143 @@
+//! A running host: the plugins (registry and directory watcher), the HTTP API and the Kafka
+//! service, put together. The pieces do not know each other: the API and the Kafka service
+//! share the registry, the metrics and the anomaly feed, which this module hands to both.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, ApiState};
+use crate::config::HostConfig;
+use crate::feed::AnomalyFeed;
+use crate::kafka::KafkaService;
+use crate::metrics::Metrics;
+use crate::registry::watch::{self, DirWatcher};
+use crate::registry::{Registry, TrustedKeys};
+use crate::runtime::{Limits, Runtime, RuntimeConfig};
+
+/// How long a shutdown may take to finish batches, save state and commit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A running host (`routewatch run`).
+pub struct Host {
+    kafka: KafkaService,
+    metrics: Arc<Metrics>,
+    feed: Arc<AnomalyFeed>,
+    registry: Arc<Registry>,
+    http_addr: SocketAddr,
+    _http: api::Server,
+    _watcher: Option<DirWatcher>,
+}
+
+impl Host {
+    /// Loads the plugins, starts the HTTP API, creates missing topics and joins the group.
+    pub fn start(config: HostConfig) -> anyhow::Result<Host> {
+        config.validate()?;
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: config.cache_dir.clone(),
+            cache_max_bytes: config.cache_max_mib << 20,
+            limits: Limits {
+                cpu_budget: Duration::from_millis(config.cpu_budget_ms),
+                memory_bytes: config.memory_mib << 20,
+                ..Limits::default()
+            },
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
+        let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
+        let feed = Arc::new(AnomalyFeed::default());
+        let ready = Arc::new(AtomicBool::new(false));
+        let http = api::Server::start(
+            config.listen,
+            ApiState::new(
+                metrics.clone(),
+                feed.clone(),
+                ready.clone(),
+                registry.clone(),
+                token.into(),
+                config.max_upload_mib << 20,
+            ),
+        )?;
+        let http_addr = http.addr();
+        let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), feed.clone(), ready)?;
+        Ok(Host { kafka, metrics, feed, registry, http_addr, _http: http, _watcher: watcher })
+    }
+
+    /// The plugins this host runs.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The host's Prometheus metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Recent anomalies, and the live feed.
+    pub fn feed(&self) -> &Arc<AnomalyFeed> {
+        &self.feed
+    }
+
+    /// Where the HTTP API listens (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Whether the Kafka service has stopped (by itself only on a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.kafka.is_finished()
+    }
+
+    /// Finishes in-flight batches, saves state, commits offsets and leaves the group. Gives
+    /// up after [`SHUTDOWN_GRACE`] (a broker that is gone cannot acknowledge anything): the
+    /// uncommitted records are then read again by the next owner.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.kafka.shutdown(SHUTDOWN_GRACE)
+    }
+}
+
+/// Builds the registry: the configured files (any failure stops the start), then the plugin
+/// directory (a bad file there is reported and skipped), then starts watching it.
+fn load_plugins(
+    runtime: Runtime,
+    config: &HostConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<Registry>, Option<DirWatcher>)> {
+    if let Some(dir) = &config.plugin_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
+    }
+    let trusted = TrustedKeys::parse(&config.trusted_keys).context("trusted_keys")?;
+    let registry = Arc::new(
+        Registry::new(runtime, metrics.clone(), config.quarantine_policy(), config.plugin_dir.clone())?
+            .with_trusted_keys(trusted),
+    );
+    for (name, plugin_config) in &config.plugin_config {
+        registry.set_initial_config(name, plugin_config.clone());
+    }
+    for path in &config.plugins {
+        let status = registry.install_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
+        tracing::info!(plugin = %status.name, version = %status.version, sha256 = %status.sha256, "loaded plugin");
+    }
+    let watcher = match &config.plugin_dir {
+        Some(dir) => {
+            let loaded = watch::load_dir(&registry, dir)
+                .with_context(|| format!("reading the plugin directory {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), loaded, "loaded the plugin directory");
+            Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
+        }
+        None => {
+            let names: Vec<String> = registry.list().into_iter().map(|s| s.name).collect();
+            for name in config.plugin_config.keys() {
+                anyhow::ensure!(
+                    names.contains(name),
+                    "plugin_config names {name}, which is not among the loaded plugins"
+                );
+            }
+            None
+        }
+    };
+    Ok((registry, watcher))
+}
