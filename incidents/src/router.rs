@@ -19,6 +19,7 @@ const MAX_CAUSES: usize = 8;
 /// How the router stage groups and ends incidents. Times are in samples of `interval_ms`, so
 /// the defaults read the same at any sampling rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
     /// The fleet's sampling interval, ms.
     pub interval_ms: i64,
@@ -158,7 +159,7 @@ pub struct Incident {
     pub opened: i64,
     /// Event time of the latest anomaly.
     pub last_anomaly: i64,
-    /// Event time (the stage's watermark) at which the quiet period had passed.
+    /// Event time at which the quiet period passed: the last anomaly plus the quiet period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<i64>,
     /// Metrics with anomalies, in order of their first anomaly.
@@ -172,6 +173,10 @@ pub struct Incident {
     pub flapping: bool,
     /// Whether the feature window has closed: the features, and so the cause, are final.
     pub features_final: bool,
+    /// The classifier's verdict: the most likely cause, or `unknown` when it is not sure
+    /// enough; absent before a classifier has spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     /// Probable causes, most likely first, as the classifier last said; empty before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<Cause>,
@@ -195,6 +200,17 @@ pub enum Change {
 pub struct IncidentUpdate {
     pub change: Change,
     pub incident: Incident,
+    /// The feature vector (layout [`crate::FEATURE_LAYOUT_VERSION`]) the classifier was given
+    /// for this update, when it was: what feedback on the incident is trained against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<f64>,
+}
+
+impl IncidentUpdate {
+    /// A change to `incident`, without features.
+    pub fn new(change: Change, incident: Incident) -> IncidentUpdate {
+        IncidentUpdate { change, incident, features: Vec::new() }
+    }
 }
 
 /// An incident and the evidence behind it.
@@ -224,6 +240,7 @@ impl Tracked {
                 reopened: 0,
                 flapping: false,
                 features_final: false,
+                cause: None,
                 causes: Vec::new(),
             },
             evidence: Evidence::default(),
@@ -353,7 +370,7 @@ impl RouterStage {
         }
         if let Some(t) = self.open.get_mut(&event.router) {
             if t.absorb(event, &self.config) {
-                updates.push(IncidentUpdate { change: Change::Updated, incident: t.incident.clone() });
+                updates.push(IncidentUpdate::new(Change::Updated, t.incident.clone()));
             }
             return updates;
         }
@@ -370,7 +387,7 @@ impl RouterStage {
             t.incident.reopened += 1;
             t.incident.flapping |= t.incident.reopened >= self.config.flap_reopens;
             t.absorb(event, &self.config);
-            updates.push(IncidentUpdate { change: Change::Reopened, incident: t.incident.clone() });
+            updates.push(IncidentUpdate::new(Change::Reopened, t.incident.clone()));
             self.open.insert(event.router.clone(), t);
             return updates;
         }
@@ -388,7 +405,7 @@ impl RouterStage {
         }
         let mut t = Tracked::new(event);
         t.absorb(event, &self.config);
-        updates.push(IncidentUpdate { change: Change::Opened, incident: t.incident.clone() });
+        updates.push(IncidentUpdate::new(Change::Opened, t.incident.clone()));
         self.open.insert(event.router.clone(), t);
         updates
     }
@@ -407,11 +424,15 @@ impl RouterStage {
                 quiet.push(router.clone());
             } else if !t.incident.features_final && now >= t.incident.opened + window {
                 t.incident.features_final = true;
-                updates.push(IncidentUpdate { change: Change::Updated, incident: t.incident.clone() });
+                updates.push(IncidentUpdate::new(Change::Updated, t.incident.clone()));
             }
         }
         for router in quiet {
-            updates.push(self.resolve(&router, now));
+            // Resolved when the quiet period passed, not when this batch ended: the same
+            // time whatever the batch boundaries, so a replay after a crash agrees.
+            let t = &self.open[&router];
+            let at = t.incident.last_anomaly + t.quiet_ms(&self.config);
+            updates.push(self.resolve(&router, at));
         }
         let reopen = self.config.samples(self.config.reopen_samples);
         self.recent.retain(|_, t| t.incident.resolved.is_some_and(|r| now <= r + reopen));
@@ -423,7 +444,7 @@ impl RouterStage {
         t.incident.state = State::Resolved;
         t.incident.resolved = Some(at);
         t.incident.features_final = true;
-        let update = IncidentUpdate { change: Change::Resolved, incident: t.incident.clone() };
+        let update = IncidentUpdate::new(Change::Resolved, t.incident.clone());
         self.recent.insert(router.to_owned(), t);
         update
     }
@@ -440,15 +461,44 @@ impl RouterStage {
         self.open.get(router).or_else(|| self.recent.get(router)).map(|t| &t.evidence)
     }
 
-    /// Attaches a classifier's causes (most likely first, at most 8 kept) to the incident
-    /// `id`; an update if the most likely cause changed.
-    pub fn set_causes(&mut self, id: &str, mut causes: Vec<Cause>) -> Option<IncidentUpdate> {
+    /// Attaches a classifier's answer to the incident `id`: its verdict (the top cause or
+    /// `unknown`) and its causes (most likely first, at most 8 kept); an update if the verdict
+    /// changed.
+    pub fn set_causes(&mut self, id: &str, verdict: &str, mut causes: Vec<Cause>) -> Option<IncidentUpdate> {
         let t = self.open.values_mut().chain(self.recent.values_mut()).find(|t| t.incident.id == id)?;
         causes.retain(|c| c.cause.len() <= MAX_ID_BYTES && c.probability.is_finite());
         causes.truncate(MAX_CAUSES);
-        let top_changed = t.incident.causes.first().map(|c| &c.cause) != causes.first().map(|c| &c.cause);
+        let verdict = (verdict.len() <= MAX_ID_BYTES).then(|| verdict.to_owned());
+        let changed = t.incident.cause != verdict;
+        t.incident.cause = verdict;
         t.incident.causes = causes;
-        top_changed.then(|| IncidentUpdate { change: Change::Updated, incident: t.incident.clone() })
+        changed.then(|| IncidentUpdate::new(Change::Updated, t.incident.clone()))
+    }
+
+    /// The feature vector of the incident `id` of `router`, if the stage still holds it (open
+    /// or recently resolved); layout [`crate::FEATURE_LAYOUT_VERSION`].
+    pub fn features_of(&self, router: &str, id: &str) -> Option<Vec<f64>> {
+        let held = |t: &&Tracked| t.incident.id == id;
+        let t = self.open.get(router).filter(held).or_else(|| self.recent.get(router).filter(held))?;
+        Some(t.evidence.features(t.incident.opened, self.config.interval_ms))
+    }
+
+    /// Takes one batch: its anomalies in event-time order (stably sorted here, since a batch
+    /// lists them detector by detector), moving event time to each anomaly's timestamp before
+    /// it is observed, and finally to `until` (the batch's latest record timestamp). This is
+    /// how the quality harness feeds a stage tick by tick, for batches of any size.
+    pub fn take(&mut self, events: &[AnomalyEvent], until: i64) -> Vec<IncidentUpdate> {
+        let mut order: Vec<&AnomalyEvent> = events.iter().collect();
+        order.sort_by_key(|e| e.ts);
+        let mut updates = Vec::new();
+        for event in order {
+            if event.ts > self.watermark {
+                updates.extend(self.advance(event.ts));
+            }
+            updates.extend(self.observe(event));
+        }
+        updates.extend(self.advance(until));
+        updates
     }
 
     /// The whole state, framed and versioned (see [`crate::SnapshotError`] for what restore
@@ -587,6 +637,11 @@ mod tests {
         assert_eq!(u[0].incident.resolved, Some(114 * M));
         assert_eq!(u[0].incident.last_anomaly, 104 * M);
         assert_eq!(s.open().count(), 0);
+        // However late the batch that notices it: resolved when the quiet period passed.
+        let mut late = stage();
+        late.observe(&ev("r1", "cpu_util", 100));
+        late.observe(&ev("r1", "cpu_util", 104));
+        assert_eq!(late.advance(130 * M)[0].incident.resolved, Some(114 * M));
         // Event time, not arrival: an anomaly much later for the router, with no advance in
         // between, resolves the old incident before the new one opens.
         let mut s = stage();
@@ -667,10 +722,36 @@ mod tests {
         let mut s = stage();
         let id = s.observe(&ev("r1", "cpu_util", 0))[0].incident.id.clone();
         let cause = |c: &str, p| Cause { cause: c.into(), probability: p };
-        assert!(s.set_causes(&id, vec![cause("cpu-runaway", 0.8), cause("traffic-spike", 0.1)]).is_some());
-        assert!(s.set_causes(&id, vec![cause("cpu-runaway", 0.9)]).is_none(), "same top cause");
-        assert!(s.set_causes("inc-nope", vec![]).is_none());
-        assert_eq!(s.open().next().unwrap().causes[0].probability, 0.9);
+        let top = vec![cause("cpu-runaway", 0.8), cause("traffic-spike", 0.1)];
+        assert!(s.set_causes(&id, "cpu-runaway", top).is_some());
+        assert!(s.set_causes(&id, "cpu-runaway", vec![cause("cpu-runaway", 0.9)]).is_none(), "same verdict");
+        assert!(s.set_causes(&id, "unknown", vec![cause("cpu-runaway", 0.4)]).is_some(), "unsure now");
+        assert!(s.set_causes("inc-nope", "unknown", vec![]).is_none());
+        let incident = s.open().next().unwrap();
+        assert_eq!((incident.cause.as_deref(), incident.causes[0].probability), (Some("unknown"), 0.4));
+        assert_eq!(s.features_of("r1", &id).map(|f| f.len()), Some(crate::FEATURE_COUNT));
+        assert!(s.features_of("r1", "inc-other").is_none(), "another incident of the router");
+    }
+
+    #[test]
+    fn a_batch_in_detector_order_is_taken_in_event_time_order() {
+        // Two detectors, each listing its anomalies in time order: the second's early
+        // anomaly comes last in the batch, yet r1's incident must not resolve before it.
+        let mut batch = vec![ev("r1", "cpu_util", 0), ev("r1", "cpu_util", 14)];
+        batch.push(AnomalyEvent { plugin: "lstm".into(), ..ev("r1", "temp_c", 7) });
+        let mut s = stage();
+        let updates = s.take(&batch, 15 * M);
+        assert_eq!(changes(&updates), [Change::Opened, Change::Updated, Change::Updated]);
+        assert_eq!(s.open().next().map(|i| i.anomalies), Some(3), "one incident through minute 14");
+        // Fed tick by tick, as the quality harness does, the stage ends the same.
+        let mut ticked = stage();
+        for e in [&batch[0], &batch[2], &batch[1]] {
+            ticked.advance(e.ts);
+            ticked.observe(e);
+        }
+        ticked.advance(15 * M);
+        assert_eq!(s, ticked);
+        assert_eq!(changes(&s.take(&[], 25 * M)), [Change::Resolved], "quiet for 10 samples after minute 14");
     }
 
     #[test]

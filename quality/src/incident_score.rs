@@ -19,9 +19,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use routewatch_incidents::FEATURE_LAYOUT_VERSION;
 use routewatch_runtime::classifier::{self, Features};
 use routewatch_runtime::{Runtime, RuntimeConfig};
-use routewatch_incidents::FEATURE_LAYOUT_VERSION;
 use routewatch_telemetry::FaultKind;
 
 use crate::incidents::{self, IncidentArgs, Run};

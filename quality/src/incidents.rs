@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use routewatch_engine::replay::{InputFormat, ReplayOptions, replay};
-use routewatch_runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_incidents::{Change, FEATURE_LAYOUT_VERSION, Incident, RouterConfig, RouterStage, feature_names};
+use routewatch_runtime::{Limits, Runtime, RuntimeConfig};
 use routewatch_simulator::TelemetryProfile;
 use routewatch_telemetry::{AnomalyEvent, FaultEvent, PlannedChange};
 

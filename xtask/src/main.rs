@@ -140,7 +140,7 @@ fn build() -> Result<()> {
 }
 
 /// The one-command demo: an embedded broker, the simulator and the host with the default
-/// detectors, anomalies printed live (`routewatch demo`).
+/// detectors and the forest classifier, incidents printed live (`routewatch demo`).
 fn demo(root: &Path) -> Result<()> {
     let bin = target_dir()?.join("release");
     let plugins = plugin_dir()?;
@@ -149,6 +149,7 @@ fn demo(root: &Path) -> Result<()> {
     for plugin in DEFAULT_PLUGINS {
         cmd.arg("--plugin").arg(plugins.join(format!("{plugin}.wasm")));
     }
+    cmd.arg("--classifier").arg(plugins.join("routewatch_classifier_forest.wasm"));
     cmd.current_dir(root);
     run(&mut cmd)
 }

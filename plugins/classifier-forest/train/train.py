@@ -13,7 +13,16 @@ RandomForestClassifier on the rows labelled with a fault kind, and writes:
 
 Usage (see ../README.md for the exact command that made the committed model):
 
-    python3 train.py --train A.csv [B.csv ...] --validate C.csv [D.csv ...] --model-dir ../model
+    python3 train.py --train A.csv [B.csv ...] --validate C.csv [D.csv ...] --model-dir ../model \
+        [--feedback FEEDBACK.jsonl ...]
+
+`--feedback` reads operators' feedback back: the records of the host's feedback topic
+(`router-incident-feedback`, one JSON object per line, as any Kafka consumer prints them, e.g.
+`kcat -C -t router-incident-feedback -e`). A confirmed incident with a cause (named by the
+operator, or the classifier's own verdict) is one more training row of that cause, with the
+feature vector the classifier saw; the newest feedback of an incident wins. False positives
+have no cause to learn (the forest names causes of real incidents; whether an incident opens is
+the router stage's business), so they are counted and left out.
 
 The hyperparameters are scikit-learn's defaults (sqrt(features) per split, bootstrap, Gini)
 except two caps that keep the component small: 100 trees and depth 12. Nothing is tuned on
@@ -60,6 +69,33 @@ def read(paths):
                 xs.append([float(v) for v in row[5:]])
                 ys.append(label)
     return ids, np.array(xs, dtype=np.float64), np.array(ys), names
+
+
+def read_feedback(paths, n_features):
+    """Training rows from feedback records: (X, y), and how many false positives were seen."""
+    latest = {}
+    for path in paths:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                    latest[record["incident"]["id"]] = record
+                except (ValueError, KeyError) as err:
+                    sys.exit(f"{path}:{number}: not a feedback record: {err}")
+    xs, ys, false_positives = [], [], 0
+    for record in latest.values():
+        if record["verdict"] == "false-positive":
+            false_positives += 1
+            continue
+        features = record.get("features") or []
+        if not record.get("cause") or record.get("layout") != FEATURE_LAYOUT or len(features) != n_features:
+            continue  # no cause, or features of another layout: nothing to learn
+        xs.append([float(v) for v in features])
+        ys.append(record["cause"])
+    return np.array(xs, dtype=np.float64).reshape(-1, n_features), np.array(ys), false_positives
 
 
 def export(forest, names):
@@ -132,9 +168,15 @@ def main():
     ap.add_argument("--train", nargs="+", required=True)
     ap.add_argument("--validate", nargs="+", required=True)
     ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--feedback", nargs="*", default=[], help="feedback topic records (JSON lines)")
     args = ap.parse_args()
 
     _, x, y, names = read(args.train)
+    if args.feedback:
+        fx, fy, fp = read_feedback(args.feedback, len(names))
+        print(f"feedback: {len(fy)} confirmed incidents with a cause added, {fp} false positives left out",
+              file=sys.stderr)
+        x, y = np.vstack([x, fx]), np.concatenate([y, fy])
     vids, vx, vy, vnames = read(args.validate)
     if vnames != names:
         sys.exit("training and validation files have different feature layouts")
