@@ -58,6 +58,9 @@ const TOPICS: [&str; 6] = [
     "routewatch-state",
 ];
 
+/// The simulator's sampling interval in the demo.
+const SAMPLE: Duration = Duration::from_secs(1);
+
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let brokers = cluster.bootstrap_servers();
@@ -82,6 +85,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         linger_ms: 100,
         snapshot_interval_secs: 30,
         classifier: args.classifier.clone(),
+        // The demo's simulator samples once a second (below): the incident periods count those.
+        incident_config: routewatch_incidents::RouterConfig {
+            interval_ms: SAMPLE.as_millis() as i64,
+            ..routewatch_incidents::RouterConfig::default()
+        },
         ..HostConfig::default()
     };
     config
@@ -192,7 +200,7 @@ impl Simulator {
         let log = std::env::temp_dir().join("routewatch-demo-simulator.log");
         let file = std::fs::File::create(&log)?;
         let child = Command::new(binary)
-            .args(["--brokers", brokers, "--mode", "real-time", "--interval", "1s"])
+            .args(["--brokers", brokers, "--mode", "real-time", "--interval", &format!("{}s", SAMPLE.as_secs())])
             .args(["--routers", &args.routers.to_string(), "--fault-rate", &args.fault_rate.to_string()])
             .args(["--listen", &args.simulator_listen.to_string(), "--no-create-topics"])
             .stdin(Stdio::null())
