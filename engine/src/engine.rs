@@ -11,6 +11,7 @@ use routewatch_telemetry::AnomalyEvent;
 
 use crate::batch::{Input, Position};
 use crate::events::{event, event_kind};
+use crate::incidents::{self, IncidentStage};
 use crate::metrics::{AnomalyLabels, Metrics};
 use crate::registry::Registry;
 use crate::routers::RouterTable;
@@ -64,6 +65,8 @@ pub(crate) type Outputs = Vec<(usize, Output)>;
 pub struct Processed {
     /// Every anomaly, as an event.
     pub events: Vec<AnomalyEvent>,
+    /// The incidents the batch changed, classified (empty without an incident stage).
+    pub incidents: Vec<routewatch_incidents::IncidentUpdate>,
     /// Records that made a plugin fail.
     pub poison: Vec<Poison>,
     /// Per plugin, in [`Engine::plugins`] order: what it returned, by the row each output
@@ -120,6 +123,8 @@ pub struct Engine {
     /// Outputs of records before this position were delivered by a previous owner of the
     /// stream: they are computed again (the detectors must see every record) but not delivered.
     suppress_before: Option<Position>,
+    /// The router incident stage, if the stream has one.
+    incidents: Option<IncidentStage>,
 }
 
 impl Engine {
@@ -138,6 +143,7 @@ impl Engine {
             input,
             acknowledged: None,
             suppress_before: None,
+            incidents: None,
         };
         match plugins {
             Plugins::Registry(registry) => engine.registry = Some(registry),
@@ -160,6 +166,7 @@ impl Engine {
     pub fn restore(&mut self, state: PartitionState) {
         self.routers = RouterTable::from_infos(state.routers);
         self.restored = state.plugins.into_iter().map(|p| (p.name, p.snapshot)).collect();
+        self.restore_incidents();
         self.metrics.state_restores.inc();
         tracing::info!(
             stream = self.config.stream,
@@ -167,6 +174,34 @@ impl Engine {
             from_offset = state.next_offset,
             "restored partition state"
         );
+    }
+
+    /// Adds the router incident stage (see [`crate::incidents`]); a restored state's incidents
+    /// are taken up, whichever of this and [`Engine::restore`] comes first.
+    pub fn with_incidents(mut self, stage: IncidentStage) -> Engine {
+        self.incidents = Some(stage);
+        self.restore_incidents();
+        self
+    }
+
+    /// The router incident stage.
+    pub fn incidents(&self) -> Option<&IncidentStage> {
+        self.incidents.as_ref()
+    }
+
+    fn restore_incidents(&mut self) {
+        let Some(stage) = self.incidents.as_mut() else { return };
+        let Some(bytes) = self.restored.remove(incidents::STATE_NAME) else { return };
+        match stage.restore(&bytes) {
+            Ok(()) => tracing::info!(
+                stream = self.config.stream,
+                open = stage.router_stage().open().count(),
+                "restored the incident stage"
+            ),
+            Err(err) => {
+                tracing::error!(stream = self.config.stream, "incident state refused, the stage starts empty: {err}")
+            }
+        }
     }
 
     /// Delivers no output (anomalies, poison records, rejected records) of the records before
@@ -246,7 +281,8 @@ impl Engine {
     /// Runs every plugin on `input` (containing what each does wrong) and builds the events.
     pub fn process(&mut self, input: &Input) -> Processed {
         self.metrics.records.inc_by(input.records() as u64);
-        let mut processed = Processed { events: Vec::new(), poison: Vec::new(), outputs: Vec::new() };
+        let mut processed =
+            Processed { events: Vec::new(), incidents: Vec::new(), poison: Vec::new(), outputs: Vec::new() };
         if input.rows() == 0 {
             processed.outputs = self.slots.iter().map(|_| Vec::new()).collect();
             return processed;
@@ -255,6 +291,8 @@ impl Engine {
         let detected_at = self.config.stamp_detection.then(now_ms);
         let suppress = self.suppress_before;
         let delivered = move |row: usize| suppress.is_some_and(|before| input.position(row) < before);
+        // Anomalies of delivered records, for the incident stage to catch up on.
+        let mut replayed = Vec::new();
         for index in 0..self.slots.len() {
             let (outputs, poison) = self.call(index, batch);
             let slot = &self.slots[index];
@@ -274,10 +312,13 @@ impl Engine {
             for (start, output) in &outputs {
                 for a in &output.anomalies {
                     let row = start + a.row as usize;
+                    let router = self.routers.info(batch.routers[row]).expect("every row's router is in the table");
                     if delivered(row) {
+                        if self.incidents.is_some() {
+                            replayed.push(event(a, row, batch, router, &slot.label, &slot.labels.version, detected_at));
+                        }
                         continue;
                     }
-                    let router = self.routers.info(batch.routers[row]).expect("every row's router is in the table");
                     let kind = event_kind(a.kind);
                     self.metrics
                         .anomalies
@@ -293,6 +334,17 @@ impl Engine {
                 }
             }
             processed.outputs.push(outputs);
+        }
+        if let Some(stage) = self.incidents.as_mut() {
+            // Rows are in record order, so the delivered ones come first.
+            let old = (0..input.rows()).take_while(|&row| delivered(row)).count();
+            let latest = |rows: &[i64]| rows.iter().copied().max().unwrap_or(i64::MIN);
+            if old > 0 {
+                stage.take(&replayed, latest(&batch.timestamps[..old]), false);
+            }
+            if old < input.rows() {
+                processed.incidents = stage.take(&processed.events, latest(&batch.timestamps), true);
+            }
         }
         self.metrics.batches.inc();
         processed
@@ -331,6 +383,16 @@ impl Engine {
                 snapshot: slot.snapshot.clone(),
             });
         }
+        if let Some(stage) = &self.incidents {
+            match stage.snapshot() {
+                Ok(snapshot) => plugins.push(PluginState {
+                    name: incidents::STATE_NAME.into(),
+                    version: routewatch_incidents::SNAPSHOT_VERSION.to_string(),
+                    snapshot,
+                }),
+                Err(err) => tracing::error!(stream = self.config.stream, "incident state not saved: {err}"),
+            }
+        }
         // States of plugins unloaded for now are kept, so that they resume if they return.
         for (name, snapshot) in &self.restored {
             plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
@@ -338,8 +400,12 @@ impl Engine {
         Some(PartitionState::new(next_offset, self.routers.infos().to_vec(), plugins))
     }
 
-    /// This engine is done with its stream: what it told the registry goes with it.
-    pub fn leave(&self) {
+    /// This engine is done with its stream: what it told the registry, and the incidents it
+    /// counted, go with it.
+    pub fn leave(&mut self) {
+        if let Some(stage) = self.incidents.as_mut() {
+            stage.leave();
+        }
         if let Some(registry) = &self.registry {
             registry.report_partition_stopped(self.config.stream);
         }

@@ -12,6 +12,7 @@
 //! * [`reconcile`]: following the [`registry`] between batches (hot swap with state hand-over).
 //! * [`contain`]: retrying a failed plugin, and finding its poison record by bisection.
 //! * [`batch`]: rows into the columnar batch detectors take; [`events`]: outputs into events.
+//! * [`incidents`]: the router incident stage (anomalies into incidents with a probable cause).
 //! * [`source`] and [`sink`]: the seams; [`replay`]: the file source and file sinks.
 //! * [`registry`]: the plugins a host runs (hot reload, enable, configure, quarantine).
 //! * [`metrics`]: the Prometheus metrics; [`state`]: what a stream's saved state holds.
@@ -24,6 +25,7 @@ pub mod batch;
 pub mod contain;
 pub mod engine;
 pub mod events;
+pub mod incidents;
 pub mod metrics;
 pub mod reconcile;
 pub mod registry;
@@ -36,6 +38,7 @@ pub mod state;
 
 pub use batch::{Input, Position, RawRecord, Rejected};
 pub use engine::{Engine, EngineConfig, PluginReport, Plugins, Poison, Processed, now_ms};
+pub use incidents::{Classifier, IncidentStage};
 pub use sink::{Delivery, Sink, SinkError, StepError};
 pub use slot::FixedPlugin;
 pub use source::{Intake, Pull, Source, SourceError};

@@ -88,6 +88,18 @@ pub struct SiteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// An open incident's site, probable cause and severity (bounded: sites, the classifier's
+/// causes plus `unknown` and `unclassified`, three severities).
+pub struct IncidentLabels {
+    /// The site (empty when the records do not say).
+    pub site: String,
+    /// The classifier's verdict, `unknown`, or `unclassified` before it has spoken.
+    pub cause: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 /// A router.
 pub struct RouterLabels {
     /// The router's name.
@@ -181,6 +193,22 @@ pub struct Metrics {
     pub state_bytes: Family<PartitionLabels, Gauge>,
     /// `routewatch_plugin_oversized_snapshots`: Snapshots over max_snapshot_mib, refused (each counts as a failure of the plugin).
     pub plugin_oversized_snapshots: Family<PluginLabels, Counter>,
+    /// `routewatch_incidents_open`: Open router incidents held by this host's partitions, by site, cause and severity.
+    pub incidents_open: Family<IncidentLabels, Gauge>,
+    /// `routewatch_incidents_opened_total`: Router incidents opened (acknowledged by every sink).
+    pub incidents_opened: Counter,
+    /// `routewatch_incidents_reopened_total`: Router incidents reopened within their reopen period.
+    pub incidents_reopened: Counter,
+    /// `routewatch_incidents_resolved_total`: Router incidents resolved after their quiet period.
+    pub incidents_resolved: Counter,
+    /// `routewatch_classifier_failures_total`: Classifier calls that failed (the incidents keep their previous cause).
+    pub classifier_failures: Counter,
+    /// `routewatch_alertmanager_alerts_sent_total`: Incident alerts an Alertmanager accepted.
+    pub alertmanager_sent: Counter,
+    /// `routewatch_alertmanager_send_failures_total`: Requests to an Alertmanager that failed after every attempt.
+    pub alertmanager_failures: Counter,
+    /// `routewatch_alertmanager_alerts_dropped_total`: Incident alerts dropped because too many were waiting.
+    pub alertmanager_dropped: Counter,
     router_series: std::sync::atomic::AtomicUsize,
 }
 
@@ -315,6 +343,50 @@ impl Default for Metrics {
         );
         let anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register("anomalies", "Anomalies produced, by plugin and kind", anomalies.clone());
+        let incidents_open = Family::<IncidentLabels, Gauge>::default();
+        registry.register(
+            "incidents_open",
+            "Open router incidents held by this host's partitions, by site, cause and severity",
+            incidents_open.clone(),
+        );
+        let incidents_opened = Counter::default();
+        registry.register("incidents_opened", "Router incidents opened", incidents_opened.clone());
+        let incidents_reopened = Counter::default();
+        registry.register(
+            "incidents_reopened",
+            "Router incidents reopened within their reopen period",
+            incidents_reopened.clone(),
+        );
+        let incidents_resolved = Counter::default();
+        registry.register(
+            "incidents_resolved",
+            "Router incidents resolved after their quiet period",
+            incidents_resolved.clone(),
+        );
+        let classifier_failures = Counter::default();
+        registry.register(
+            "classifier_failures",
+            "Classifier calls that failed (the incidents keep their previous cause)",
+            classifier_failures.clone(),
+        );
+        let alertmanager_sent = Counter::default();
+        registry.register(
+            "alertmanager_alerts_sent",
+            "Incident alerts an Alertmanager accepted",
+            alertmanager_sent.clone(),
+        );
+        let alertmanager_failures = Counter::default();
+        registry.register(
+            "alertmanager_send_failures",
+            "Requests to an Alertmanager that failed after every attempt",
+            alertmanager_failures.clone(),
+        );
+        let alertmanager_dropped = Counter::default();
+        registry.register(
+            "alertmanager_alerts_dropped",
+            "Incident alerts dropped because too many were waiting",
+            alertmanager_dropped.clone(),
+        );
         let site_anomalies = Family::<SiteLabels, Counter>::default();
         registry.register("site_anomalies", "Anomalies produced, by site and router role", site_anomalies.clone());
         let router_anomalies = Family::<RouterLabels, Counter>::default();
@@ -406,6 +478,14 @@ impl Default for Metrics {
             state_unsaved_partitions,
             state_bytes,
             plugin_oversized_snapshots,
+            incidents_open,
+            incidents_opened,
+            incidents_reopened,
+            incidents_resolved,
+            classifier_failures,
+            alertmanager_sent,
+            alertmanager_failures,
+            alertmanager_dropped,
             router_series: Default::default(),
         }
     }

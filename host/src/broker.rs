@@ -75,6 +75,10 @@ pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
         // One compacted record per partition, possibly large (a partition's detector state).
         // Hourly segments, so that compaction (which never touches the active segment) keeps
         // the topic near one record per partition rather than a week of snapshots.
+        // The latest state of each incident, by id: compaction keeps it and drops the rest.
+        NewTopic::new(&config.incidents_topic, config.partitions, replication()).set("cleanup.policy", "compact"),
+        // Training data: kept for good.
+        NewTopic::new(&config.feedback_topic, 1, replication()).set("retention.ms", "-1"),
         NewTopic::new(&config.state_topic, 1, replication())
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", "67108864")

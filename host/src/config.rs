@@ -91,6 +91,25 @@ pub struct HostConfig {
     pub max_upload_mib: usize,
     /// Extra librdkafka settings for every client (for example `security.protocol`).
     pub kafka: BTreeMap<String, String>,
+    /// Group each partition's anomalies into router incidents (`routewatch-incidents`), kept
+    /// with the partition's state and written to `incidents_topic`.
+    pub incidents: bool,
+    /// Compacted topic of router incidents: JSON, keyed by incident id, the latest state wins.
+    pub incidents_topic: String,
+    /// Operators' feedback on incidents (`POST /api/v1/incidents/{id}/feedback`), kept for
+    /// good: the classifier's training script reads it back.
+    pub feedback_topic: String,
+    /// The router incident stage's settings (quiet period, reopen period, scores, caps).
+    pub incident_config: routewatch_incidents::RouterConfig,
+    /// A cause classifier component (`routewatch:classifier` world) that names each
+    /// incident's probable causes; none: incidents carry no cause.
+    pub classifier: Option<PathBuf>,
+    /// The classifier's configuration, passed to its `configure`.
+    pub classifier_config: serde_json::Value,
+    /// Alertmanagers (`http://host:9093`) each incident is posted to, v2 API; none: no alerts.
+    pub alertmanager_urls: Vec<String>,
+    /// Runbook link of each alert; `{cause}` is replaced by the incident's cause.
+    pub runbook_url: String,
 }
 
 impl Default for HostConfig {
@@ -128,6 +147,14 @@ impl Default for HostConfig {
             api_token_file: None,
             max_upload_mib: 64,
             kafka: BTreeMap::new(),
+            incidents: true,
+            incidents_topic: "router-incidents".into(),
+            feedback_topic: "router-incident-feedback".into(),
+            incident_config: routewatch_incidents::RouterConfig::default(),
+            classifier: None,
+            classifier_config: serde_json::json!({}),
+            alertmanager_urls: Vec::new(),
+            runbook_url: crate::alertmanager::DEFAULT_RUNBOOK_URL.into(),
         }
     }
 }
@@ -166,6 +193,13 @@ impl HostConfig {
         anyhow::ensure!(self.memory_mib >= 1, "memory_mib must be at least 1");
         anyhow::ensure!(self.cache_max_mib >= 1, "cache_max_mib must be at least 1");
         anyhow::ensure!((1..=1024).contains(&self.max_snapshot_mib), "max_snapshot_mib must be 1 to 1024");
+        for url in &self.alertmanager_urls {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "alertmanager_urls: {url:?} is not an http(s) address"
+            );
+        }
+        self.incident_config.validate().map_err(|e| anyhow::anyhow!("incident_config: {e}"))?;
         crate::registry::TrustedKeys::parse(&self.trusted_keys).map_err(|e| anyhow::anyhow!("trusted_keys: {e}"))?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `routewatch demo`: librdkafka's mock cluster in-process, the simulator as a child process,
-//! and the streaming host, with anomalies printed as they are found.
+//! and the streaming host, with incidents printed as they open, change and resolve (raw
+//! anomalies too with `--anomalies`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use clap::Args;
 use rdkafka::mocking::MockCluster;
 use routewatch_host::replay::format_ts;
 use routewatch_host::{Host, HostConfig};
+use routewatch_incidents::{Change, IncidentUpdate};
+use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -38,10 +41,25 @@ pub struct DemoArgs {
     /// Samples before ARIMA's first fit; short, so the demo detects within a minute.
     #[arg(long, default_value_t = 30)]
     warmup: usize,
+    /// The cause classifier component (without one, incidents carry no cause).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Print every anomaly as well as the incidents.
+    #[arg(long)]
+    anomalies: bool,
 }
 
-const TOPICS: [&str; 5] =
-    ["router-metrics", "router-faults", "router-anomalies", "router-metrics-dlq", "routewatch-state"];
+const TOPICS: [&str; 6] = [
+    "router-metrics",
+    "router-faults",
+    "router-anomalies",
+    "router-incidents",
+    "router-metrics-dlq",
+    "routewatch-state",
+];
+
+/// The simulator's sampling interval in the demo.
+const SAMPLE: Duration = Duration::from_secs(1);
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
@@ -66,6 +84,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         listen: args.listen,
         linger_ms: 100,
         snapshot_interval_secs: 30,
+        classifier: args.classifier.clone(),
+        // The demo's simulator samples once a second (below): the incident periods count those.
+        incident_config: routewatch_incidents::RouterConfig {
+            interval_ms: SAMPLE.as_millis() as i64,
+            ..routewatch_incidents::RouterConfig::default()
+        },
         ..HostConfig::default()
     };
     config
@@ -81,11 +105,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         args.simulator_listen
     );
     println!("                   -d '{FAULT_EXAMPLE}'");
-    println!("  ARIMA warms up for {} s; anomalies appear below. Ctrl-C stops.\n", args.warmup);
-    println!("{:<24} {:<12} {:<11} {:<12} {:>5}  reason", "event time", "router", "metric", "kind", "score");
+    println!(
+        "  ARIMA warms up for {} s; incidents appear below{}. Ctrl-C stops.\n",
+        args.warmup,
+        if args.anomalies { ", with every anomaly" } else { " (--anomalies shows every anomaly too)" }
+    );
+    println!(
+        "{:<24} {:<9} {:<12} {:<8} {:<10} cause (confidence), metrics",
+        "event time", "change", "router", "site", "severity"
+    );
 
     let started = Instant::now();
-    let outcome = print_until_interrupted(&pipeline, &mut sim);
+    let outcome = print_until_interrupted(&pipeline, &mut sim, args.anomalies);
     println!("\nstopping after {:.0} s", started.elapsed().as_secs_f64());
     sim.stop();
     pipeline.shutdown()?;
@@ -93,8 +124,39 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator) -> Result<()> {
+/// One line per incident change: when, what, where, how bad, the probable cause and how sure.
+fn incident_line(update: &IncidentUpdate) -> String {
+    let i = &update.incident;
+    let at = match update.change {
+        Change::Resolved => i.resolved.unwrap_or(i.last_anomaly),
+        Change::Opened | Change::Reopened => i.opened,
+        Change::Updated => i.last_anomaly,
+    };
+    let change = match update.change {
+        Change::Opened => "opened",
+        Change::Updated => "updated",
+        Change::Resolved => "resolved",
+        Change::Reopened => "reopened",
+    };
+    let cause = match (i.cause.as_deref(), i.causes.first()) {
+        (Some(verdict), Some(top)) => format!("{verdict} ({} {:.2})", top.cause, top.probability),
+        (Some(verdict), None) => verdict.to_owned(),
+        (None, _) => "unclassified".to_owned(),
+    };
+    format!(
+        "{:<24} {:<9} {:<12} {:<8} {:<10} {cause}, {}",
+        format_ts(at),
+        change,
+        i.router,
+        i.site.as_deref().unwrap_or("-"),
+        i.severity.name(),
+        i.metrics.join("+")
+    )
+}
+
+fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator, anomalies: bool) -> Result<()> {
     let mut live = pipeline.feed().subscribe();
+    let mut incidents = pipeline.incidents().subscribe();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     crate::block_termination_signals(false);
     runtime.block_on(async {
@@ -102,13 +164,18 @@ fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator) -> Result<()> {
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
-                event = live.recv() => match event {
+                update = incidents.recv() => match update {
+                    Ok(update) => println!("{}", incident_line(&update)),
+                    Err(RecvError::Lagged(n)) => println!("... {n} more incident changes"),
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                event = live.recv(), if anomalies => match event {
                     Ok(a) => println!(
-                        "{:<24} {:<12} {:<11} {:<12} {:>5.2}  {}",
-                        format_ts(a.ts), a.router, a.metric, a.kind.name(), a.score, a.reason
+                        "{:<24} {:<9} {:<12} {:<11} {:<12} {:>5.2}  {}",
+                        format_ts(a.ts), "anomaly", a.router, a.metric, a.kind.name(), a.score, a.reason
                     ),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("... {n} more anomalies"),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    Err(RecvError::Lagged(n)) => println!("... {n} more anomalies"),
+                    Err(RecvError::Closed) => return Ok(()),
                 },
                 _ = tick.tick() => {
                     if let Some(status) = sim.exited() {
@@ -133,7 +200,7 @@ impl Simulator {
         let log = std::env::temp_dir().join("routewatch-demo-simulator.log");
         let file = std::fs::File::create(&log)?;
         let child = Command::new(binary)
-            .args(["--brokers", brokers, "--mode", "real-time", "--interval", "1s"])
+            .args(["--brokers", brokers, "--mode", "real-time", "--interval", &format!("{}s", SAMPLE.as_secs())])
             .args(["--routers", &args.routers.to_string(), "--fault-rate", &args.fault_rate.to_string()])
             .args(["--listen", &args.simulator_listen.to_string(), "--no-create-topics"])
             .stdin(Stdio::null())

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::alertmanager::{AlertCounters, Alertmanager, AlertmanagerConfig};
 use crate::api::{self, ApiState};
 use crate::config::HostConfig;
 use crate::feed::AnomalyFeed;
-use crate::kafka::KafkaService;
+use crate::incidents::IncidentBook;
+use crate::kafka::{KafkaService, Outputs};
 use crate::metrics::Metrics;
 use crate::registry::watch::{self, DirWatcher};
 use crate::registry::{Registry, TrustedKeys};
@@ -26,6 +28,7 @@ pub struct Host {
     kafka: KafkaService,
     metrics: Arc<Metrics>,
     feed: Arc<AnomalyFeed>,
+    incidents: Arc<IncidentBook>,
     registry: Arc<Registry>,
     http_addr: SocketAddr,
     _http: api::Server,
@@ -46,10 +49,28 @@ impl Host {
             },
         })?;
         let metrics = Arc::new(Metrics::default());
+        let classifier = match &config.classifier {
+            Some(path) => {
+                let plugin = crate::runtime::classifier::load_file(&runtime, path)
+                    .with_context(|| format!("loading the classifier {}", path.display()))?;
+                let mut probe = plugin.instantiate().context("starting the classifier")?;
+                probe
+                    .configure(&config.classifier_config.to_string())
+                    .context("the classifier refused classifier_config")?;
+                tracing::info!(classifier = %plugin.info().name, version = %plugin.info().version, "loaded classifier");
+                Some(plugin)
+            }
+            None => None,
+        };
         let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
+        let incidents = Arc::new(IncidentBook::default());
         let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
         let feed = Arc::new(AnomalyFeed::default());
         let ready = Arc::new(AtomicBool::new(false));
+        let feedback = api::incidents::FeedbackTopic {
+            producer: crate::broker::producer(&config)?,
+            topic: config.feedback_topic.clone(),
+        };
         let http = api::Server::start(
             config.listen,
             ApiState::new(
@@ -59,11 +80,23 @@ impl Host {
                 registry.clone(),
                 token.into(),
                 config.max_upload_mib << 20,
-            ),
+            )
+            .with_incidents(incidents.clone(), Some(feedback)),
         )?;
         let http_addr = http.addr();
-        let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), feed.clone(), ready)?;
-        Ok(Host { kafka, metrics, feed, registry, http_addr, _http: http, _watcher: watcher })
+        let alertmanager = (!config.alertmanager_urls.is_empty()).then(|| {
+            Arc::new(Alertmanager::start(
+                AlertmanagerConfig {
+                    urls: config.alertmanager_urls.clone(),
+                    runbook_url: config.runbook_url.clone(),
+                    api: Some(format!("http://{http_addr}")),
+                },
+                AlertCounters::of(&metrics),
+            ))
+        });
+        let outputs = Outputs { feed: feed.clone(), incidents: incidents.clone(), classifier, alertmanager };
+        let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), outputs, ready)?;
+        Ok(Host { kafka, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
     }
 
     /// The plugins this host runs.
@@ -79,6 +112,11 @@ impl Host {
     /// Recent anomalies, and the live feed.
     pub fn feed(&self) -> &Arc<AnomalyFeed> {
         &self.feed
+    }
+
+    /// Recent incidents, and their live feed.
+    pub fn incidents(&self) -> &Arc<IncidentBook> {
+        &self.incidents
     }
 
     /// Where the HTTP API listens (useful with port 0).

@@ -5,15 +5,19 @@
 //! * [`Host`] ([`host`]): a running host: plugins, the HTTP API and the Kafka service.
 //! * [`kafka`]: the Kafka service: consumer group, a worker per partition, the state topic.
 //! * [`broker`]: Kafka clients: configuration, topics, delivery, transactions.
-//! * [`sinks`]: where a partition's batches go (Kafka, the REST feed, Prometheus).
-//! * [`feed`]: recent anomalies for the API; [`api`]: the HTTP API, plugin management included.
+//! * [`sinks`]: where a partition's batches go (Kafka, the REST feed, incidents, Prometheus);
+//!   [`alertmanager`]: incidents posted to Alertmanager.
+//! * [`feed`]: recent anomalies for the API; [`incidents`]: recent incidents for the API;
+//!   [`api`]: the HTTP API, plugin management included.
 //! * [`config`]: the host's configuration.
 
+pub mod alertmanager;
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod feed;
 pub mod host;
+pub mod incidents;
 pub mod kafka;
 pub mod sinks;
 

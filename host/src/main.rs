@@ -82,6 +82,18 @@ struct RunArgs {
     dlq_topic: Option<String>,
     #[arg(long, env = "ROUTEWATCH_STATE_TOPIC")]
     state_topic: Option<String>,
+    /// Compacted topic of router incidents (JSON, keyed by incident id).
+    #[arg(long, env = "ROUTEWATCH_INCIDENTS_TOPIC")]
+    incidents_topic: Option<String>,
+    /// Make no incidents (anomalies only).
+    #[arg(long)]
+    no_incidents: bool,
+    /// Cause classifier component (routewatch:classifier world) naming each incident's cause.
+    #[arg(long, env = "ROUTEWATCH_CLASSIFIER")]
+    classifier: Option<PathBuf>,
+    /// Alertmanager base address each incident is posted to (v2 API); repeat for several.
+    #[arg(long = "alertmanager-url", env = "ROUTEWATCH_ALERTMANAGER_URLS", value_delimiter = ',')]
+    alertmanager_urls: Vec<String>,
     /// Partitions of topics created at start-up.
     #[arg(long, env = "ROUTEWATCH_PARTITIONS")]
     partitions: Option<i32>,
@@ -222,7 +234,16 @@ fn pipeline_config(args: RunArgs) -> Result<HostConfig> {
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
     set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs, cache_max_mib, max_snapshot_mib);
-    set!(processing_guarantee);
+    set!(processing_guarantee, incidents_topic);
+    if args.no_incidents {
+        config.incidents = false;
+    }
+    if args.classifier.is_some() {
+        config.classifier = args.classifier;
+    }
+    if !args.alertmanager_urls.is_empty() {
+        config.alertmanager_urls = args.alertmanager_urls;
+    }
     if !args.trusted_keys.is_empty() {
         config.trusted_keys = args.trusted_keys;
     }

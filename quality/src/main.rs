@@ -5,6 +5,8 @@
 //! routewatch-quality corpus DIR --labels FILE     # a folder of labelled single-series CSVs -> table
 //! routewatch-quality generate-corpus DIR          # such a folder, from the simulator, with its labels
 //! routewatch-quality speed                        # points/s per detector through Wasm
+//! routewatch-quality incident-dataset --out F.csv  # incidents, their labels and features (classifier training data)
+//! routewatch-quality incident-quality             # incidents and their causes, scored
 //! ```
 //!
 //! They find the components in `<target>/wasm32-wasip2/plugin` next to their own binary (build
@@ -13,6 +15,8 @@
 
 mod corpus;
 mod dataset;
+mod incident_score;
+mod incidents;
 mod report;
 mod score;
 mod speed;
@@ -73,6 +77,12 @@ enum Task {
     GenerateCorpus(corpus::GenerateArgs),
     /// Measure points per second through Wasm for every detector.
     Speed(SpeedArgs),
+    /// Group the default set's anomalies on a simulated labelled fleet into incidents and
+    /// write their labels and classifier features as CSV (the classifier's training data).
+    IncidentDataset(incidents::DatasetArgs),
+    /// Group the default set's anomalies into incidents, name their causes with the classifier
+    /// component, and score both against the ground truth (BENCHMARKS.md).
+    IncidentQuality(incident_score::QualityArgs),
     /// Measure every detector's snapshot size per series.
     Snapshots(SnapshotArgs),
 }
@@ -227,6 +237,8 @@ fn main() -> Result<()> {
         Task::Corpus(args) => corpus::run(&args),
         Task::GenerateCorpus(args) => corpus::generate(&args),
         Task::Speed(args) => speed::run(&args),
+        Task::IncidentDataset(args) => incidents::dataset(&args),
+        Task::IncidentQuality(args) => incident_score::run(&args),
         Task::Snapshots(args) => speed::snapshots(&args),
     }
 }

@@ -213,19 +213,68 @@ impl super::bindings::routewatch::detector::types::Host for HostState {}
 
 impl logging::Host for HostState {
     fn log(&mut self, level: logging::Level, message: String) {
+        let level = match level {
+            logging::Level::Trace => tracing::Level::TRACE,
+            logging::Level::Debug => tracing::Level::DEBUG,
+            logging::Level::Info => tracing::Level::INFO,
+            logging::Level::Warn => tracing::Level::WARN,
+            logging::Level::Error => tracing::Level::ERROR,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl HostState {
+    /// One plugin log line, rate-limited per plugin and escaped (every world's `logging`).
+    pub(super) fn log_line(&self, level: tracing::Level, message: &str) {
         if !self.log.admit() {
             return;
         }
-        let message = escape_plugin_text(&message, MAX_LOG_CHARS);
+        let message = escape_plugin_text(message, MAX_LOG_CHARS);
         let plugin = &self.plugin;
         match level {
-            logging::Level::Trace => tracing::trace!(plugin, "{message}"),
-            logging::Level::Debug => tracing::debug!(plugin, "{message}"),
-            logging::Level::Info => tracing::info!(plugin, "{message}"),
-            logging::Level::Warn => tracing::warn!(plugin, "{message}"),
-            logging::Level::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
         }
     }
+}
+
+/// A store that runs a plugin in the sandbox: memory cap, CPU budget by epoch, no WASI grants.
+/// Shared by every world the host serves.
+pub(super) fn sandboxed_store(
+    engine: &wasmtime::Engine,
+    plugin: String,
+    limits: Limits,
+    log: Arc<LogLimiter>,
+) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(plugin, limits, log));
+    store.limiter(|state| state);
+    store.epoch_deadline_callback(|store| Ok(store.data().budget.check()));
+    store.set_epoch_deadline(ticks(limits.cpu_budget));
+    store
+}
+
+/// Runs one call into a sandboxed store under `budget`: what it returned (a trap classified)
+/// and what it cost.
+pub(super) fn sandboxed_call<R>(
+    store: &mut Store<HostState>,
+    budget: Duration,
+    f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+) -> (Result<R, CallError>, CallStats) {
+    store.data_mut().budget = CallBudget::start(budget);
+    store.set_epoch_deadline(ticks(budget));
+    let started = Instant::now();
+    let cpu_started = thread_cpu_time();
+    let result = f(store);
+    let stats = CallStats {
+        duration: started.elapsed(),
+        cpu: thread_cpu_time().saturating_sub(cpu_started),
+        memory_high_water: store.data().memory_high_water,
+    };
+    (result.map_err(|err| classify(store, err, budget)), stats)
 }
 
 /// What the last call cost.
@@ -257,11 +306,8 @@ impl Instance {
         limits: Limits,
         log: Arc<LogLimiter>,
     ) -> Result<Instance, CallError> {
-        let mut store = Store::new(pre.engine(), HostState::new(plugin, limits, log));
-        store.limiter(|state| state);
-        store.epoch_deadline_callback(|store| Ok(store.data().budget.check()));
+        let mut store = sandboxed_store(pre.engine(), plugin, limits, log);
         let budget = limits.cpu_budget;
-        store.set_epoch_deadline(ticks(budget));
         let started = Instant::now();
         let cpu_started = thread_cpu_time();
         let bindings = pre.instantiate(&mut store).map_err(|e| classify(&store, e, budget))?;
@@ -321,21 +367,12 @@ impl Instance {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
-        self.store.data_mut().budget = CallBudget::start(self.budget);
-        self.store.set_epoch_deadline(ticks(self.budget));
-        let started = Instant::now();
-        let cpu_started = thread_cpu_time();
-        let result = f(&self.bindings, &mut self.store);
-        self.last = CallStats {
-            duration: started.elapsed(),
-            cpu: thread_cpu_time().saturating_sub(cpu_started),
-            memory_high_water: self.store.data().memory_high_water,
-        };
-        result.map_err(|err| {
-            // After a trap the component may not be entered again.
-            self.poisoned = true;
-            classify(&self.store, err, self.budget)
-        })
+        let bindings = &self.bindings;
+        let (result, stats) = sandboxed_call(&mut self.store, self.budget, |store| f(bindings, store));
+        self.last = stats;
+        // After a trap the component may not be entered again.
+        self.poisoned = result.is_err();
+        result
     }
 }
 

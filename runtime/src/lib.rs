@@ -22,6 +22,7 @@
 
 mod bindings;
 mod cache;
+pub mod classifier;
 mod error;
 mod instance;
 mod plugin;

@@ -91,7 +91,7 @@ pub(super) fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Plugin, LoadError>
     Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits, log }) })
 }
 
-fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+pub(super) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule),
         Some([0, b'a', b's', b'm', ..]) => Ok(()),

@@ -32,6 +32,7 @@ const PLUGINS: &[&str] = &[
     "routewatch-seasonal",
     "routewatch-fleet-outlier",
     "routewatch-changepoint",
+    "routewatch-classifier-forest",
 ];
 
 /// The default set (the detectors the demo runs), by component file stem.
@@ -146,7 +147,7 @@ fn build() -> Result<()> {
 }
 
 /// The one-command demo: an embedded broker, the simulator and the host with the default
-/// detectors, anomalies printed live (`routewatch demo`).
+/// detectors and the forest classifier, incidents printed live (`routewatch demo`).
 fn demo(root: &Path) -> Result<()> {
     let bin = target_dir()?.join("release");
     let plugins = plugin_dir()?;
@@ -155,6 +156,7 @@ fn demo(root: &Path) -> Result<()> {
     for plugin in default_plugins(root)? {
         cmd.arg("--plugin").arg(plugins.join(format!("{plugin}.wasm")));
     }
+    cmd.arg("--classifier").arg(plugins.join("routewatch_classifier_forest.wasm"));
     cmd.current_dir(root);
     run(&mut cmd)
 }

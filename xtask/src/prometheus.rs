@@ -15,8 +15,13 @@ const WHEELS: &[(&str, &str)] =
 
 /// Installs what is missing and returns the variables that tell the tests where each tool is.
 pub fn ensure_deploy_tools() -> Result<Vec<(&'static str, PathBuf)>> {
-    const BINARIES: [(&str, &str); 3] =
-        [("ROUTEWATCH_PROMETHEUS", "prometheus"), ("ROUTEWATCH_PROMTOOL", "promtool"), ("ROUTEWATCH_AMTOOL", "amtool")];
+    const BINARIES: [(&str, &str); 4] = [
+        ("ROUTEWATCH_PROMETHEUS", "prometheus"),
+        ("ROUTEWATCH_PROMTOOL", "promtool"),
+        ("ROUTEWATCH_AMTOOL", "amtool"),
+        // The live Alertmanager test of the host's incident alerts (host/tests/alertmanager.rs).
+        ("ROUTEWATCH_ALERTMANAGER", "prometheus-alertmanager"),
+    ];
     if BINARIES.iter().any(|(_, name)| on_path(name).is_none()) {
         install_debian_packages()?;
     }

@@ -259,6 +259,12 @@ pub fn expressions() -> Vec<Expression> {
                 out.push(Expression { promql: substitute(expr, &variables, &origin), origin });
             }
         }
+        // Annotations drawn from a query (the Fleet dashboard's incidents) are PromQL too.
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+            let Some(expr) = annotation["expr"].as_str() else { continue };
+            let origin = format!("dashboard {uid} / annotation {}", annotation["name"].as_str().unwrap_or("?"));
+            out.push(Expression { promql: substitute(expr, &variables, &origin), origin });
+        }
     }
     for (_, rule) in prometheus_rules() {
         let (kind, name) = match (rule["alert"].as_str(), rule["record"].as_str()) {

@@ -1,10 +1,12 @@
-//! The host's HTTP API: health, Prometheus metrics, recent anomalies, and plugin management.
+//! The host's HTTP API: health, Prometheus metrics, recent anomalies and incidents (with
+//! acknowledgement and feedback), and plugin management.
 //!
 //! Reads are open; every mutation needs the bearer token (see [`auth`]). Every error is JSON
 //! (see [`error`]). The OpenAPI document is served at `/api/v1/openapi.json`.
 
 pub mod auth;
 mod error;
+pub mod incidents;
 mod plugins;
 pub mod server;
 
@@ -22,6 +24,7 @@ pub use error::ApiError;
 pub use server::Server;
 
 use crate::feed::AnomalyFeed;
+use crate::incidents::IncidentBook;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -43,6 +46,10 @@ pub struct ApiState {
     pub max_upload: usize,
     /// Places in the pool that runs plugin code for the API (see [`CHECK_WORKERS`]).
     pub checks: Arc<tokio::sync::Semaphore>,
+    /// Recent incidents.
+    pub incidents: Arc<IncidentBook>,
+    /// Where incident feedback goes; none: feedback is refused with a 503.
+    pub feedback: Option<Arc<incidents::FeedbackTopic>>,
 }
 
 impl ApiState {
@@ -56,7 +63,13 @@ impl ApiState {
         max_upload: usize,
     ) -> ApiState {
         let checks = Arc::new(tokio::sync::Semaphore::new(CHECK_WORKERS));
-        ApiState { metrics, feed, ready, registry, token, max_upload, checks }
+        let incidents = Arc::new(IncidentBook::default());
+        ApiState { metrics, feed, ready, registry, token, max_upload, checks, incidents, feedback: None }
+    }
+
+    /// The state with the host's incident book and feedback topic.
+    pub fn with_incidents(self, incidents: Arc<IncidentBook>, feedback: Option<incidents::FeedbackTopic>) -> ApiState {
+        ApiState { incidents, feedback: feedback.map(Arc::new), ..self }
     }
 }
 
@@ -72,6 +85,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{name}/disable", post(plugins::disable))
         .route("/api/v1/plugins/{name}/start-fresh", post(plugins::start_fresh))
         .route("/api/v1/plugins/{name}/config", configure)
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/feedback", post(incidents::feedback))
         .layer(axum::extract::DefaultBodyLimit::max(crate::registry::MAX_CONFIG_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let reads = Router::new()
@@ -81,6 +96,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/anomalies", get(anomalies))
         .route("/api/v1/anomalies", get(anomalies))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::show))
         .route("/api/v1/plugins", get(plugins::list))
         .route("/api/v1/plugins/{name}", get(plugins::show))
         .route("/api/v1/plugins/{name}/config", get(plugins::show_config));

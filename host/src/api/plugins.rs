@@ -126,6 +126,23 @@ pub async fn upload(
 
 /// The body, if it holds at most `cap` bytes; `Err(None)` when it holds more (the rest is
 /// drained), `Err(Some(..))` when it could not be read.
+/// A request's body, `what` in errors: a JSON 413 past `cap` bytes (announced or sent), never
+/// buffered whole, and a 400 when it cannot be read.
+pub(super) async fn capped_body(request: Request, cap: usize, what: &str) -> Result<Vec<u8>, ApiError> {
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{what} is capped at {cap} bytes"));
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > cap) {
+        super::auth::drain(request.into_body()).await;
+        return Err(too_large());
+    }
+    match read_capped(request.into_body(), cap).await {
+        Ok(body) => Ok(body),
+        Err(Some(err)) => Err(ApiError::bad_request(format!("reading {what}: {err}"))),
+        Err(None) => Err(too_large()),
+    }
+}
+
 async fn read_capped(body: axum::body::Body, cap: usize) -> Result<Vec<u8>, Option<axum::Error>> {
     use http_body_util::BodyExt;
     let mut body = body;
@@ -174,20 +191,7 @@ pub async fn disable(State(state): State<ApiState>, Path(name): Path<String>) ->
 /// [`crate::registry::MAX_CONFIG_BYTES`] is drained and refused with a 413.
 pub async fn configure(State(state): State<ApiState>, Path(name): Path<String>, request: Request) -> ApiResult {
     let name = checked(&name)?.to_owned();
-    let cap = crate::registry::MAX_CONFIG_BYTES;
-    let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("configurations are capped at {cap} bytes"))
-    };
-    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if announced.is_some_and(|length| length > cap) {
-        super::auth::drain(request.into_body()).await;
-        return Err(too_large());
-    }
-    let body = match read_capped(request.into_body(), cap).await {
-        Ok(body) => body,
-        Err(Some(err)) => return Err(ApiError::bad_request(format!("reading the configuration: {err}"))),
-        Err(None) => return Err(too_large()),
-    };
+    let body = capped_body(request, crate::registry::MAX_CONFIG_BYTES, "a configuration").await?;
     let config: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?;
     let status = blocking(&state, move |registry| registry.configure(&name, config)).await?;

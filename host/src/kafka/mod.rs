@@ -30,6 +30,7 @@ pub use state::{LEGACY_STATE_VERSION, PartitionState, PluginState, RouterInfo, S
 use crate::broker::{self, ensure_topics};
 use crate::config::{HostConfig, ProcessingGuarantee};
 use crate::feed::AnomalyFeed;
+use crate::incidents::IncidentBook;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::registry::Registry;
 use worker::{CommitPoint, Incoming, WorkerHandle};
@@ -44,12 +45,28 @@ pub struct Shared {
     pub(crate) state: StateStore,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) feed: Arc<AnomalyFeed>,
+    pub(crate) incidents: Arc<IncidentBook>,
+    /// The cause classifier every partition's incident stage runs.
+    pub(crate) classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
+    pub(crate) alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
 }
 
 impl Shared {
     pub(crate) fn exactly_once(&self) -> bool {
         self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
+}
+
+/// What the partitions' outputs go to besides Kafka, and the classifier they run.
+pub struct Outputs {
+    /// Recent anomalies.
+    pub feed: Arc<AnomalyFeed>,
+    /// Recent incidents.
+    pub incidents: Arc<IncidentBook>,
+    /// The cause classifier of the incident stages.
+    pub classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
+    /// Where incidents are posted as alerts.
+    pub alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
 }
 
 /// The running Kafka service: the consumer thread and, through it, the partition workers.
@@ -65,7 +82,7 @@ impl KafkaService {
         config: HostConfig,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        feed: Arc<AnomalyFeed>,
+        outputs: Outputs,
         ready: Arc<AtomicBool>,
     ) -> anyhow::Result<KafkaService> {
         if config.create_topics {
@@ -79,7 +96,10 @@ impl KafkaService {
             registry,
             producer,
             metrics,
-            feed,
+            feed: outputs.feed,
+            incidents: outputs.incidents,
+            classifier: outputs.classifier,
+            alertmanager: outputs.alertmanager,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let consumer = {

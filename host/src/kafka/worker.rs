@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use routewatch_engine::{Engine, EngineConfig, Plugins, Pull, Sink, StepError};
+use routewatch_engine::{Classifier, Engine, EngineConfig, IncidentStage, Plugins, Pull, Sink, StepError};
 use routewatch_telemetry::Metric;
 
 use super::source::PartitionSource;
@@ -208,6 +208,18 @@ impl Worker {
             stamp_detection: true,
         };
         let mut engine = Engine::new(config, Plugins::Registry(shared.registry.clone()), shared.metrics.clone());
+        if shared.config.incidents {
+            let classifier =
+                shared.classifier.clone().map(|c| Classifier::new(c, shared.config.classifier_config.to_string()));
+            let stage = IncidentStage::new(
+                shared.config.incident_config.clone(),
+                classifier,
+                shared.metrics.clone(),
+                partition,
+            )
+            .expect("the configuration was validated at start");
+            engine = engine.with_incidents(stage);
+        }
         if let Some(state) = restored {
             engine.restore(state);
         }
@@ -216,6 +228,8 @@ impl Worker {
             config: &shared.config,
             metrics: &shared.metrics,
             feed: &shared.feed,
+            incidents: &shared.incidents,
+            alertmanager: shared.alertmanager.as_ref(),
             partition,
             output: &output,
         });
@@ -313,6 +327,7 @@ impl Worker {
     /// This worker is done with its partition: what it reported goes with it.
     fn leave(&mut self) {
         self.engine.leave();
+        self.shared.incidents.forget_partition(self.partition);
         if std::mem::take(&mut self.unsaved) {
             self.shared.metrics.state_unsaved_partitions.dec();
         }

@@ -1,6 +1,7 @@
-//! Kafka: anomalies to the anomalies topic and dead letters (records that do not decode, and
-//! poison records) to the dead-letter topic, acknowledged by the broker before the batch is;
-//! exactly-once, in the partition's transaction together with its next offset.
+//! Kafka: anomalies to the anomalies topic, incident updates to the (compacted) incidents
+//! topic keyed by incident id, and dead letters (records that do not decode, and poison
+//! records) to the dead-letter topic, acknowledged by the broker before the batch is;
+//! exactly-once, all in the partition's one transaction together with its next offset.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub struct KafkaSink {
     anomalies_topic: String,
     dlq_topic: String,
     metrics_topic: String,
+    incidents_topic: String,
     partition: i32,
 }
 
@@ -30,6 +32,7 @@ pub fn open(context: &SinkContext<'_>) -> Option<Box<dyn Sink>> {
         anomalies_topic: config.anomalies_topic.clone(),
         dlq_topic: config.dlq_topic.clone(),
         metrics_topic: config.metrics_topic.clone(),
+        incidents_topic: config.incidents_topic.clone(),
         partition: context.partition,
     }))
 }
@@ -80,6 +83,12 @@ impl Sink for KafkaSink {
             topic: self.anomalies_topic.clone(),
             key: Some(event.router.clone().into_bytes()),
             payload: Some(serde_json::to_vec(event).expect("an anomaly always serialises")),
+            headers: None,
+        }));
+        outgoing.extend(delivery.processed.incidents.iter().map(|update| Outgoing {
+            topic: self.incidents_topic.clone(),
+            key: Some(update.incident.id.clone().into_bytes()),
+            payload: Some(serde_json::to_vec(update).expect("an incident always serialises")),
             headers: None,
         }));
         let next = delivery.input.end().expect("a delivered batch has records");

@@ -1,0 +1,184 @@
+//! Incident alerts against Debian's real Alertmanager (`ROUTEWATCH_ALERTMANAGER`, set by
+//! `cargo xtask test`), started with the shipped `deploy/alertmanager/alertmanager.yml`: the
+//! host's sender posts router incidents and a site incident; `GET /api/v2/alerts` shows them
+//! with the right labels and annotations, the site's router alerts inhibited by its site
+//! incident, grouped by site and cause, and then resolved by `endsAt`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use routewatch_host::alertmanager::{AlertCounters, Alertmanager, AlertmanagerConfig};
+use routewatch_incidents::{Cause, Incident, IncidentUpdate, RouterConfig, RouterStage, SiteConfig, SiteStage};
+use routewatch_telemetry::{AnomalyEvent, AnomalyKind};
+use serde_json::Value;
+
+struct Daemon {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    let path = std::env::var_os("ROUTEWATCH_ALERTMANAGER").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "ROUTEWATCH_ALERTMANAGER is not set: run this test through `cargo xtask test`, which installs \
+             Debian's prometheus-alertmanager, or set it to the prometheus-alertmanager binary"
+        )
+    });
+    assert!(path.is_file(), "ROUTEWATCH_ALERTMANAGER={} is not a file", path.display());
+    path
+}
+
+fn start() -> Daemon {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/alertmanager/alertmanager.yml");
+    let child = Command::new(binary())
+        .arg(format!("--config.file={config}"))
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager starts");
+    let daemon = Daemon { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+    wait_for("Alertmanager to be ready", || get(&daemon, "/-/ready").is_some());
+    daemon
+}
+
+fn get(daemon: &Daemon, path: &str) -> Option<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+    let mut response = agent.get(format!("{}{path}", daemon.base)).call().ok()?;
+    let text = response.body_mut().read_to_string().ok()?;
+    Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An hour ago, on a minute: Alertmanager takes alerts of any age, but not from the future.
+fn t0() -> i64 {
+    let now = routewatch_engine::now_ms();
+    (now - 3_600_000) / 60_000 * 60_000
+}
+
+fn event(router: &str, site: &str, minute: i64) -> AnomalyEvent {
+    AnomalyEvent {
+        router: router.into(),
+        site: Some(site.into()),
+        role: None,
+        metric: "bgp_up".into(),
+        plugin: "arima".into(),
+        plugin_version: "1".into(),
+        ts: t0() + minute * 60_000,
+        detected_at: None,
+        value: 0.0,
+        expected: 4.0,
+        lower: None,
+        upper: None,
+        score: 0.99,
+        kind: AnomalyKind::LevelShift,
+        reason: String::new(),
+    }
+}
+
+fn alerts(daemon: &Daemon) -> Vec<Value> {
+    get(daemon, "/api/v2/alerts").and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+fn alert_of<'a>(alerts: &'a [Value], incident: &Incident) -> Option<&'a Value> {
+    alerts.iter().find(|a| a["labels"]["incident"] == incident.id.as_str())
+}
+
+#[test]
+fn incidents_reach_alertmanager_grouped_inhibited_by_their_site_and_then_resolved() {
+    let daemon = start();
+    let sender = Alertmanager::start(
+        AlertmanagerConfig {
+            urls: vec![daemon.base.clone()],
+            runbook_url: "https://runbooks.example/{cause}".into(),
+            api: Some("http://127.0.0.1:9400".into()),
+        },
+        AlertCounters::default(),
+    );
+    // Three routers of fra1 lose their BGP sessions within three minutes; one of ams2 too.
+    let mut stage = RouterStage::new(RouterConfig::default()).unwrap();
+    let events = [event("r1", "fra1", 0), event("r2", "fra1", 1), event("r3", "fra1", 2), event("r4", "ams2", 2)];
+    let mut updates = stage.take(&events, t0() + 3 * 60_000);
+    let ids: Vec<String> = stage.open().map(|i| i.id.clone()).collect();
+    for id in &ids {
+        let cause = vec![Cause { cause: "link-flap".into(), probability: 0.8 }];
+        updates.extend(stage.set_causes(id, "link-flap", cause));
+    }
+    let mut sites = SiteStage::new(SiteConfig::default()).unwrap();
+    let site_updates: Vec<_> = updates.iter().flat_map(|u| sites.observe(u)).collect();
+    assert_eq!(site_updates.len(), 1, "fra1 has a site incident: {site_updates:?}");
+    let latest: Vec<Incident> = stage.open().cloned().collect();
+    sender.post(&latest.iter().collect::<Vec<_>>());
+    sender.post_sites(&[&site_updates[0].incident]);
+
+    let by_router = |r: &str| latest.iter().find(|i| i.router == r).unwrap().clone();
+    let (r1, r4) = (by_router("r1"), by_router("r4"));
+    let mut seen = Vec::new();
+    wait_for("five alerts, the inhibition applied", || {
+        seen = alerts(&daemon);
+        seen.len() == 5 && alert_of(&seen, &r1).is_some_and(|a| a["status"]["state"] == "suppressed")
+    });
+    let a1 = alert_of(&seen, &r1).unwrap();
+    for (label, value) in [
+        ("alertname", "RouterIncident"),
+        ("router", "r1"),
+        ("site", "fra1"),
+        ("cause", "link-flap"),
+        ("severity", "critical"),
+    ] {
+        assert_eq!(a1["labels"][label], value, "{label} of {a1}");
+    }
+    assert_eq!(a1["annotations"]["runbook_url"], "https://runbooks.example/link-flap");
+    assert!(a1["annotations"]["summary"].as_str().unwrap().contains("r1"), "{a1}");
+    assert!(a1["annotations"]["description"].as_str().unwrap().contains("link-flap (80%)"), "{a1}");
+    assert_eq!(a1["generatorURL"], format!("http://127.0.0.1:9400/api/v1/incidents/{}", r1.id));
+    for router in ["r1", "r2", "r3"] {
+        let alert = alert_of(&seen, &by_router(router)).unwrap();
+        assert_eq!(alert["status"]["state"], "suppressed", "{router} is under its site incident: {alert}");
+        assert!(!alert["status"]["inhibitedBy"].as_array().unwrap().is_empty());
+    }
+    let a4 = alert_of(&seen, &r4).unwrap();
+    assert_eq!(a4["status"]["state"], "active", "ams2 has no site incident: {a4}");
+    let site = seen.iter().find(|a| a["labels"]["alertname"] == "SiteIncident").unwrap();
+    assert_eq!((&site["labels"]["site"], &site["status"]["state"]), (&Value::from("fra1"), &Value::from("active")));
+
+    // Grouped by site and cause: fra1's three router alerts are one group.
+    let groups = get(&daemon, "/api/v2/alerts/groups").unwrap();
+    let fra1 = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["labels"]["alertname"] == "RouterIncident" && g["labels"]["site"] == "fra1")
+        .unwrap_or_else(|| panic!("no fra1 group: {groups}"));
+    assert_eq!(fra1["labels"]["cause"], "link-flap");
+    assert_eq!(fra1["alerts"].as_array().unwrap().len(), 3, "{fra1}");
+
+    // Quiet for the quiet period: every incident resolves, and the site incident with them.
+    let resolved: Vec<IncidentUpdate> = stage.take(&[], t0() + 30 * 60_000);
+    assert_eq!(resolved.len(), 4);
+    let site_resolved: Vec<_> = resolved.iter().flat_map(|u| sites.observe(u)).collect();
+    sender.post(&resolved.iter().map(|u| &u.incident).collect::<Vec<_>>());
+    sender.post_sites(&site_resolved.iter().map(|u| &u.incident).collect::<Vec<_>>());
+    wait_for("every alert resolved", || alerts(&daemon).is_empty());
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Train the routewatch incident cause classifier (a random forest) and export it.
+
+Reads incident CSVs written by `routewatch-quality incident-dataset` (one row per incident:
+id, router, opened, label, fault, then the feature vector), trains scikit-learn's
+RandomForestClassifier on the rows labelled with a fault kind, and writes:
+
+* model/forest.json: the trees as data, read by the component (src/forest.rs);
+* model/parity.json: a fixed set of feature vectors with scikit-learn's probabilities, which
+  the parity test checks the component against (within 1e-6);
+* on stdout: validation figures in Markdown (overall and per-kind top-1 accuracy, the share
+  the component would call `unknown`, the confusion matrix), pasted into the README.
+
+Usage (see ../README.md for the exact command that made the committed model):
+
+    python3 train.py --train A.csv [B.csv ...] --validate C.csv [D.csv ...] --model-dir ../model \
+        [--feedback FEEDBACK.jsonl ...]
+
+`--feedback` reads operators' feedback back: the records of the host's feedback topic
+(`router-incident-feedback`, one JSON object per line, as any Kafka consumer prints them, e.g.
+`kcat -C -t router-incident-feedback -e`). A confirmed incident with a cause (named by the
+operator, or the classifier's own verdict) is one more training row of that cause, with the
+feature vector the classifier saw; the newest feedback of an incident wins. False positives
+have no cause to learn (the forest names causes of real incidents; whether an incident opens is
+the router stage's business), so they are counted and left out.
+
+The hyperparameters are scikit-learn's defaults (sqrt(features) per split, bootstrap, Gini)
+except two caps that keep the component small: 100 trees and depth 12. Nothing is tuned on
+the validation data.
+"""
+
+import argparse
+import csv
+import json
+import sys
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import RandomForestClassifier
+
+SEED = 20261201
+N_TREES = 100
+MAX_DEPTH = 12
+FEATURE_LAYOUT = 1
+MODEL_FORMAT = 1
+# The component's default confidence threshold (src/lib.rs): below it the verdict is unknown.
+MIN_CONFIDENCE = 0.5
+MAX_MODEL_BYTES = 4 << 20
+# Vectors in the parity set.
+PARITY_ROWS = 300
+
+
+def read(paths):
+    """Rows with a fault-kind label: (ids, X, y, feature names)."""
+    ids, xs, ys, names = [], [], [], None
+    for path in paths:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            if names is None:
+                names = header[5:]
+            elif names != header[5:]:
+                sys.exit(f"{path}: another feature layout than the first file")
+            for row in reader:
+                label = row[3]
+                if label == "none" or label.startswith("planned:"):
+                    continue  # not a fault: nothing to name
+                ids.append(row[0])
+                xs.append([float(v) for v in row[5:]])
+                ys.append(label)
+    return ids, np.array(xs, dtype=np.float64), np.array(ys), names
+
+
+def read_feedback(paths, n_features):
+    """Training rows from feedback records: (X, y), and how many false positives were seen."""
+    latest = {}
+    for path in paths:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                    latest[record["incident"]["id"]] = record
+                except (ValueError, KeyError) as err:
+                    sys.exit(f"{path}:{number}: not a feedback record: {err}")
+    xs, ys, false_positives = [], [], 0
+    for record in latest.values():
+        if record["verdict"] == "false-positive":
+            false_positives += 1
+            continue
+        features = record.get("features") or []
+        if not record.get("cause") or record.get("layout") != FEATURE_LAYOUT or len(features) != n_features:
+            continue  # no cause, or features of another layout: nothing to learn
+        xs.append([float(v) for v in features])
+        ys.append(record["cause"])
+    return np.array(xs, dtype=np.float64).reshape(-1, n_features), np.array(ys), false_positives
+
+
+def export(forest, names):
+    trees = []
+    for est in forest.estimators_:
+        t = est.tree_
+        value = []
+        for i in range(t.node_count):
+            if t.children_left[i] == -1:
+                v = t.value[i][0].astype(np.float64)
+                value.append((v / v.sum()).tolist())
+            else:
+                value.append([])
+        trees.append(
+            {
+                "feature": t.feature.tolist(),
+                "threshold": t.threshold.tolist(),
+                "left": t.children_left.tolist(),
+                "right": t.children_right.tolist(),
+                "value": value,
+            }
+        )
+    return {
+        "format": MODEL_FORMAT,
+        "layout": FEATURE_LAYOUT,
+        "n_features": len(names),
+        "classes": [str(c) for c in forest.classes_],
+        "trained": {
+            "sklearn": sklearn.__version__,
+            "seed": SEED,
+            "trees": N_TREES,
+            "max_depth": MAX_DEPTH,
+        },
+        "trees": trees,
+    }
+
+
+def markdown(classes, y_true, proba):
+    pred = classes[np.argmax(proba, axis=1)]
+    top = proba.max(axis=1)
+    out = []
+    acc = float(np.mean(pred == y_true))
+    sure = top >= MIN_CONFIDENCE
+    out.append(f"Validation incidents: {len(y_true)}; top-1 accuracy {acc:.3f}; "
+               f"called unknown (top probability < {MIN_CONFIDENCE}): {np.mean(~sure):.3f}; "
+               f"accuracy of the rest: {np.mean(pred[sure] == y_true[sure]):.3f}\n")
+    out.append("| fault kind | incidents | top-1 accuracy | unknown |")
+    out.append("|---|---:|---:|---:|")
+    for c in classes:
+        m = y_true == c
+        if m.sum() == 0:
+            continue
+        out.append(f"| {c} | {m.sum()} | {np.mean(pred[m] == c):.3f} | {np.mean(~sure[m]):.3f} |")
+    out.append("")
+    out.append("Confusion matrix (rows: true kind, columns: predicted, top-1 before the unknown threshold):\n")
+    short = [c.replace("hardware-", "hw-") for c in classes]
+    out.append("| true \\ predicted | " + " | ".join(short) + " |")
+    out.append("|---|" + "---:|" * len(classes))
+    for c, s in zip(classes, short):
+        m = y_true == c
+        if m.sum() == 0:
+            continue
+        counts = [int(np.sum(pred[m] == p)) for p in classes]
+        out.append(f"| {s} | " + " | ".join(str(n) for n in counts) + " |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train", nargs="+", required=True)
+    ap.add_argument("--validate", nargs="+", required=True)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--feedback", nargs="*", default=[], help="feedback topic records (JSON lines)")
+    args = ap.parse_args()
+
+    _, x, y, names = read(args.train)
+    if args.feedback:
+        fx, fy, fp = read_feedback(args.feedback, len(names))
+        print(f"feedback: {len(fy)} confirmed incidents with a cause added, {fp} false positives left out",
+              file=sys.stderr)
+        x, y = np.vstack([x, fx]), np.concatenate([y, fy])
+    vids, vx, vy, vnames = read(args.validate)
+    if vnames != names:
+        sys.exit("training and validation files have different feature layouts")
+    print(f"training on {len(y)} incidents: " + ", ".join(f"{c} {n}" for c, n in zip(*np.unique(y, return_counts=True))),
+          file=sys.stderr)
+    forest = RandomForestClassifier(n_estimators=N_TREES, max_depth=MAX_DEPTH, random_state=SEED, n_jobs=1)
+    forest.fit(x, y)
+
+    model = export(forest, names)
+    text = json.dumps(model, separators=(",", ":"))
+    if len(text) > MAX_MODEL_BYTES:
+        sys.exit(f"model is {len(text)} bytes, over the component's cap of {MAX_MODEL_BYTES}")
+    with open(f"{args.model_dir}/forest.json", "w") as f:
+        f.write(text)
+
+    # The parity set: the first validation incidents by id, plus the all-zero vector.
+    order = np.argsort(np.array(vids), kind="stable")[:PARITY_ROWS]
+    px = np.vstack([vx[order], np.zeros((1, len(names)))])
+    pproba = forest.predict_proba(px)
+    with open(f"{args.model_dir}/parity.json", "w") as f:
+        json.dump({"layout": FEATURE_LAYOUT, "classes": model["classes"], "features": px.tolist(),
+                   "proba": pproba.tolist()}, f, separators=(",", ":"))
+
+    print(f"model: {len(forest.estimators_)} trees, {sum(e.tree_.node_count for e in forest.estimators_)} nodes, "
+          f"max depth {max(e.tree_.max_depth for e in forest.estimators_)}, {len(text)} bytes", file=sys.stderr)
+    print(markdown(forest.classes_, vy, forest.predict_proba(vx)))
+
+
+if __name__ == "__main__":
+    main()
