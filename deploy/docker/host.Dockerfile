@@ -18,9 +18,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/routewatch /out/ \
     && find target/wasm32-wasip2/plugin -maxdepth 1 -name 'routewatch_*.wasm' ! -name 'routewatch_test_*' \
          -exec cp {} /out/detectors/ \; \
-    && grep -v -e '^#' -e '^$' deploy/default-detectors.txt | while read -r stem; do \
-         cp "/out/detectors/${stem}.wasm" /out/default/; \
-       done
+    && while read -r stem; do \
+         case "$stem" in ''|'#'*) ;; *) cp "/out/detectors/${stem}.wasm" /out/default/ ;; esac; \
+       done < deploy/default-detectors.txt
 
 FROM debian:${DEBIAN_RELEASE}-slim
 # curl serves the health check; the host itself needs only libc and zlib, both in the base image.
