@@ -132,6 +132,7 @@ impl ClassifierPlugin {
         ClassifierInstance::new(
             &self.inner.pre,
             self.inner.info.name.clone(),
+            self.inner.info.causes.clone(),
             self.inner.limits,
             self.inner.log.clone(),
         )
@@ -145,18 +146,22 @@ pub struct ClassifierInstance {
     budget: std::time::Duration,
     poisoned: bool,
     last: CallStats,
+    /// The causes its info declares: the only names an answer may use (they become label
+    /// values, so a classifier must not be able to invent new ones call after call).
+    causes: Vec<String>,
 }
 
 impl ClassifierInstance {
     fn new(
         pre: &ClassifierPluginPre<HostState>,
         name: String,
+        causes: Vec<String>,
         limits: super::Limits,
         log: Arc<LogLimiter>,
     ) -> Result<ClassifierInstance, CallError> {
         let mut store = sandboxed_store(pre.engine(), name, limits, log);
         let (bindings, last) = sandboxed_call(&mut store, limits.cpu_budget, |store| pre.instantiate(store));
-        Ok(ClassifierInstance { store, bindings: bindings?, budget: limits.cpu_budget, poisoned: false, last })
+        Ok(ClassifierInstance { store, bindings: bindings?, budget: limits.cpu_budget, poisoned: false, last, causes })
     }
 
     fn call<R>(
@@ -197,7 +202,7 @@ impl ClassifierInstance {
         let answers = self
             .call(|b, store| b.routewatch_classifier_classifier().call_classify(store, incidents))?
             .map_err(CallError::Plugin)?;
-        validate(incidents.len(), &answers)?;
+        validate(incidents.len(), &answers, &self.causes)?;
         Ok(answers)
     }
 
@@ -215,8 +220,8 @@ impl ClassifierInstance {
 /// The contract of `classify`'s answer (wit/classifier/classifier.wit): one classification per
 /// incident; at most [`MAX_TOP`] causes, most likely first, probabilities in [0, 1] summing to
 /// at most 1; names and verdict of at most [`MAX_CAUSE_BYTES`]; the verdict the top cause or
-/// `unknown`.
-pub fn validate(incidents: usize, answers: &[Classification]) -> Result<(), CallError> {
+/// `unknown`; every cause one of `declared` (the classifier's info).
+pub fn validate(incidents: usize, answers: &[Classification], declared: &[String]) -> Result<(), CallError> {
     let bad = |m: String| Err(CallError::InvalidOutput(m));
     if answers.len() != incidents {
         return bad(format!("{} classifications for {incidents} incidents", answers.len()));
@@ -229,6 +234,9 @@ pub fn validate(incidents: usize, answers: &[Classification]) -> Result<(), Call
             || a.top.iter().any(|c| c.name.is_empty() || c.name.len() > MAX_CAUSE_BYTES)
         {
             return bad(format!("incident {i}: a cause name or verdict is empty or over {MAX_CAUSE_BYTES} bytes"));
+        }
+        if let Some(c) = a.top.iter().find(|c| !declared.iter().any(|d| *d == c.name)) {
+            return bad(format!("incident {i}: cause {:?} is not one its info declares", c.name));
         }
         if a.top.iter().any(|c| !(0.0..=1.0).contains(&c.probability)) {
             return bad(format!("incident {i}: a probability outside [0, 1]"));
@@ -271,7 +279,9 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Result<ClassifierPlugin, Classif
         .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     let pre = ClassifierPluginPre::new(pre).map_err(|e| ClassifierLoadError::NotAClassifier(format!("{e:#}")))?;
-    let mut probe = ClassifierInstance::new(&pre, "(loading)".into(), runtime.limits, runtime.log_limiter("(loading)"))
+    // The probe only reads the info, so it declares no causes.
+    let mut probe =
+        ClassifierInstance::new(&pre, "(loading)".into(), Vec::new(), runtime.limits, runtime.log_limiter("(loading)"))
         .map_err(LoadError::Start)?;
     let info = probe.info().map_err(LoadError::Start)?;
     check_info(&info)?;
@@ -348,8 +358,9 @@ mod tests {
 
     #[test]
     fn answers_are_checked_against_the_contract() {
-        assert!(validate(1, &[answer("a", &[("a", 0.6), ("b", 0.3)])]).is_ok());
-        assert!(validate(1, &[answer(UNKNOWN, &[("a", 0.4), ("b", 0.3)])]).is_ok());
+        let declared: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert!(validate(1, &[answer("a", &[("a", 0.6), ("b", 0.3)])], &declared).is_ok());
+        assert!(validate(1, &[answer(UNKNOWN, &[("a", 0.4), ("b", 0.3)])], &declared).is_ok());
         let broken = [
             (2, vec![answer("a", &[("a", 0.6)])]),
             (1, vec![answer("b", &[("a", 0.6), ("b", 0.3)])]),
@@ -358,9 +369,12 @@ mod tests {
             (1, vec![answer("a", &[("a", 1.5)])]),
             (1, vec![answer("a", &[("a", 0.4), ("b", 0.1), ("c", 0.1), ("d", 0.1)])]),
             (1, vec![answer(&"x".repeat(65), &[])]),
+            // A name its info does not declare: label values must stay a known, bounded set.
+            (1, vec![answer("e", &[("e", 0.6)])]),
+            (1, vec![answer("a", &[("a", 0.6), ("made-up-7731", 0.3)])]),
         ];
         for (n, answers) in broken {
-            assert!(validate(n, &answers).is_err(), "{answers:?}");
+            assert!(validate(n, &answers, &declared).is_err(), "{answers:?}");
         }
     }
 }
