@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use routewatch_arima::Arima;
-use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_plugin_sdk::{Detector, Output};
+use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_telemetry::Metric;
 
 const ROUTERS: u32 = 100;

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{producer, record};
 use rdkafka::producer::FutureRecord;
-use routewatch_runtime::{Runtime, RuntimeConfig};
 use routewatch_host::{Host, HostConfig};
+use routewatch_runtime::{Runtime, RuntimeConfig};
 use routewatch_testkit::Broker;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};

@@ -282,7 +282,7 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Result<ClassifierPlugin, Classif
     // The probe only reads the info, so it declares no causes.
     let mut probe =
         ClassifierInstance::new(&pre, "(loading)".into(), Vec::new(), runtime.limits, runtime.log_limiter("(loading)"))
-        .map_err(LoadError::Start)?;
+            .map_err(LoadError::Start)?;
     let info = probe.info().map_err(LoadError::Start)?;
     check_info(&info)?;
     if let (Some(cache), false) = (&runtime.cache, from_cache) {
