@@ -56,8 +56,9 @@ pub struct IncidentArgs {
     /// Reopen period of the router stage, samples (`RouterConfig::reopen_samples`).
     #[arg(long, default_value_t = RouterConfig::default().reopen_samples)]
     pub reopen_samples: u32,
-    /// Detectors whose anomalies make the incidents (the default set).
-    #[arg(long, value_delimiter = ',', default_value = "arima,lstm")]
+    /// Detectors whose anomalies make the incidents; by default the default set
+    /// (`deploy/default-detectors.txt`). The shipped classifier was trained on `arima,lstm`.
+    #[arg(long, value_delimiter = ',', default_values_t = crate::default_set_names().into_iter().map(String::from).collect::<Vec<_>>())]
     pub detectors: Vec<String>,
     /// Directory of the components; default `<target>/wasm32-wasip2/plugin`.
     #[arg(long)]
