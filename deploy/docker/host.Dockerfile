@@ -14,10 +14,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo xtask build \
-    && mkdir -p /out/detectors /out/default \
+    && mkdir -p /out/detectors /out/default /out/classifier \
     && cp target/release/routewatch /out/ \
     && find target/wasm32-wasip2/plugin -maxdepth 1 -name 'routewatch_*.wasm' ! -name 'routewatch_test_*' \
-         -exec cp {} /out/detectors/ \; \
+         ! -name 'routewatch_classifier_*' -exec cp {} /out/detectors/ \; \
+    && cp target/wasm32-wasip2/plugin/routewatch_classifier_forest.wasm /out/classifier/ \
     && while read -r stem; do \
          case "$stem" in ''|'#'*) ;; *) cp "/out/detectors/${stem}.wasm" /out/default/ ;; esac; \
        done < deploy/default-detectors.txt
@@ -33,6 +34,8 @@ RUN apt-get update \
 COPY --from=builder /out/routewatch /usr/local/bin/routewatch
 COPY --from=builder /out/detectors/ /opt/routewatch/detectors/
 COPY --from=builder /out/default/ /opt/routewatch/default-detectors/
+# The cause classifier that names each incident's probable cause (plugins/classifier-forest).
+COPY --from=builder /out/classifier/ /opt/routewatch/classifier/
 # The watched plugin directory starts with the default set (deploy/default-detectors.txt);
 # enable another detector by copying it from /opt/routewatch/detectors (or uploading it
 # through the API).
@@ -40,6 +43,7 @@ RUN install -d -o routewatch -g routewatch /var/lib/routewatch/plugins /var/cach
     && install -o routewatch -g routewatch -m 0644 /opt/routewatch/default-detectors/*.wasm /var/lib/routewatch/plugins/
 COPY deploy/host/routewatch.toml /etc/routewatch/routewatch.toml
 ENV ROUTEWATCH_CONFIG=/etc/routewatch/routewatch.toml \
+    ROUTEWATCH_CLASSIFIER=/opt/routewatch/classifier/routewatch_classifier_forest.wasm \
     ROUTEWATCH_PLUGIN_DIR=/var/lib/routewatch/plugins \
     ROUTEWATCH_CACHE_DIR=/var/cache/routewatch \
     ROUTEWATCH_LISTEN=0.0.0.0:9400
