@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fleet::{PARTITIONS, T0, produce, producer, record, router, topics};
-use common::{Noise, component};
+use common::{Noise, component, kill};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 
@@ -95,11 +95,6 @@ fn anomalies(broker: &Broker, topic: &str) -> BTreeMap<Key, usize> {
         *found.entry((e.router, e.metric, e.ts, e.plugin, e.score.to_bits())).or_insert(0) += 1;
     }
     found
-}
-
-fn kill(mut host: Child) {
-    host.kill().expect("SIGKILL");
-    host.wait().unwrap();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fleet::{PARTITIONS, T0, produce, producer, record, router, topics};
-use common::{Noise, component};
+use common::{Noise, component, kill};
 use routewatch_incidents::{Change, Incident, IncidentUpdate, State};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
@@ -111,11 +111,6 @@ fn latest(broker: &Broker, group: &str) -> BTreeMap<String, (Change, Incident)> 
         found.insert(update.incident.id.clone(), (update.change, update.incident));
     }
     found
-}
-
-fn kill(mut host: Child) {
-    host.kill().expect("SIGKILL");
-    host.wait().unwrap();
 }
 
 #[test]

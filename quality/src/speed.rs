@@ -8,6 +8,7 @@
 //! two days of warm-up.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -37,22 +38,14 @@ fn batches(routers: u32, ticks: usize) -> Result<Vec<Batch>> {
 }
 
 pub fn run(args: &SpeedArgs) -> Result<()> {
-    let plugin_dir = match &args.plugins {
-        Some(dir) => dir.clone(),
-        None => default_plugin_dir()?,
-    };
+    let plugin_dir = plugin_dir(args.plugins.as_ref())?;
     let all = batches(args.routers, args.warmup_ticks + args.timed_ticks)?;
     let (warm, timed) = all.split_at(args.warmup_ticks);
     let points_per_tick = args.routers as usize * Metric::ALL.len();
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: None,
-        limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = bench_runtime()?;
     let mut table = String::new();
     for (stem, name) in DETECTORS {
-        let path = plugin_dir.join(format!("{stem}.wasm"));
-        let plugin = runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+        let plugin = load(&runtime, &plugin_dir, stem)?;
         let mut instance = plugin.instantiate()?;
         let config = if name == "seasonal" { Some(SEASONAL_BENCH_CONFIG) } else { None };
         if let Some(config) = config {
@@ -106,21 +99,13 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
 /// Each detector's snapshot size per series: the state a partition saves and a new owner
 /// restores, after every series has been seen for `args.ticks` ticks.
 pub fn snapshots(args: &SnapshotArgs) -> Result<()> {
-    let plugin_dir = match &args.plugins {
-        Some(dir) => dir.clone(),
-        None => default_plugin_dir()?,
-    };
+    let plugin_dir = plugin_dir(args.plugins.as_ref())?;
     let all = batches(args.routers, args.ticks)?;
     let columns: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: None,
-        limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = bench_runtime()?;
     let mut table = String::new();
     for (stem, name) in DETECTORS {
-        let path = plugin_dir.join(format!("{stem}.wasm"));
-        let plugin = runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+        let plugin = load(&runtime, &plugin_dir, stem)?;
         let mut instance = plugin.instantiate()?;
         for batch in &all {
             instance.process(batch)?;
@@ -152,4 +137,27 @@ pub fn snapshots(args: &SnapshotArgs) -> Result<()> {
         replace_section(path, "## Snapshot size", &text)?;
     }
     Ok(())
+}
+
+/// The components' folder: `plugins`, or the build's.
+fn plugin_dir(plugins: Option<&PathBuf>) -> Result<PathBuf> {
+    match plugins {
+        Some(dir) => Ok(dir.clone()),
+        None => default_plugin_dir(),
+    }
+}
+
+/// A runtime with generous limits: a bench batch is a whole fleet tick.
+fn bench_runtime() -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
+    })?)
+}
+
+/// Loads the component `stem` from `dir`.
+fn load(runtime: &Runtime, dir: &std::path::Path, stem: &str) -> Result<routewatch_runtime::Plugin> {
+    let path = dir.join(format!("{stem}.wasm"));
+    runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))
 }

@@ -132,3 +132,9 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Kills a `routewatch run` child with SIGKILL (a crash, not a shutdown) and reaps it.
+pub fn kill(mut host: std::process::Child) {
+    host.kill().expect("SIGKILL");
+    host.wait().unwrap();
+}
