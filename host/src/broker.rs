@@ -1,7 +1,7 @@
 //! Kafka plumbing: client settings, topic creation, producing with acknowledgement, and the
 //! transactional producer of exactly-once output.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,77 @@ pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What to commit for a partition, under either guarantee: the offset of the state last
+/// saved, so that the next owner restores that state and reads on from where it was taken,
+/// and (in the commit's metadata) how far outputs were delivered, so that it delivers nothing
+/// twice. At-least-once commits it from the consumer; exactly-once in each transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPoint {
+    /// The offset the saved state continues from (the committed consumer offset).
+    pub offset: i64,
+    /// The first offset whose outputs have not been delivered.
+    pub delivered: i64,
+}
+
+/// Leads the commit metadata that carries [`CommitPoint::delivered`].
+const DELIVERED_METADATA: &str = "routewatch:delivered=";
+
+impl CommitPoint {
+    /// The commit's metadata.
+    pub fn metadata(&self) -> String {
+        format!("{DELIVERED_METADATA}{}", self.delivered)
+    }
+
+    /// The delivered offset a commit's metadata carries, if it is ours.
+    pub fn delivered_from(metadata: &str) -> Option<i64> {
+        metadata.strip_prefix(DELIVERED_METADATA)?.parse().ok()
+    }
+}
+
+/// Where an exactly-once partition's transactions also write their commit point: a record in
+/// the (compacted) state topic, under the partition's own key, read back with its state
+/// ([`crate::kafka::StateStore::load`]), and committed or aborted with the outputs it speaks
+/// for. The offset commit's metadata carries the same point, but on Apache Kafka 4.4 with
+/// librdkafka the next owner read back the offset of a transactional commit without its
+/// metadata (so every output since the restored state was delivered twice): the record does
+/// not depend on that.
+#[derive(Debug, Clone)]
+pub struct DeliveredMarker {
+    /// The state topic.
+    pub topic: String,
+    /// The partition's marker key.
+    pub key: Vec<u8>,
+}
+
+impl DeliveredMarker {
+    /// The marker record of `point`.
+    pub fn record(&self, point: CommitPoint) -> Outgoing {
+        Outgoing {
+            topic: self.topic.clone(),
+            key: Some(self.key.clone()),
+            payload: Some(point.metadata().into_bytes()),
+            headers: None,
+        }
+    }
+
+    /// The delivered offset a marker record's payload carries.
+    pub fn delivered_from(payload: &[u8]) -> Option<i64> {
+        CommitPoint::delivered_from(std::str::from_utf8(payload).ok()?)
+    }
+}
+
+/// Adds a partition's commit point: its offset, with the delivered offset as metadata.
+pub fn add_commit_point(list: &mut TopicPartitionList, topic: &str, partition: i32, point: CommitPoint) {
+    match list.add_partition_offset(topic, partition, Offset::Offset(point.offset)) {
+        Ok(()) => {
+            if let Some(mut element) = list.find_partition(topic, partition) {
+                element.set_metadata(point.metadata());
+            }
+        }
+        Err(err) => tracing::warn!(partition, offset = point.offset, "committing: {err}"),
+    }
+}
+
 /// A record to produce; no payload is a tombstone.
 pub struct Outgoing {
     pub topic: String,
@@ -148,6 +219,8 @@ pub struct Transactional {
     group: GroupMetadata,
     topic: String,
     partition: i32,
+    /// Where each transaction also writes its commit point (see [`DeliveredMarker`]).
+    marker: DeliveredMarker,
     /// Set when the partition is being revoked: a transaction that keeps failing is then
     /// given up (left to the next owner) instead of holding up the rebalance.
     revoked: Arc<AtomicBool>,
@@ -178,6 +251,7 @@ impl Transactional {
         config: &HostConfig,
         partition: i32,
         group: GroupMetadata,
+        marker: DeliveredMarker,
         revoked: Arc<AtomicBool>,
     ) -> Result<Transactional, Fenced> {
         let id = format!("{}-{}-{partition}", config.group_id, config.metrics_topic);
@@ -192,7 +266,7 @@ impl Transactional {
             .set("message.timeout.ms", "300000")
             .create()
             .map_err(|e| fenced(format!("creating the producer: {e}")))?;
-        let txn = Transactional { producer, group, topic: config.metrics_topic.clone(), partition, revoked };
+        let txn = Transactional { producer, group, topic: config.metrics_topic.clone(), partition, marker, revoked };
         txn.step("init_transactions", || txn.producer.init_transactions(TXN_CALL_TIMEOUT)).map_err(|e| match e {
             StepError::Abort(reason) | StepError::Fatal(reason) => fenced(reason),
         })?;
@@ -200,12 +274,13 @@ impl Transactional {
         Ok(txn)
     }
 
-    /// Sends `records` and commits `next` as the partition's consumer offset, in one
-    /// transaction. Retries through outages and aborts until it commits.
-    pub fn commit(&self, records: &[Outgoing], next: i64) -> Result<(), Fenced> {
+    /// Sends `records` and commits `point` as the partition's consumer offset (with how far
+    /// outputs were delivered in its metadata), in one transaction. Retries through outages
+    /// and aborts until it commits.
+    pub fn commit(&self, records: &[Outgoing], point: CommitPoint) -> Result<(), Fenced> {
         let fenced = |reason: String| Fenced { partition: self.partition, reason };
         loop {
-            match self.try_commit(records, next) {
+            match self.try_commit(records, point) {
                 Ok(()) => return Ok(()),
                 Err(StepError::Fatal(reason)) => return Err(fenced(reason)),
                 Err(StepError::Abort(reason)) => {
@@ -225,10 +300,10 @@ impl Transactional {
         }
     }
 
-    fn try_commit(&self, records: &[Outgoing], next: i64) -> Result<(), StepError> {
+    fn try_commit(&self, records: &[Outgoing], point: CommitPoint) -> Result<(), StepError> {
         self.step("begin_transaction", || self.producer.begin_transaction())?;
         // Delivery is confirmed by the commit, which flushes and fails if any record failed.
-        for record in records {
+        for record in records.iter().chain([&self.marker.record(point)]) {
             drop(
                 send(&self.producer, record, None)
                     .expect("without a deadline, sending waits until the record is queued"),
@@ -236,8 +311,11 @@ impl Transactional {
         }
         let mut offsets = TopicPartitionList::new();
         offsets
-            .add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(point.offset))
             .map_err(|e| StepError::Fatal(e.to_string()))?;
+        if let Some(mut element) = offsets.find_partition(&self.topic, self.partition) {
+            element.set_metadata(point.metadata());
+        }
         let group = self.group.lock().expect("group metadata lock").clone();
         let group = group.ok_or_else(|| StepError::Abort("no consumer group metadata yet".into()))?;
         self.step("send_offsets_to_transaction", || {
@@ -330,6 +408,10 @@ pub struct PartitionOutput {
     /// Exactly-once: the producer was fenced (the partition has another owner), so this
     /// worker produces nothing more and waits to be stopped.
     fenced: AtomicBool,
+    /// The offset the partition's last saved state continues from (the worker's: the first
+    /// offset taken while no state was restored or saved; -1 before either). Exactly-once
+    /// transactions commit it as the consumer offset (see [`CommitPoint`]).
+    checkpoint: Arc<AtomicI64>,
 }
 
 impl PartitionOutput {
@@ -339,8 +421,9 @@ impl PartitionOutput {
         partition: i32,
         producer: FutureProducer,
         txn: Option<Result<Transactional, Fenced>>,
+        checkpoint: Arc<AtomicI64>,
     ) -> PartitionOutput {
-        let output = PartitionOutput { partition, producer, txn: None, fenced: AtomicBool::new(false) };
+        let output = PartitionOutput { partition, producer, txn: None, fenced: AtomicBool::new(false), checkpoint };
         match txn {
             Some(Ok(txn)) => PartitionOutput { txn: Some(txn), ..output },
             Some(Err(err)) => {
@@ -366,8 +449,10 @@ impl PartitionOutput {
         self.txn.is_some()
     }
 
-    /// Sends records and waits for the broker to acknowledge them; exactly-once also commits
-    /// `next` as the partition's offset with them. False when fenced.
+    /// Sends records and waits for the broker to acknowledge them. Exactly-once also commits,
+    /// in the same transaction, the commit point: the offset of the last saved state, with the
+    /// outputs delivered up to `next` (before any state is saved, `next` itself, so a crash
+    /// then costs the detectors a warm-up, never a duplicate). False when fenced.
     pub fn deliver(&self, records: Vec<Outgoing>, next: i64) -> bool {
         if self.fenced() {
             return false;
@@ -376,7 +461,9 @@ impl PartitionOutput {
             deliver(&self.producer, records);
             return true;
         };
-        match txn.commit(&records, next) {
+        let checkpoint = self.checkpoint.load(Ordering::Acquire);
+        let point = CommitPoint { offset: if checkpoint >= 0 { checkpoint.min(next) } else { next }, delivered: next };
+        match txn.commit(&records, point) {
             Ok(()) => true,
             Err(err) => {
                 self.fence(&err);

@@ -107,7 +107,7 @@ fn compaction_keeps_each_partitions_latest_state_after_many_snapshots() {
     // One manifest per partition's key, and what the host's own reader makes of the compacted
     // topic is the state saved last: at the partition's end.
     let store = StateStore::new(&config(&broker, "compact", "routewatch_test_evil", mark())).unwrap();
-    let states = store.load(&(0..PARTITIONS).collect::<Vec<_>>()).unwrap();
+    let states = store.load(&(0..PARTITIONS).collect::<Vec<_>>()).unwrap().states;
     for partition in 0..PARTITIONS {
         let key = state_key("compact", "router-metrics", partition);
         assert!(records.iter().any(|(_, k, _)| *k == key), "no manifest for {key}");

@@ -23,17 +23,19 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, TopicPartitionList};
 
-pub use state::{LEGACY_STATE_VERSION, PartitionState, PluginState, RouterInfo, STATE_VERSION, StateStore, state_key};
+pub use state::{
+    LEGACY_STATE_VERSION, Loaded, PartitionState, PluginState, RouterInfo, STATE_VERSION, StateStore, state_key,
+};
 
-use crate::broker::{self, ensure_topics};
+use crate::broker::{self, CommitPoint, add_commit_point, ensure_topics};
 use crate::config::{HostConfig, ProcessingGuarantee};
 use crate::feed::AnomalyFeed;
 use crate::incidents::IncidentBook;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::registry::Registry;
-use worker::{CommitPoint, Incoming, WorkerHandle};
+use worker::{Incoming, WorkerHandle, WorkerStart};
 
 /// What every worker shares.
 pub struct Shared {
@@ -188,28 +190,58 @@ impl ConsumerContext for HostContext {
 
 impl HostContext {
     fn assign(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
-        let delivered = if self.shared.exactly_once() { HashMap::new() } else { self.delivered(consumer, partitions) };
-        let mut states = self.shared.state.load(partitions).unwrap_or_else(|err| {
+        // Exactly-once: the producers start first, since starting one aborts what a crashed
+        // owner left open, which would otherwise hold back the state reader below.
+        let mut starts: HashMap<i32, WorkerStart> = partitions.iter().map(|&p| (p, WorkerStart::default())).collect();
+        if self.shared.exactly_once() {
+            std::thread::scope(|scope| {
+                for (&partition, start) in &mut starts {
+                    let shared = &self.shared;
+                    scope.spawn(move || {
+                        start.txn = Some(broker::Transactional::start(
+                            &shared.config,
+                            partition,
+                            shared.group_metadata.clone(),
+                            shared.state.delivered_marker(partition),
+                            start.stop.clone(),
+                        ));
+                    });
+                }
+            });
+        }
+        let loaded = self.shared.state.load(partitions).unwrap_or_else(|err| {
             // Losing state costs a warm-up, not records: go on without it.
             tracing::error!("could not read saved state, starting partitions fresh: {err:#}");
-            HashMap::new()
+            Loaded::default()
         });
+        let Loaded { mut states, delivered } = loaded;
+        // How far the previous owners delivered: exactly-once wrote it beside the state, in
+        // its transactions; at-least-once in the metadata of its offset commits.
+        let delivered = if self.shared.exactly_once() { delivered } else { self.delivered(consumer, partitions) };
         let mut workers = self.workers.lock().expect("workers lock");
         for &partition in partitions {
-            let restored = states.remove(&partition);
-            let delivered = delivered.get(&partition).copied();
-            let from = restored.as_ref().map(|s| s.next_offset);
-            tracing::info!(partition, state_from = ?from, ?delivered, "starting the partition's worker");
-            let worker = WorkerHandle::spawn(self.shared.clone(), partition, restored, delivered);
+            let mut start = starts.remove(&partition).unwrap_or_default();
+            start.restored = states.remove(&partition);
+            start.delivered = delivered.get(&partition).copied();
+            let from = start.restored.as_ref().map(|s| s.next_offset);
+            tracing::info!(partition, state_from = ?from, delivered = ?start.delivered, "starting the partition's worker");
+            if start.delivered.is_none() && from.is_some() {
+                tracing::warn!(
+                    partition,
+                    "no record of how far the previous owner delivered: outputs since the restored state may be delivered again"
+                );
+            }
+            let worker = WorkerHandle::spawn(self.shared.clone(), partition, start);
             workers.insert(partition, Assigned { worker, overflow: VecDeque::new(), paused: false });
         }
         self.shared.metrics.assigned_partitions.set(workers.len() as i64);
         tracing::info!(?partitions, "partitions assigned");
     }
 
-    /// How far the previous owners of `partitions` delivered outputs, from the metadata of
-    /// their last commits (see [`CommitPoint`]). None known means none suppressed: at worst
-    /// some outputs are delivered twice, which at-least-once allows.
+    /// How far the previous (at-least-once) owners of `partitions` delivered outputs, from the
+    /// metadata of their last commits (see [`CommitPoint`]). None known means none
+    /// suppressed: the records between the restored state and the last commit are delivered
+    /// again, which at-least-once allows, and a warning says so.
     fn delivered(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> HashMap<i32, i64> {
         let mut list = TopicPartitionList::new();
         for &partition in partitions {
@@ -304,18 +336,6 @@ fn drain_overflow(consumer: &BaseConsumer<HostContext>, topic: &str) {
             assigned.paused = false;
             set_paused(consumer, topic, partition, false);
         }
-    }
-}
-
-/// Adds a partition's commit point: its offset, with the delivered offset as metadata.
-fn add_commit_point(list: &mut TopicPartitionList, topic: &str, partition: i32, point: CommitPoint) {
-    match list.add_partition_offset(topic, partition, Offset::Offset(point.offset)) {
-        Ok(()) => {
-            if let Some(mut element) = list.find_partition(topic, partition) {
-                element.set_metadata(point.metadata());
-            }
-        }
-        Err(err) => tracing::warn!(partition, offset = point.offset, "committing: {err}"),
     }
 }
 

@@ -96,6 +96,14 @@ impl StateStore {
         state_key(&self.config.group_id, &self.config.metrics_topic, partition)
     }
 
+    /// Where exactly-once transactions write the partition's commit point.
+    pub fn delivered_marker(&self, partition: i32) -> broker::DeliveredMarker {
+        broker::DeliveredMarker {
+            topic: self.config.state_topic.clone(),
+            key: marker_key(&self.key(partition)).into_bytes(),
+        }
+    }
+
     fn chunk_key(&self, partition: i32, slot: u8, index: u32) -> String {
         chunk_key(&self.key(partition), slot, index)
     }
@@ -151,11 +159,16 @@ impl StateStore {
         broker::Outgoing { topic: self.config.state_topic.clone(), key: Some(key.into_bytes()), payload, headers: None }
     }
 
-    /// The latest state of each of `partitions` that has one: reads the state topic to its end.
-    /// The newest record of a key decides, whatever compaction has removed before it: a
-    /// tombstone (no payload) or a record of another layout means no state (a warm-up, never a
-    /// stale state from before it).
-    pub fn load(&self, partitions: &[i32]) -> anyhow::Result<HashMap<i32, PartitionState>> {
+    /// The latest state of each of `partitions` that has one, and the delivered offset of the
+    /// last exactly-once transaction of each: reads the state topic to its end. The newest
+    /// record of a key decides, whatever compaction has removed before it: a tombstone (no
+    /// payload) or a record of another layout means no state (a warm-up, never a stale state
+    /// from before it).
+    ///
+    /// Under exactly-once, call it after the partitions' transactional producers started: a
+    /// transaction a crashed owner left open holds `read_committed` readers back until the
+    /// next owner's producer aborts it.
+    pub fn load(&self, partitions: &[i32]) -> anyhow::Result<Loaded> {
         let keys: HashMap<String, i32> = partitions.iter().map(|&p| (self.key(p), p)).collect();
         let group = format!("{}-state-reader", self.config.group_id);
         let settings = [
@@ -195,10 +208,21 @@ impl StateStore {
                 }
             }
         }
+        let delivered = std::mem::take(&mut reading.delivered);
         let (states, slots) = reading.finish();
         self.slots.lock().expect("state slots lock").extend(slots);
-        Ok(states)
+        Ok(Loaded { states, delivered })
     }
+}
+
+/// What [`StateStore::load`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The latest whole state of each partition that has one.
+    pub states: HashMap<i32, PartitionState>,
+    /// Per partition, the first offset whose outputs the last exactly-once transaction had
+    /// not delivered (see [`broker::DeliveredMarker`]).
+    pub delivered: HashMap<i32, i64>,
 }
 
 /// The records of one save of a partition's state (see [`StateStore::prepare`]).
@@ -238,6 +262,13 @@ struct Slots {
     chunks: [u32; 2],
 }
 
+fn marker_key(partition_key: &str) -> String {
+    format!("{partition_key}{MARKER_SUFFIX}")
+}
+
+/// Ends the key of a partition's delivered marker.
+const MARKER_SUFFIX: &str = "@delivered";
+
 fn chunk_key(partition_key: &str, slot: u8, index: u32) -> String {
     format!("{partition_key}#{slot}.{index}")
 }
@@ -262,12 +293,25 @@ struct Reading {
     manifests: HashMap<i32, Option<Manifest>>,
     legacy: HashMap<i32, PartitionState>,
     chunks: HashMap<(i32, u8, u32), Chunk>,
+    delivered: HashMap<i32, i64>,
 }
 
 impl Reading {
     fn take(&mut self, keys: &HashMap<String, i32>, key: &str, payload: Option<&[u8]>) {
         if let Some(&partition) = keys.get(key) {
             self.partition_record(partition, payload);
+        } else if let Some(base) = key.strip_suffix(MARKER_SUFFIX)
+            && let Some(&partition) = keys.get(base)
+        {
+            match payload.map(broker::DeliveredMarker::delivered_from) {
+                Some(Some(delivered)) => {
+                    self.delivered.insert(partition, delivered);
+                }
+                Some(None) => tracing::warn!(partition, "ignoring an unreadable delivered marker"),
+                None => {
+                    self.delivered.remove(&partition);
+                }
+            }
         } else if let Some((base, place)) = key.rsplit_once('#')
             && let Some(&partition) = keys.get(base)
             && let Some((slot, index)) = place.split_once('.')
@@ -458,5 +502,32 @@ mod tests {
         let mut log = records(&state(10, 2 * CHUNK_BYTES), 0, 1);
         log[1].1.as_mut().unwrap()[20] ^= 0xff;
         assert_eq!(read(&log), None);
+    }
+
+    #[test]
+    fn the_newest_delivered_marker_wins_beside_the_state_and_a_bad_one_is_ignored() {
+        let marker = |delivered: i64| {
+            let point = broker::CommitPoint { offset: 0, delivered };
+            (marker_key("g/t/3"), Some(point.metadata().into_bytes()))
+        };
+        let delivered = |log: &[(String, Option<Vec<u8>>)]| {
+            let mut reading = Reading::default();
+            for (key, payload) in log {
+                reading.take(&keys(), key, payload.as_deref());
+            }
+            let found = reading.delivered.get(&3).copied();
+            (found, reading.finish().0.remove(&3).map(|s| s.next_offset))
+        };
+        let mut log = records(&state(10, 100), 0, 1);
+        log.push(marker(40));
+        log.push(marker(55));
+        // Another partition's marker, and a key that only ends like one, are not partition 3's.
+        log.push((marker_key("g/t/4"), Some(b"routewatch:delivered=99".to_vec())));
+        log.push(("g/t/3x@delivered".into(), Some(b"routewatch:delivered=98".to_vec())));
+        assert_eq!(delivered(&log), (Some(55), Some(10)), "the newest marker, and the state untouched");
+        log.push((marker_key("g/t/3"), Some(b"not a marker".to_vec())));
+        assert_eq!(delivered(&log), (Some(55), Some(10)), "an unreadable marker changes nothing");
+        log.push((marker_key("g/t/3"), None));
+        assert_eq!(delivered(&log), (None, Some(10)), "a tombstone forgets the marker");
     }
 }

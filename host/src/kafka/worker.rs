@@ -4,8 +4,11 @@
 //!
 //! Progress is reported as the next offset whose record has *not* been fully handled; the
 //! consumer stores it for commit only after every sink acknowledged the batch (at-least-once).
-//! Exactly-once workers instead send each batch's outputs (and each state) with the
-//! partition's next offset in one transaction of their own producer ([`Output`]).
+//! Exactly-once workers instead send each batch's outputs (and each state) in one transaction
+//! of their own producer, with the same commit point as at-least-once (the last saved state's
+//! offset, and how far outputs were delivered: [`crate::broker::CommitPoint`]), so that under
+//! either guarantee a next owner restores, reads on from the state's own offset and delivers
+//! nothing twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -20,7 +23,7 @@ use super::source::PartitionSource;
 
 use super::Shared;
 use super::state::PartitionState;
-use crate::broker::{self, PartitionOutput};
+use crate::broker::{self, CommitPoint, PartitionOutput};
 use crate::metrics::PartitionLabels;
 use crate::sinks::{self, SinkContext};
 
@@ -32,32 +35,6 @@ pub struct Incoming {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-}
-
-/// What to commit for a partition (at-least-once): the offset of the state last saved, so
-/// that the next owner restores that state and reads on from where it was taken, and (in the
-/// commit's metadata) how far outputs were delivered, so that it delivers nothing twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitPoint {
-    /// The offset the saved state continues from (the committed consumer offset).
-    pub offset: i64,
-    /// The first offset whose outputs have not been delivered.
-    pub delivered: i64,
-}
-
-/// Leads the commit metadata that carries [`CommitPoint::delivered`].
-const DELIVERED_METADATA: &str = "routewatch:delivered=";
-
-impl CommitPoint {
-    /// The commit's metadata.
-    pub fn metadata(&self) -> String {
-        format!("{DELIVERED_METADATA}{}", self.delivered)
-    }
-
-    /// The delivered offset a commit's metadata carries, if it is ours.
-    pub fn delivered_from(metadata: &str) -> Option<i64> {
-        metadata.strip_prefix(DELIVERED_METADATA)?.parse().ok()
-    }
 }
 
 /// The consumer's side of a worker.
@@ -76,16 +53,25 @@ pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
 }
 
+/// What a partition's worker starts from.
+#[derive(Default)]
+pub struct WorkerStart {
+    /// The partition's saved state, if it has one.
+    pub restored: Option<PartitionState>,
+    /// The previous owner's [`CommitPoint::delivered`], if known.
+    pub delivered: Option<i64>,
+    /// Exactly-once: the partition's transactional producer, already started.
+    pub txn: Option<Result<broker::Transactional, broker::Fenced>>,
+    /// Set when the partition is to be stopped (and given to `txn`, which then stops retrying).
+    pub stop: Arc<AtomicBool>,
+}
+
 impl WorkerHandle {
-    /// Starts a worker for `partition`, continuing from `restored` if given. Records before
-    /// the state's offset are skipped (the state has seen them); the outputs of records before
-    /// `delivered` (the previous owner's [`CommitPoint::delivered`]) are not delivered again.
-    pub fn spawn(
-        shared: Arc<Shared>,
-        partition: i32,
-        restored: Option<PartitionState>,
-        delivered: Option<i64>,
-    ) -> WorkerHandle {
+    /// Starts a worker for `partition`, continuing from `start.restored` if given. Records
+    /// before the state's offset are skipped (the state has seen them); the outputs of records
+    /// before `start.delivered` are not delivered again.
+    pub fn spawn(shared: Arc<Shared>, partition: i32, start: WorkerStart) -> WorkerHandle {
+        let WorkerStart { restored, delivered, txn, stop } = start;
         let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
         let progress = Arc::new(AtomicI64::new(-1));
         let skip_before = restored.as_ref().map(|s| s.next_offset);
@@ -93,7 +79,6 @@ impl WorkerHandle {
         let delivered_before = delivered.unwrap_or(-1);
         let saved = checkpoint.clone();
         let queued = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let (reported, taken, stopping) = (progress.clone(), queued.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("partition-{partition}"))
@@ -109,7 +94,7 @@ impl WorkerHandle {
                     skip_before,
                     checkpoint: saved.clone(),
                 };
-                let mut worker = Worker::new(shared, partition, restored, reported, stopping, saved);
+                let mut worker = Worker::new(shared, partition, restored, txn, reported, stopping, saved);
                 if delivered_before > skip_before.unwrap_or(0) {
                     worker.engine.suppress_output_before(delivered_before);
                 }
@@ -192,15 +177,12 @@ impl Worker {
         shared: Arc<Shared>,
         partition: i32,
         restored: Option<PartitionState>,
+        txn: Option<Result<broker::Transactional, broker::Fenced>>,
         progress: Arc<AtomicI64>,
         stop: Arc<AtomicBool>,
         checkpoint: Arc<AtomicI64>,
     ) -> Worker {
-        // The stop flag also tells an exactly-once producer that the partition is going away.
-        let txn = shared.exactly_once().then(|| {
-            broker::Transactional::start(&shared.config, partition, shared.group_metadata.clone(), stop.clone())
-        });
-        let output = Arc::new(PartitionOutput::new(partition, shared.producer.clone(), txn));
+        let output = Arc::new(PartitionOutput::new(partition, shared.producer.clone(), txn, checkpoint.clone()));
         let config = EngineConfig {
             stream: partition,
             columns: Metric::ALL.iter().map(|m| m.name().to_owned()).collect(),
