@@ -20,12 +20,14 @@
 //! assert_eq!(record.metrics.get(Metric::CpuUtil), 0.41);
 //! ```
 
+mod action;
 mod anomaly;
 mod change;
 mod fault;
 mod metric;
 mod record;
 
+pub use action::Action;
 pub use anomaly::{AnomalyEvent, AnomalyKind};
 pub use change::{ChangeKind, PlannedChange};
 pub use fault::{FaultEvent, FaultKind};
