@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use routewatch_runtime::Output;
+use routewatch_runtime::{Output, thread_cpu_time};
 use routewatch_telemetry::AnomalyEvent;
 
 use crate::batch::{Input, Position};
 use crate::events::{event, event_kind};
 use crate::incidents::{self, IncidentStage};
-use crate::metrics::{AnomalyLabels, Metrics};
+use crate::metrics::{AnomalyLabels, Metrics, Stage};
 use crate::registry::Registry;
 use crate::routers::RouterTable;
 use crate::sink::{Delivery, Sink, StepError};
@@ -123,6 +123,8 @@ pub struct Engine {
     /// Outputs of records before this position were delivered by a previous owner of the
     /// stream: they are computed again (the detectors must see every record) but not delivered.
     suppress_before: Option<Position>,
+    /// CPU spent in plugin calls during the current step (the `plugin` stage).
+    plugin_cpu: Duration,
     /// The router incident stage, if the stream has one.
     incidents: Option<IncidentStage>,
 }
@@ -143,6 +145,7 @@ impl Engine {
             input,
             acknowledged: None,
             suppress_before: None,
+            plugin_cpu: Duration::ZERO,
             incidents: None,
         };
         match plugins {
@@ -247,7 +250,12 @@ impl Engine {
     pub fn step(&mut self, source: &mut dyn Source, sinks: &mut [Box<dyn Sink>]) -> Result<Pull, StepError> {
         let mut input = std::mem::replace(&mut self.input, Input::new(&[]));
         input.clear();
-        let pulled = source.pull(&mut Intake::new(&mut input, &mut self.routers));
+        let cpu_started = thread_cpu_time();
+        let mut intake = Intake::new(&mut input, &mut self.routers);
+        let pulled = source.pull(&mut intake);
+        let decoding = intake.decoding();
+        let cpu_pulled = thread_cpu_time();
+        self.plugin_cpu = Duration::ZERO;
         let started = Instant::now();
         self.reconcile();
         let outcome = match pulled {
@@ -275,6 +283,14 @@ impl Engine {
             }
         };
         self.input = input;
+        let cpu_done = thread_cpu_time();
+        // Decode is timed inside the pull, by the wall clock: never more than the pull's CPU.
+        let pull = cpu_pulled.saturating_sub(cpu_started);
+        let decoding = decoding.min(pull);
+        self.metrics.add_stage_cpu(Stage::decode, decoding);
+        self.metrics.add_stage_cpu(Stage::batch, pull - decoding);
+        self.metrics.add_stage_cpu(Stage::plugin, self.plugin_cpu);
+        self.metrics.add_stage_cpu(Stage::output, cpu_done.saturating_sub(cpu_pulled + self.plugin_cpu));
         outcome
     }
 
@@ -294,7 +310,9 @@ impl Engine {
         // Anomalies of delivered records, for the incident stage to catch up on.
         let mut replayed = Vec::new();
         for index in 0..self.slots.len() {
+            let cpu = thread_cpu_time();
             let (outputs, poison) = self.call(index, batch);
+            self.plugin_cpu += thread_cpu_time().saturating_sub(cpu);
             let slot = &self.slots[index];
             if let Some((row, err)) = poison.filter(|(row, _)| !delivered(*row)) {
                 let position = input.position(row);

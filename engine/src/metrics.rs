@@ -47,6 +47,45 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A self-healing policy and what became of one of its actions.
+pub struct ActionLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// The action's status (`suggested`, `proposed`, `executed`, `refused`, ...).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A self-healing policy and why one of its actions was refused.
+pub struct RefusalLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// The guard rail (`low-confidence`, `site-rate-limit`, `blast-radius`, `cooldown`, `circuit-open`).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A stage of a partition worker's batch.
+pub struct StageLabels {
+    /// One of [`Stage`]'s names.
+    pub stage: Stage,
+}
+
+/// Where a worker's CPU goes, batch by batch (`routewatch_stage_cpu_seconds_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Stage {
+    /// Parsing records (JSON) into values.
+    decode,
+    /// Taking records from the source and adding them to the batch's columns.
+    batch,
+    /// Plugin calls, with moving the batch in and the outputs out of the sandbox.
+    plugin,
+    /// Building events and incidents and handing them to every sink until acknowledged.
+    output,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 /// A plugin version and one of its states.
 pub struct StateLabels {
     /// The plugin's name.
@@ -55,6 +94,18 @@ pub struct StateLabels {
     pub version: String,
     /// One of `registry::STATES`.
     pub state: String,
+}
+
+impl Metrics {
+    /// Adds `spent` to `stage`'s CPU time.
+    pub fn add_stage_cpu(&self, stage: Stage, spent: std::time::Duration) {
+        self.stage_cpu.get_or_create(&StageLabels { stage }).inc_by(spent.as_secs_f64());
+    }
+
+    /// CPU seconds spent so far in `stage`.
+    pub fn stage_cpu_seconds(&self, stage: Stage) -> f64 {
+        self.stage_cpu.get_or_create(&StageLabels { stage }).get()
+    }
 }
 
 impl StateLabels {
@@ -129,6 +180,9 @@ pub struct Metrics {
     pub records_done: Counter,
     /// `routewatch_decode_errors`: Records that failed to decode or validate, by reason.
     pub decode_errors: Family<ReasonLabels, Counter>,
+    /// `routewatch_stage_cpu`: CPU time of the workers' batches, by stage (decode is timed per
+    /// record by the wall clock, a pure computation; the rest by the thread's CPU clock per batch).
+    pub stage_cpu: Family<StageLabels, Counter<f64>>,
     /// `routewatch_dead_letters`: Records sent to the dead-letter topic, by reason (a decode error kind, or plugin_trap).
     pub dead_letters: Family<ReasonLabels, Counter>,
     /// `routewatch_batches`: Batches handed to the detectors.
@@ -205,6 +259,10 @@ pub struct Metrics {
     pub classifier_failures: Counter,
     /// `routewatch_alertmanager_alerts_sent_total`: Incident alerts an Alertmanager accepted.
     pub alertmanager_sent: Counter,
+    /// `routewatch_actions_total`: Self-healing action records, by policy and outcome (each change of an action counts once).
+    pub actions: Family<ActionLabels, Counter>,
+    /// `routewatch_action_refusals_total`: Self-healing actions refused, by policy and guard rail.
+    pub action_refusals: Family<RefusalLabels, Counter>,
     /// `routewatch_alertmanager_send_failures_total`: Requests to an Alertmanager that failed after every attempt.
     pub alertmanager_failures: Counter,
     /// `routewatch_alertmanager_alerts_dropped_total`: Incident alerts dropped because too many were waiting.
@@ -227,6 +285,13 @@ impl Default for Metrics {
             "records_done",
             "Records fully handled: their anomalies and dead letters acknowledged by the broker",
             records_done.clone(),
+        );
+        let stage_cpu = Family::<StageLabels, Counter<f64>>::default();
+        registry.register_with_unit(
+            "stage_cpu",
+            "CPU time of the workers' batches, by stage (decode, batch, plugin, output)",
+            prometheus_client::registry::Unit::Seconds,
+            stage_cpu.clone(),
         );
         let decode_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -369,6 +434,18 @@ impl Default for Metrics {
             "Classifier calls that failed (the incidents keep their previous cause)",
             classifier_failures.clone(),
         );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "actions",
+            "Self-healing action records, by policy and outcome (each change of an action counts once)",
+            actions.clone(),
+        );
+        let action_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "action_refusals",
+            "Self-healing actions refused, by policy and guard rail",
+            action_refusals.clone(),
+        );
         let alertmanager_sent = Counter::default();
         registry.register(
             "alertmanager_alerts_sent",
@@ -446,6 +523,7 @@ impl Default for Metrics {
             records,
             records_done,
             decode_errors,
+            stage_cpu,
             dead_letters,
             batches,
             batch_duration,
@@ -484,6 +562,8 @@ impl Default for Metrics {
             incidents_resolved,
             classifier_failures,
             alertmanager_sent,
+            actions,
+            action_refusals,
             alertmanager_failures,
             alertmanager_dropped,
             router_series: Default::default(),

@@ -39,7 +39,7 @@ use wasmtime::{Config, Engine};
 
 pub use bindings::{Anomaly, AnomalyKind, Batch, Column, Output, PluginInfo};
 pub use error::{CallError, LoadError, RuntimeError, TrapKind};
-pub use instance::{CallStats, Instance, LOG_LINES_PER_SECOND, LogLimiter, escape_plugin_text};
+pub use instance::{CallStats, Instance, LOG_LINES_PER_SECOND, LogLimiter, escape_plugin_text, thread_cpu_time};
 pub use plugin::Plugin;
 
 use cache::ComponentCache;

@@ -162,7 +162,7 @@ impl Source for FileSource {
         while taken < self.batch_rows {
             let position = self.next;
             self.next += 1;
-            match self.reader.next_row() {
+            match intake.decode(|| self.reader.next_row()) {
                 None => return Ok(Pull::End),
                 Some(Ok(row)) => {
                     let Row { router, site, role, ts, values } = row;

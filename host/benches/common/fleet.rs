@@ -34,8 +34,13 @@ pub fn record(router: usize, ts: i64, step: usize) -> Vec<u8> {
 }
 
 pub fn producer(broker: &Broker) -> FutureProducer {
+    producer_to(&broker.bootstrap())
+}
+
+/// The same producer, for a broker known only by its address (a bench's child process).
+pub fn producer_to(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")

@@ -1,6 +1,7 @@
 //! Shared by the benchmarks: the machine's description and the BENCHMARKS.md writer.
 #![allow(dead_code)] // each benchmark uses its own part
 
+pub mod cpu;
 pub mod fleet;
 
 use std::path::Path;

@@ -41,7 +41,7 @@ impl PartitionSource {
         // The empty state this worker started with is the state as of its first record.
         let _ = self.checkpoint.compare_exchange(-1, record.offset, Ordering::AcqRel, Ordering::Acquire);
         let decoded = match &record.payload {
-            Some(payload) => Record::decode(payload),
+            Some(payload) => intake.decode(|| Record::decode(payload)),
             None => Err(DecodeError::Malformed("record has no payload".into())),
         };
         match decoded {
