@@ -127,7 +127,11 @@ impl IncidentStage {
     /// Names the causes of every incident in `updates` (one call for the batch) and writes
     /// them into the stage and into the updates.
     fn classify(&mut self, updates: &mut [IncidentUpdate]) {
-        let Some(classifier) = self.classifier.as_mut() else { return };
+        let Some(classifier) = self.classifier.as_mut() else {
+            // Features travel with an update only once a classifier was given them.
+            updates.iter_mut().for_each(|u| u.features.clear());
+            return;
+        };
         let mut seen = HashSet::new();
         let mut ids = Vec::new();
         let mut features = Vec::new();
@@ -136,7 +140,10 @@ impl IncidentStage {
             if !seen.insert(incident.id.clone()) {
                 continue;
             }
-            if let Some(values) = self.stage.features_of(&incident.router, &incident.id) {
+            // The stage's, or (an incident it has already let go of) its resolution's.
+            let held = self.stage.features_of(&incident.router, &incident.id);
+            let carried = || updates.iter().rev().find(|u| u.incident.id == incident.id && !u.features.is_empty());
+            if let Some(values) = held.or_else(|| carried().map(|u| u.features.clone())) {
                 ids.push(incident.id.clone());
                 features.push(Features { layout: FEATURE_LAYOUT_VERSION, values });
             }

@@ -444,7 +444,10 @@ impl RouterStage {
         t.incident.state = State::Resolved;
         t.incident.resolved = Some(at);
         t.incident.features_final = true;
-        let update = IncidentUpdate::new(Change::Resolved, t.incident.clone());
+        // The features go with the resolution: a batch that reaches past the reopen period
+        // (a backlog) drops the incident from the stage before a classifier has seen it.
+        let features = t.evidence.features(t.incident.opened, self.config.interval_ms);
+        let update = IncidentUpdate { features, ..IncidentUpdate::new(Change::Resolved, t.incident.clone()) };
         self.recent.insert(router.to_owned(), t);
         update
     }
@@ -650,6 +653,19 @@ mod tests {
         assert_eq!(changes(&u), [Change::Resolved, Change::Opened]);
         assert_eq!(u[0].incident.resolved, Some(110 * M));
         assert_ne!(u[0].incident.id, u[1].incident.id);
+    }
+
+    #[test]
+    fn a_backlog_past_the_reopen_period_leaves_the_resolution_its_features() {
+        let mut s = stage();
+        s.observe(&ev("r1", "cpu_util", 100));
+        s.observe(&ev("r1", "cpu_util", 104));
+        // One batch far past the quiet and reopen periods: the stage lets the incident go...
+        let u = s.advance(1000 * M);
+        let resolved = u.iter().find(|u| u.change == Change::Resolved).expect("resolved");
+        assert!(s.features_of("r1", &resolved.incident.id).is_none(), "no longer held");
+        // ...and its resolution carries what a classifier needs.
+        assert_eq!(resolved.features.len(), crate::features::FEATURE_COUNT);
     }
 
     #[test]
