@@ -108,6 +108,12 @@ pub struct HostConfig {
     pub classifier_config: serde_json::Value,
     /// Alertmanagers (`http://host:9093`) each incident is posted to, v2 API; none: no alerts.
     pub alertmanager_urls: Vec<String>,
+    /// Self-healing: guard rails and policies (`[healing]` with `[[healing.policies]]`); no
+    /// policies, no self-healing. Each policy's cause must be one the classifier names.
+    pub healing: routewatch_remediation::HealingConfig,
+    /// Topic of the self-healing audit trail: every change of every action (JSON, keyed by
+    /// action id).
+    pub actions_topic: String,
     /// Runbook link of each alert; `{cause}` is replaced by the incident's cause.
     pub runbook_url: String,
 }
@@ -153,6 +159,8 @@ impl Default for HostConfig {
             incident_config: routewatch_incidents::RouterConfig::default(),
             classifier: None,
             classifier_config: serde_json::json!({}),
+            healing: routewatch_remediation::HealingConfig::default(),
+            actions_topic: "router-actions".into(),
             alertmanager_urls: Vec::new(),
             runbook_url: crate::alertmanager::DEFAULT_RUNBOOK_URL.into(),
         }

@@ -13,6 +13,7 @@ use crate::alertmanager::{AlertCounters, Alertmanager, AlertmanagerConfig};
 use crate::api::{self, ApiState};
 use crate::config::HostConfig;
 use crate::feed::AnomalyFeed;
+use crate::healing::Healing;
 use crate::incidents::IncidentBook;
 use crate::kafka::{KafkaService, Outputs};
 use crate::metrics::Metrics;
@@ -62,6 +63,7 @@ impl Host {
             }
             None => None,
         };
+        let healing = start_healing(&config, classifier.as_ref(), &metrics)?;
         let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
         let incidents = Arc::new(IncidentBook::default());
         let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
@@ -81,7 +83,8 @@ impl Host {
                 token.into(),
                 config.max_upload_mib << 20,
             )
-            .with_incidents(incidents.clone(), Some(feedback)),
+            .with_incidents(incidents.clone(), Some(feedback))
+            .with_healing(healing.clone()),
         )?;
         let http_addr = http.addr();
         let alertmanager = (!config.alertmanager_urls.is_empty()).then(|| {
@@ -94,7 +97,13 @@ impl Host {
                 AlertCounters::of(&metrics),
             ))
         });
-        let outputs = Outputs { feed: feed.clone(), incidents: incidents.clone(), classifier, alertmanager };
+        let outputs = Outputs {
+            feed: feed.clone(),
+            incidents: incidents.clone(),
+            classifier,
+            alertmanager,
+            healing: healing.clone(),
+        };
         let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), outputs, ready)?;
         Ok(Host { kafka, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
     }
@@ -135,6 +144,38 @@ impl Host {
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.kafka.shutdown(SHUTDOWN_GRACE)
     }
+}
+
+/// Self-healing, when incidents are on: its policies are checked against the causes the
+/// classifier names (none without a classifier, so a policy then cannot load).
+fn start_healing(
+    config: &HostConfig,
+    classifier: Option<&crate::runtime::classifier::ClassifierPlugin>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<Healing>>> {
+    if !config.incidents {
+        anyhow::ensure!(
+            config.healing.policies.is_empty(),
+            "self-healing policies need incidents (drop --no-incidents)"
+        );
+        return Ok(None);
+    }
+    let causes = classifier.map(|c| c.info().causes.clone()).unwrap_or_default();
+    anyhow::ensure!(
+        classifier.is_some() || config.healing.policies.is_empty(),
+        "self-healing policies act on incident causes: give a classifier (--classifier)"
+    );
+    let healing = Healing::start(
+        config.healing.clone(),
+        causes,
+        crate::broker::producer(config)?,
+        config.actions_topic.clone(),
+        metrics.clone(),
+    )
+    .context("healing")?;
+    let policies = config.healing.policies.len();
+    tracing::info!(policies, dry_run = config.healing.dry_run, "self-healing ready");
+    Ok(Some(healing))
 }
 
 /// Builds the registry: the configured files (any failure stops the start), then the plugin

@@ -5,8 +5,9 @@
 //! * [`Host`] ([`host`]): a running host: plugins, the HTTP API and the Kafka service.
 //! * [`kafka`]: the Kafka service: consumer group, a worker per partition, the state topic.
 //! * [`broker`]: Kafka clients: configuration, topics, delivery, transactions.
-//! * [`sinks`]: where a partition's batches go (Kafka, the REST feed, incidents, Prometheus);
-//!   [`alertmanager`]: incidents posted to Alertmanager.
+//! * [`sinks`]: where a partition's batches go (Kafka, the REST feed, incidents, self-healing,
+//!   Prometheus); [`alertmanager`]: incidents posted to Alertmanager; [`healing`]: actions
+//!   taken on incidents under guard rails (`routewatch-remediation`).
 //! * [`feed`]: recent anomalies for the API; [`incidents`]: recent incidents for the API;
 //!   [`api`]: the HTTP API, plugin management included.
 //! * [`config`]: the host's configuration.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod feed;
+pub mod healing;
 pub mod host;
 pub mod incidents;
 pub mod kafka;

@@ -91,6 +91,12 @@ struct RunArgs {
     /// Cause classifier component (routewatch:classifier world) naming each incident's cause.
     #[arg(long, env = "ROUTEWATCH_CLASSIFIER")]
     classifier: Option<PathBuf>,
+    /// Topic of the self-healing audit trail (every change of every action).
+    #[arg(long, env = "ROUTEWATCH_ACTIONS_TOPIC")]
+    actions_topic: Option<String>,
+    /// Self-healing dry run: actions that pass every guard rail are recorded, not sent.
+    #[arg(long, env = "ROUTEWATCH_HEALING_DRY_RUN")]
+    healing_dry_run: bool,
     /// Alertmanager base address each incident is posted to (v2 API); repeat for several.
     #[arg(long = "alertmanager-url", env = "ROUTEWATCH_ALERTMANAGER_URLS", value_delimiter = ',')]
     alertmanager_urls: Vec<String>,
@@ -234,7 +240,10 @@ fn pipeline_config(args: RunArgs) -> Result<HostConfig> {
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
     set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs, cache_max_mib, max_snapshot_mib);
-    set!(processing_guarantee, incidents_topic);
+    set!(processing_guarantee, incidents_topic, actions_topic);
+    if args.healing_dry_run {
+        config.healing.dry_run = true;
+    }
     if args.no_incidents {
         config.incidents = false;
     }

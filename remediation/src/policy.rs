@@ -112,7 +112,7 @@ impl Policy {
         if !valid_name {
             return Err(PolicyError::Name(self.name.chars().take(MAX_POLICY_NAME * 2).collect()));
         }
-        if !causes.iter().any(|c| *c == self.cause) {
+        if !causes.contains(&self.cause) {
             return Err(PolicyError::UnknownCause {
                 policy: policy(),
                 cause: self.cause.chars().take(MAX_POLICY_NAME).collect(),

@@ -235,7 +235,7 @@ pub fn validate(incidents: usize, answers: &[Classification], declared: &[String
         {
             return bad(format!("incident {i}: a cause name or verdict is empty or over {MAX_CAUSE_BYTES} bytes"));
         }
-        if let Some(c) = a.top.iter().find(|c| !declared.iter().any(|d| *d == c.name)) {
+        if let Some(c) = a.top.iter().find(|c| !declared.contains(&c.name)) {
             return bad(format!("incident {i}: cause {:?} is not one its info declares", c.name));
         }
         if a.top.iter().any(|c| !(0.0..=1.0).contains(&c.probability)) {

@@ -79,11 +79,17 @@ pub(super) async fn list(
     Ok(Json(found).into_response())
 }
 
-/// `GET /api/v1/incidents/{id}`.
+/// `GET /api/v1/incidents/{id}`, with its self-healing action (`action`) if it has one.
 pub(super) async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let id = checked_id(&id)?;
     let entry = state.incidents.get(id).ok_or_else(|| unknown(id))?;
-    Ok(Json(entry).into_response())
+    let mut body = serde_json::to_value(entry).expect("incidents serialise");
+    if let Some(action) = state.healing.as_ref().and_then(|h| h.action_of(id))
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert("action".into(), serde_json::to_value(action).expect("actions serialise"));
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -197,12 +203,12 @@ pub(super) async fn feedback(State(state): State<ApiState>, Path(id): Path<Strin
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
-fn unknown(id: &str) -> ApiError {
+pub(super) fn unknown(id: &str) -> ApiError {
     ApiError::not_found(format!("no incident {id:?} on this host"))
 }
 
 /// Incident ids are `inc-{router}-{opened}`: printable, no slash, bounded.
-fn checked_id(id: &str) -> Result<&str, ApiError> {
+pub(super) fn checked_id(id: &str) -> Result<&str, ApiError> {
     let ok = !id.is_empty() && id.len() <= MAX_NAME_BYTES && id.chars().all(|c| c.is_ascii_graphic() && c != '/');
     ok.then_some(id)
         .ok_or_else(|| ApiError::bad_request(format!("not an incident id: 1 to {MAX_NAME_BYTES} printable characters")))
@@ -218,6 +224,6 @@ fn checked_text(what: &str, text: String, cap: usize) -> Result<String, ApiError
     Ok(text)
 }
 
-fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body: {e}")))
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod error;
+pub mod healing;
 pub mod incidents;
 mod plugins;
 pub mod server;
@@ -50,6 +51,7 @@ pub struct ApiState {
     pub incidents: Arc<IncidentBook>,
     /// Where incident feedback goes; none: feedback is refused with a 503.
     pub feedback: Option<Arc<incidents::FeedbackTopic>>,
+    pub healing: Option<Arc<crate::healing::Healing>>,
 }
 
 impl ApiState {
@@ -64,7 +66,11 @@ impl ApiState {
     ) -> ApiState {
         let checks = Arc::new(tokio::sync::Semaphore::new(CHECK_WORKERS));
         let incidents = Arc::new(IncidentBook::default());
-        ApiState { metrics, feed, ready, registry, token, max_upload, checks, incidents, feedback: None }
+        ApiState { metrics, feed, ready, registry, token, max_upload, checks, incidents, feedback: None, healing: None }
+    }
+
+    pub fn with_healing(self, healing: Option<Arc<crate::healing::Healing>>) -> ApiState {
+        ApiState { healing, ..self }
     }
 
     /// The state with the host's incident book and feedback topic.
@@ -87,6 +93,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{name}/config", configure)
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/feedback", post(incidents::feedback))
+        .route("/api/v1/incidents/{id}/approve", post(healing::approve))
+        .route("/api/v1/policies/{name}", axum::routing::put(healing::put_policy).delete(healing::delete_policy))
+        .route("/api/v1/policies/{name}/reset", post(healing::reset))
+        .route("/api/v1/healing/dry-run", axum::routing::put(healing::dry_run))
         .layer(axum::extract::DefaultBodyLimit::max(crate::registry::MAX_CONFIG_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let reads = Router::new()
@@ -98,6 +108,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/actions", get(healing::list))
+        .route("/api/v1/policies", get(healing::policies))
+        .route("/api/v1/healing", get(healing::show))
         .route("/api/v1/plugins", get(plugins::list))
         .route("/api/v1/plugins/{name}", get(plugins::show))
         .route("/api/v1/plugins/{name}/config", get(plugins::show_config));

@@ -51,6 +51,7 @@ pub struct Shared {
     /// The cause classifier every partition's incident stage runs.
     pub(crate) classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
     pub(crate) alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
+    pub(crate) healing: Option<Arc<crate::healing::Healing>>,
 }
 
 impl Shared {
@@ -69,6 +70,8 @@ pub struct Outputs {
     pub classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
     /// Where incidents are posted as alerts.
     pub alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
+    /// Self-healing, if configured.
+    pub healing: Option<Arc<crate::healing::Healing>>,
 }
 
 /// The running Kafka service: the consumer thread and, through it, the partition workers.
@@ -102,6 +105,7 @@ impl KafkaService {
             incidents: outputs.incidents,
             classifier: outputs.classifier,
             alertmanager: outputs.alertmanager,
+            healing: outputs.healing,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let consumer = {

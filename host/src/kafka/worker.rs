@@ -212,6 +212,7 @@ impl Worker {
             feed: &shared.feed,
             incidents: &shared.incidents,
             alertmanager: shared.alertmanager.as_ref(),
+            healing: shared.healing.as_ref(),
             partition,
             output: &output,
         });

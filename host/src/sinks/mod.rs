@@ -1,12 +1,13 @@
 //! Where a partition's batches go, in order. Every sink must take a batch before its offsets
 //! may be committed (see `routewatch_engine::sink`): the Kafka sink first (anomalies, incident
 //! updates and dead letters, acknowledged by the broker), then the REST feed, the incident
-//! book, then Prometheus.
+//! book, self-healing, then Prometheus.
 //!
 //! Adding a sink (incidents, alerting, a webhook) is a module here with a [`Factory`], and
 //! its line in [`REGISTERED`]. Nothing else changes: workers build their sinks from that list.
 
 pub mod feed;
+pub mod healing;
 pub mod incidents;
 pub mod kafka;
 pub mod prometheus;
@@ -33,6 +34,8 @@ pub struct SinkContext<'a> {
     pub incidents: &'a Arc<IncidentBook>,
     /// Where incidents are posted as alerts, if anywhere.
     pub alertmanager: Option<&'a Arc<crate::alertmanager::Alertmanager>>,
+    /// Self-healing, if configured.
+    pub healing: Option<&'a Arc<crate::healing::Healing>>,
     /// The partition.
     pub partition: i32,
     /// The partition's Kafka output (its producer, or its transaction).
@@ -43,7 +46,7 @@ pub struct SinkContext<'a> {
 pub type Factory = fn(&SinkContext<'_>) -> Option<Box<dyn Sink>>;
 
 /// Every sink, in the order a batch goes through them.
-pub const REGISTERED: &[Factory] = &[kafka::open, feed::open, incidents::open, prometheus::open];
+pub const REGISTERED: &[Factory] = &[kafka::open, feed::open, incidents::open, healing::open, prometheus::open];
 
 /// The sinks of one partition.
 pub fn build(context: &SinkContext<'_>) -> Vec<Box<dyn Sink>> {
