@@ -243,6 +243,18 @@ fn reads_errors_and_the_openapi_document() {
         ("post", "/api/v1/plugins/{name}/start-fresh"),
         ("get", "/api/v1/plugins/{name}/config"),
         ("put", "/api/v1/plugins/{name}/config"),
+        ("get", "/api/v1/incidents"),
+        ("get", "/api/v1/incidents/{id}"),
+        ("post", "/api/v1/incidents/{id}/ack"),
+        ("post", "/api/v1/incidents/{id}/feedback"),
+        ("post", "/api/v1/incidents/{id}/approve"),
+        ("get", "/api/v1/actions"),
+        ("get", "/api/v1/policies"),
+        ("put", "/api/v1/policies/{name}"),
+        ("delete", "/api/v1/policies/{name}"),
+        ("post", "/api/v1/policies/{name}/reset"),
+        ("get", "/api/v1/healing"),
+        ("put", "/api/v1/healing/dry-run"),
     ];
     for (method, path) in routes {
         assert!(served["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");
@@ -257,6 +269,10 @@ fn reads_errors_and_the_openapi_document() {
         .map(|p| p.as_object().unwrap().keys().filter(|k| *k != "parameters").count())
         .sum();
     assert_eq!(documented, routes.len(), "the document has no route the server lacks");
+    // The action names the document lists are the ones the host parses.
+    let listed = &served["components"]["schemas"]["Action"]["properties"]["action"]["enum"];
+    let names: Vec<&str> = routewatch_telemetry::Action::iter().map(|a| a.name()).collect();
+    assert_eq!(listed, &json!(names), "the OpenAPI document's action names");
 }
 
 fn routewatch(args: &[&str]) -> std::process::Output {
