@@ -2,6 +2,8 @@
 //!
 //! * [`fleet`]: router profiles and the metric dynamics (cycles, noise, correlations).
 //! * [`faults`]: fault kinds, their effects, and the ground-truth book.
+//! * [`consequences`]: what a fault left alone leads to (a crash, throttling, shutdowns).
+//! * [`actions`]: remediation actions, what each fixes and how long it takes.
 //! * [`realism`]: the telemetry profiles (`clean`, `realistic`) and the realistic traits.
 //! * [`changes`]: planned changes (realistic profile), published as ground truth too.
 //! * [`engine`]: the simulation state that the runner and the REST API share.
@@ -11,8 +13,10 @@
 //!
 //! See `simulator/README.md` for usage.
 
+pub mod actions;
 pub mod api;
 pub mod changes;
+pub mod consequences;
 pub mod encode;
 pub mod engine;
 pub mod faults;

@@ -31,6 +31,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+    /// `requested`, then `fixed` or `no-effect` when it completes.
+    pub outcome: &'static str,
+}
+
 /// The simulator's own instruments. Cheap to clone (every instrument is shared).
 #[derive(Debug, Clone)]
 pub struct SimMetrics {
@@ -42,6 +49,8 @@ pub struct SimMetrics {
     pub tick_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub faults_started: Family<FaultLabels, Counter>,
     pub faults_ended: Family<KindLabel, Counter>,
+    pub consequences: Family<KindLabel, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
     pub delivered: Counter,
     pub delivery_errors: Counter,
     pub dropped: Counter,
@@ -59,6 +68,8 @@ impl Default for SimMetrics {
             tick_lag: Gauge::default(),
             faults_started: Family::default(),
             faults_ended: Family::default(),
+            consequences: Family::default(),
+            actions: Family::default(),
             delivered: Counter::default(),
             delivery_errors: Counter::default(),
             dropped: Counter::default(),
@@ -96,6 +107,16 @@ impl SimMetrics {
         );
         r.register("routewatch_sim_faults_started", "Faults started, by kind and source", self.faults_started.clone());
         r.register("routewatch_sim_faults_ended", "Faults ended, by kind", self.faults_ended.clone());
+        r.register(
+            "routewatch_sim_consequences",
+            "Consequences of faults left alone (crashes, throttling, shutdowns), by kind",
+            self.consequences.clone(),
+        );
+        r.register(
+            "routewatch_sim_actions",
+            "Remediation actions requested, and completed by outcome",
+            self.actions.clone(),
+        );
         r.register("routewatch_sim_kafka_delivered", "Messages the broker acknowledged", self.delivered.clone());
         r.register(
             "routewatch_sim_kafka_delivery_errors",
