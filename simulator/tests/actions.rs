@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use routewatch_simulator::actions::{ActionKind, MAX_BODY_BYTES};
 use routewatch_simulator::consequences::{self, Consequence, ConsequenceKind};
 use routewatch_simulator::engine::{Engine, FaultRequest, RuntimeConfig};
-use routewatch_simulator::metrics::SimMetrics;
+use routewatch_simulator::metrics::{ActionLabels, KindLabel, SimMetrics};
 use routewatch_simulator::runner::{Pace, Runner, Stop};
 use routewatch_simulator::sink::FileSink;
 use routewatch_simulator::{api, app_state, lock};
@@ -363,10 +363,21 @@ fn the_runner_writes_consequences_and_actions_to_their_ground_truth_files() {
     let records = dir.path().join("fleet.jsonl");
     let truth = FileSink::truth_path_for(&records);
     let sink = FileSink::create(&records, &truth).unwrap();
-    let summary = Runner::new(engine.clone(), Box::new(sink), SimMetrics::default())
+    let metrics = SimMetrics::default();
+    let summary = Runner::new(engine.clone(), Box::new(sink), metrics.clone())
         .run(Pace::Fast, Some(START + 3 * 3_600_000), &Stop::default())
         .unwrap();
     assert_eq!(summary.ticks, 180);
+    // Prometheus counts them too.
+    assert_eq!(metrics.consequences.get_or_create(&KindLabel { kind: "process-crash" }).get(), 1);
+    for (action, outcome) in [
+        ("reset-interface", "requested"),
+        ("reset-interface", "fixed"),
+        ("dampen-peer", "requested"),
+        ("dampen-peer", "no-effect"),
+    ] {
+        assert_eq!(metrics.actions.get_or_create(&ActionLabels { action, outcome }).get(), 1, "{action} {outcome}");
+    }
 
     let lines = |what: &str| -> Vec<Value> {
         let path = FileSink::companion_path(&truth, what);
