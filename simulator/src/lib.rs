@@ -28,6 +28,13 @@ pub mod sink;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// The version of the model's output: the same seed and parameters give the same records and
+/// ground truth under the same version. Bumped whenever that output changes on purpose (the
+/// clean golden hash in `tests/clean_golden.rs` moves with it), so that anything caching
+/// simulated data can tell a stale set from a current one. 2: faults have consequences, and
+/// faults ended early keep their schedule slot.
+pub const MODEL_VERSION: u32 = 2;
+
 pub use engine::{Engine, RuntimeConfig};
 pub use realism::TelemetryProfile;
 

@@ -55,16 +55,19 @@ fn clean_hash() -> (u64, Vec<String>) {
 fn clean_profile_is_bit_identical_to_the_model_with_consequences() {
     let (hash, consequences) = clean_hash();
     eprintln!("clean hash: {hash:#018x}; consequences: {consequences:#?}");
-    assert_eq!(hash, GOLDEN, "the clean profile changed: got {hash:#018x}");
+    assert_eq!(hash, GOLDEN, "the clean profile changed: got {hash:#018x} (bump MODEL_VERSION with GOLDEN)");
+    assert_eq!(routewatch_simulator::MODEL_VERSION, 2, "GOLDEN was taken under model version 2");
     // What moved the hash off e101e98's: faults left alone now have consequences here.
     assert!(consequences.iter().any(|c| c.starts_with("process-crash")), "{consequences:?}");
 }
 
-/// Taken when faults got consequences. e101e98's value (0x2346_691f_102e_6e91, before the
-/// telemetry profiles) moved for two reasons, and only these: with the consequence checks
-/// off and early-ended faults not holding their schedule slot, this run still hashed to it.
-/// 1. Consequences: in this run memory leaks crash routers and overheating throttles CPUs,
-///    which changes those routers' records and ends the leaks at the crash.
+/// Taken when faults got consequences (`MODEL_VERSION` 2; bump it whenever this changes).
+/// e101e98's value (0x2346_691f_102e_6e91, before the telemetry profiles) moved for two
+/// reasons, and only these: with the consequence checks off and early-ended faults not
+/// holding their schedule slot, this run still hashed to it.
+/// 1. Consequences: in this run a memory leak crashes its router (and ends at the crash),
+///    overheating throttles eight CPUs and shuts one router's cards down, and seven PSUs
+///    fail; each changes that router's records from then on.
 /// 2. A fault ended early (here by the restart at tick 100, elsewhere by a crash or a
 ///    remediation action) holds its slot in the random schedule until its planned end, so
 ///    that remediation never changes which random faults come later.
