@@ -288,13 +288,16 @@ async fn get_router(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> 
     let reload_until = engine.consequences().reload_until(index, now);
     // Up since before the simulation started: uptime counts from its start.
     let up_since = counters.booted_at.unwrap_or(engine.started());
+    let consequences: Vec<_> = engine.consequences().on_router(index).collect();
+    let running: Vec<_> =
+        engine.actions().running().iter().filter(|a| a.router_index == index).map(|a| &a.record).collect();
     let health = json!({
         "state": if reload_until.is_some() { "reloading" } else { "up" },
         "up_at": reload_until,
         "uptime_s": if reload_until.is_some() { 0 } else { (now - up_since).max(0) / 1000 },
         "counters": counters,
-        "consequences": engine.consequences().on_router(index).collect::<Vec<_>>(),
-        "running_actions": engine.actions().running().iter().filter(|a| a.router_index == index).map(|a| &a.record).collect::<Vec<_>>(),
+        "consequences": consequences,
+        "running_actions": running,
     });
     Ok(Json(json!({ "router": summary, "latest": latest, "active_faults": active, "health": health })))
 }

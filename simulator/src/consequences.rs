@@ -54,7 +54,8 @@ pub const PSU_FAIL_AFTER_S: f64 = 1800.0;
 /// supply can power (redundancy covers most of the load, not all of it when fully populated).
 pub const PSU_SHED_SHARE: f64 = 0.25;
 
-const RELOAD_MS: i64 = (RELOAD_S * 1000.0) as i64;
+/// [`RELOAD_S`] in ms.
+pub const RELOAD_MS: i64 = (RELOAD_S * 1000.0) as i64;
 const CRASH_MS: i64 = ((RELOAD_S + BGP_CONVERGENCE_S) * 1000.0) as i64;
 
 /// What a fault left alone led to.

@@ -260,7 +260,7 @@ impl Engine {
         for id in ended {
             self.faults.end(&id, at);
         }
-        self.fleet.restart(router_index, at + (consequences::RELOAD_S * 1000.0) as i64);
+        self.fleet.restart(router_index, at + consequences::RELOAD_MS);
     }
 
     /// Completes the actions due by `ts`: each ends the faults it fixes that were active on

@@ -230,7 +230,7 @@ pub fn apply(kind: FaultKind, magnitude: f64, elapsed_s: f64, rng: &mut ChaCha8R
     }
 }
 
-/// Whether `apply` draws from the router's random stream for this kind (one draw a sample).
+/// Whether `apply` draws from the engine's random stream for this kind (one draw a sample).
 const fn flaps(kind: FaultKind) -> bool {
     matches!(kind, FaultKind::LinkFlap | FaultKind::RouteFlap)
 }

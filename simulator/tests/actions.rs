@@ -272,7 +272,7 @@ fn a_crashed_router_refuses_actions_while_it_reloads_and_its_consequence_is_list
     }
     let (_, detail) = s.get(&format!("/routers/{id}"));
     assert_eq!(detail["health"]["state"], "up", "{detail}");
-    assert_eq!(detail["health"]["counters"]["booted_at"], c.start + (consequences::RELOAD_S * 1000.0) as i64);
+    assert_eq!(detail["health"]["counters"]["booted_at"], c.start + consequences::RELOAD_MS);
     let (status, v) = s.act(&id, "restart-process");
     assert_eq!(status, 202, "{v}");
     for _ in 0..4 {
