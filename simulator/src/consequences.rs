@@ -344,6 +344,11 @@ impl ConsequenceBook {
         }
     }
 
+    /// The consequences lasting now.
+    pub fn active(&self) -> impl Iterator<Item = &Consequence> + '_ {
+        self.active.iter().map(|c| &c.event)
+    }
+
     /// Active consequences on a router.
     pub fn on_router(&self, router_index: u32) -> impl Iterator<Item = &Consequence> + '_ {
         self.active.iter().filter(move |c| c.router_index == router_index).map(|c| &c.event)

@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use routewatch_telemetry::{FaultKind, Metric, Role};
 
+use crate::consequences::ConsequenceKind;
 use crate::engine::Engine;
 use crate::lock;
 
@@ -195,6 +196,18 @@ impl Collector for FleetCollector {
             )?;
             for kind in FaultKind::ALL {
                 let n = engine.faults().active().iter().filter(|f| f.event.kind == kind).count();
+                ConstGauge::new(n as i64).encode(m.encode_family(&[("kind", kind.name())])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "routewatch_sim_consequences_active",
+                "Consequences of faults left alone lasting now (routers reloading, throttled, shedding cards), by kind",
+                None,
+                MetricType::Gauge,
+            )?;
+            for kind in <ConsequenceKind as strum::VariantArray>::VARIANTS {
+                let n = engine.consequences().active().filter(|c| c.kind == *kind).count();
                 ConstGauge::new(n as i64).encode(m.encode_family(&[("kind", kind.name())])?)?;
             }
         }

@@ -2,6 +2,7 @@
 //! ground truth; the same seed gives the same consequences; remediation never changes the
 //! random fault schedule.
 
+use routewatch_simulator::TelemetryProfile;
 use routewatch_simulator::consequences::{self, Consequence, ConsequenceKind};
 use routewatch_simulator::engine::{Engine, FaultRequest, RuntimeConfig};
 use routewatch_simulator::fleet::Profile;
@@ -271,8 +272,9 @@ fn a_cpu_pegged_for_the_hold_time_drops_bgp_sessions() {
 }
 
 /// Everything published about one run, in order.
-fn ground_truth(seed: u64) -> (Vec<Consequence>, Vec<String>) {
-    let mut e = engine(seed, 300, 6.0);
+fn ground_truth(seed: u64, profile: TelemetryProfile) -> (Vec<Consequence>, Vec<String>) {
+    let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 6.0, profile };
+    let mut e = Engine::new(seed, config, START).unwrap();
     for _ in 0..24 * 60 {
         let ts = e.next_ts();
         e.tick(ts);
@@ -283,12 +285,14 @@ fn ground_truth(seed: u64) -> (Vec<Consequence>, Vec<String>) {
 
 #[test]
 fn the_same_seed_gives_the_same_consequences() {
-    let (a, faults) = ground_truth(11);
-    assert!(a.len() > 10, "{} consequences", a.len());
-    let kinds: std::collections::HashSet<_> = a.iter().map(|c| c.kind).collect();
-    assert!(kinds.len() >= 4, "{kinds:?}");
-    assert_eq!(ground_truth(11), (a.clone(), faults));
-    assert_ne!(ground_truth(12).0, a);
+    for profile in [TelemetryProfile::Clean, TelemetryProfile::Realistic] {
+        let (a, faults) = ground_truth(11, profile);
+        assert!(a.len() > 10, "{profile}: {} consequences", a.len());
+        let kinds: std::collections::HashSet<_> = a.iter().map(|c| c.kind).collect();
+        assert!(kinds.len() >= 4, "{profile}: {kinds:?}");
+        assert_eq!(ground_truth(11, profile), (a.clone(), faults), "{profile}");
+        assert_ne!(ground_truth(12, profile).0, a, "{profile}");
+    }
 }
 
 /// The random faults of a run in id order, without their ends (clearing changes those).
