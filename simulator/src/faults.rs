@@ -419,7 +419,8 @@ impl FaultBook {
     }
 
     /// Whether the random schedule must skip this router and kind: a fault of the kind is
-    /// active there, or ended early and its planned time is not over (see [`Slot`]).
+    /// active there, or one ended early and its planned time is not over yet, so that ending
+    /// faults early never changes the random schedule.
     pub fn slot_taken(&self, router_index: u32, kind: FaultKind) -> bool {
         self.has_active(router_index, kind)
             || self.slots.iter().any(|s| s.router_index == router_index && s.kind == kind)
