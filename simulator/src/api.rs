@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -15,6 +15,8 @@ use routewatch_telemetry::{ChangeKind, FaultKind, PlannedChange, Record, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::actions::{self, ActionKind, ActionRecord, ActionRequest, ActionStatus};
+use crate::consequences::{Consequence, ConsequenceKind};
 use crate::engine::{ConfigPatch, Engine, EngineError, FaultRequest, RuntimeConfig};
 use crate::faults::FaultView;
 use crate::fleet::Profile;
@@ -41,6 +43,14 @@ pub fn router(state: AppState) -> Router {
         .route("/routers/{id}", get(get_router))
         .route("/routers/{id}/restart", post(restart_router))
         .route("/routers/{id}/faults", delete(clear_router_faults))
+        .route(
+            "/routers/{id}/actions",
+            get(list_router_actions).post(post_action).layer(DefaultBodyLimit::max(actions::MAX_BODY_BYTES)),
+        )
+        .route("/actions", get(list_actions))
+        .route("/actions/catalog", get(action_catalog))
+        .route("/actions/{id}", get(get_action))
+        .route("/consequences", get(list_consequences))
         .route("/faults", get(list_faults).post(inject_fault))
         .route("/faults/{id}", get(get_fault).delete(clear_fault))
         .route("/changes", get(list_changes))
@@ -54,6 +64,8 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// An action name that is not one: the reason, and every valid name.
+    UnknownAction(String),
     NotFound(String),
     Conflict(String),
     MethodNotAllowed,
@@ -64,8 +76,11 @@ pub enum ApiError {
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::UnknownRouter(_) | EngineError::UnknownFault(_) => ApiError::NotFound(err.to_string()),
-            EngineError::FaultEnded(_) => ApiError::Conflict(err.to_string()),
+            EngineError::UnknownRouter(_) | EngineError::UnknownFault(_) | EngineError::UnknownActionId(_) => {
+                ApiError::NotFound(err.to_string())
+            }
+            EngineError::FaultEnded(_) | EngineError::Busy { .. } => ApiError::Conflict(err.to_string()),
+            EngineError::UnknownAction { .. } => ApiError::UnknownAction(err.to_string()),
             EngineError::Invalid { .. } => ApiError::BadRequest(err.to_string()),
         }
     }
@@ -98,6 +113,10 @@ impl From<PathRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, reason) = match self {
+            ApiError::UnknownAction(reason) => {
+                let body = json!({ "error": "unknown_action", "reason": reason, "valid": ActionKind::names() });
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
             ApiError::BadRequest(r) => (StatusCode::BAD_REQUEST, "bad_request", r),
             ApiError::NotFound(r) => (StatusCode::NOT_FOUND, "not_found", r),
             ApiError::Conflict(r) => (StatusCode::CONFLICT, "conflict", r),
@@ -106,6 +125,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Rejected(status, r) if status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 (status, "unsupported_media_type", r)
+            }
+            ApiError::Rejected(status, r) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                (status, "payload_too_large", format!("{r} (the limit is {} bytes)", actions::MAX_BODY_BYTES))
             }
             ApiError::Rejected(status, r) => (status, "bad_request", r),
         };
@@ -261,7 +283,23 @@ async fn get_router(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> 
         .collect();
     let latest = (engine.ticks() > 0).then(|| engine.records()[index as usize].clone());
     let summary = RouterSummary::new(profile, active.iter().map(|f| f.event.id.clone()).collect());
-    Ok(Json(json!({ "router": summary, "latest": latest, "active_faults": active })))
+    let now = engine.now();
+    let counters = engine.fleet().counters(index).unwrap_or_default();
+    let reload_until = engine.consequences().reload_until(index, now);
+    // Up since before the simulation started: uptime counts from its start.
+    let up_since = counters.booted_at.unwrap_or(engine.started());
+    let consequences: Vec<_> = engine.consequences().on_router(index).collect();
+    let running: Vec<_> =
+        engine.actions().running().iter().filter(|a| a.router_index == index).map(|a| &a.record).collect();
+    let health = json!({
+        "state": if reload_until.is_some() { "reloading" } else { "up" },
+        "up_at": reload_until,
+        "uptime_s": if reload_until.is_some() { 0 } else { (now - up_since).max(0) / 1000 },
+        "counters": counters,
+        "consequences": consequences,
+        "running_actions": running,
+    });
+    Ok(Json(json!({ "router": summary, "latest": latest, "active_faults": active, "health": health })))
 }
 
 async fn restart_router(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<serde_json::Value>> {
@@ -372,4 +410,111 @@ async fn patch_config(State(s): State<AppState>, ApiJson(patch): ApiJson<ConfigP
     let mut engine = lock(&s.engine);
     let config = engine.reconfigure(&patch)?;
     Ok(Json(ConfigView { config, seed: engine.seed(), mode: s.mode }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionQuery {
+    router: Option<String>,
+    action: Option<ActionKind>,
+    status: Option<ActionStatus>,
+    limit: Option<usize>,
+}
+
+/// Starts an action; 202 with the action record (it completes after the action's delay).
+async fn post_action(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> ApiResult<(StatusCode, Json<ActionRecord>)> {
+    let record = lock(&s.engine).act(&id, &req)?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// The newest `limit` matching actions, oldest first.
+fn actions_matching(engine: &Engine, q: &ActionQuery, router: Option<&str>) -> ApiResult<serde_json::Value> {
+    let limit = check_limit(q.limit)?;
+    let router = router.or(q.router.as_deref());
+    if let Some(router) = router {
+        engine.lookup(router)?;
+    }
+    let mut list: Vec<&ActionRecord> = engine
+        .actions()
+        .all()
+        .filter(|a| {
+            router.is_none_or(|r| r == a.router)
+                && q.action.is_none_or(|k| k == a.action)
+                && q.status.is_none_or(|st| st == a.status)
+        })
+        .collect();
+    let total = list.len();
+    list.drain(..total.saturating_sub(limit));
+    Ok(json!({ "total": total, "actions": list }))
+}
+
+async fn list_actions(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<ActionQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(actions_matching(&lock(&s.engine), &q, None)?))
+}
+
+async fn list_router_actions(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ActionQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if q.router.is_some() {
+        return Err(ApiError::BadRequest("the router is in the path; drop ?router=".into()));
+    }
+    let mut v = actions_matching(&lock(&s.engine), &q, Some(&id))?;
+    v["router"] = json!(id);
+    Ok(Json(v))
+}
+
+async fn get_action(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<ActionRecord>> {
+    let engine = lock(&s.engine);
+    engine.actions().get(&id).cloned().map(Json).ok_or_else(|| EngineError::UnknownActionId(id).into())
+}
+
+/// Every action with its delay, the fault kinds it fixes and its side effects.
+async fn action_catalog() -> Json<serde_json::Value> {
+    let specs: Vec<_> = ActionKind::all().iter().map(|a| a.spec()).collect();
+    Json(json!({ "actions": specs }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsequenceQuery {
+    router: Option<String>,
+    kind: Option<ConsequenceKind>,
+    fault: Option<String>,
+    active: Option<bool>,
+    limit: Option<usize>,
+}
+
+/// Consequences: the last 10,000 ended ones and every active one, newest `limit` kept,
+/// oldest first.
+async fn list_consequences(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<ConsequenceQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = check_limit(q.limit)?;
+    let engine = lock(&s.engine);
+    if let Some(router) = &q.router {
+        engine.lookup(router)?;
+    }
+    let mut list: Vec<&Consequence> = engine
+        .consequences()
+        .all()
+        .filter(|c| {
+            q.router.as_deref().is_none_or(|r| r == c.router)
+                && q.kind.is_none_or(|k| k == c.kind)
+                && q.fault.as_deref().is_none_or(|f| Some(f) == c.fault.as_deref())
+                && q.active.is_none_or(|a| a == c.end.is_none())
+        })
+        .collect();
+    let total = list.len();
+    list.drain(..total.saturating_sub(limit));
+    Ok(Json(json!({ "total": total, "consequences": list })))
 }

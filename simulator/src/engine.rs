@@ -8,7 +8,12 @@ use rand_distr::{Distribution, Poisson};
 use routewatch_telemetry::{FaultKind, Record};
 use serde::{Deserialize, Serialize};
 
+use crate::actions::{
+    ActionBook, ActionKind, ActionNotice, ActionRecord, ActionRequest, FixedFault, MAX_REASON_BYTES,
+    MAX_REQUESTED_BY_BYTES, NewAction,
+};
 use crate::changes::{ChangeBook, ChangeNotice};
+use crate::consequences::{self, ConsequenceBook, ConsequenceNotice, Crash};
 use crate::faults::{self, FaultBook, FaultNotice, FaultView, NewFault, Source};
 use crate::fleet::{Fleet, Profile};
 use crate::realism::TelemetryProfile;
@@ -63,6 +68,13 @@ pub enum EngineError {
     FaultEnded(String),
     #[error("{field} is invalid: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("unknown action {given:?}; valid actions: {}", ActionKind::names().join(", "))]
+    UnknownAction { given: String },
+    #[error("action {0:?} does not exist")]
+    UnknownActionId(String),
+    /// The router cannot take an action now (it is reloading, or the action is running).
+    #[error("router {router} {what} until {until} (event time, ms)")]
+    Busy { router: String, what: &'static str, until: i64 },
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
@@ -109,11 +121,17 @@ pub struct Engine {
     faults: FaultBook,
     /// Planned changes (realistic profile only).
     changes: ChangeBook,
+    /// What faults left alone led to.
+    consequences: ConsequenceBook,
+    /// Remediation actions, running and done.
+    actions: ActionBook,
     /// Draws the random schedule and the flapping faults' per-sample state.
     rng: ChaCha8Rng,
     /// Draws the planned changes: a stream of its own, so the faults are the same under
     /// either profile.
     change_rng: ChaCha8Rng,
+    /// Event time of the first sample.
+    start: i64,
     /// Event time of the latest sample, or of the start before the first one.
     now: i64,
     ticks: u64,
@@ -133,8 +151,11 @@ impl Engine {
             config,
             faults: FaultBook::default(),
             changes: ChangeBook::default(),
+            consequences: ConsequenceBook::default(),
+            actions: ActionBook::default(),
             rng,
             change_rng,
+            start,
             now: start,
             ticks: 0,
         })
@@ -151,6 +172,11 @@ impl Engine {
     /// Event time of the latest sample (the start time before the first tick).
     pub fn now(&self) -> i64 {
         self.now
+    }
+
+    /// Event time of the first sample.
+    pub fn started(&self) -> i64 {
+        self.start
     }
 
     pub fn ticks(&self) -> u64 {
@@ -174,6 +200,14 @@ impl Engine {
         &self.changes
     }
 
+    pub fn consequences(&self) -> &ConsequenceBook {
+        &self.consequences
+    }
+
+    pub fn actions(&self) -> &ActionBook {
+        &self.actions
+    }
+
     /// Each router's latest sample.
     pub fn records(&self) -> &[Record] {
         self.fleet.records()
@@ -186,10 +220,12 @@ impl Engine {
         self.fleet.delivered()
     }
 
-    /// Produces one sample per router at event time `ts`: ends expired faults, draws new ones
-    /// from the schedule, then steps the fleet.
+    /// Produces one sample per router at event time `ts`: completes due actions, ends expired
+    /// faults, draws new ones from the schedule, steps the fleet, then checks what the new
+    /// samples lead to (consequences start with the next sample).
     pub fn tick(&mut self, ts: i64) {
         let dt_ms = if self.ticks == 0 { self.config.interval_ms as i64 } else { (ts - self.now).max(0) };
+        self.complete_actions(ts);
         self.faults.expire(ts);
         self.schedule(ts, dt_ms);
         let mut effects = self.faults.effects(ts, &mut self.rng);
@@ -201,9 +237,91 @@ impl Engine {
             self.changes.schedule(&mut self.change_rng, ts, dt_ms, self.fleet.profiles());
             self.changes.effects_into(ts, &mut effects);
         }
+        self.consequences.effects_into(ts, &mut effects);
+        self.actions.effects_into(ts, &mut effects);
         self.fleet.step(ts, self.config.interval_ms, |i| effects.remove(&i));
         self.now = ts;
         self.ticks += 1;
+        let at = self.next_ts();
+        for crash in self.consequences.update(ts, at, &self.fleet, &self.faults) {
+            self.crash(crash);
+        }
+    }
+
+    /// Carries out a crash: the reload frees the leaked memory and kills a runaway process
+    /// (those faults end), and the router is down until the reload is over.
+    fn crash(&mut self, Crash { router_index, at }: Crash) {
+        let ended: Vec<String> = self
+            .faults
+            .on_router(router_index)
+            .filter(|f| matches!(f.event.kind, FaultKind::MemoryLeak | FaultKind::CpuRunaway))
+            .map(|f| f.event.id.clone())
+            .collect();
+        for id in ended {
+            self.faults.end(&id, at);
+        }
+        self.fleet.restart(router_index, at + consequences::RELOAD_MS);
+    }
+
+    /// Completes the actions due by `ts`: each ends the faults it fixes that were active on
+    /// its router when it completed.
+    fn complete_actions(&mut self, ts: i64) {
+        for action in self.actions.due(ts) {
+            let done = action.record.completes_at;
+            let index = action.router_index;
+            let mut fixed = Vec::new();
+            if (index as usize) < self.fleet.len() {
+                let kind = action.record.action;
+                fixed = self
+                    .faults
+                    .on_router(index)
+                    .filter(|f| kind.fixes(f.event.kind) && f.event.start < done && done < f.event.end)
+                    .map(|f| FixedFault { id: f.event.id.clone(), kind: f.event.kind })
+                    .collect();
+                for f in &fixed {
+                    self.faults.end(&f.id, done);
+                }
+                if kind == ActionKind::RestartProcess {
+                    self.fleet.reconverge(index, done);
+                }
+            }
+            let record = self.actions.complete(action, fixed);
+            tracing::debug!(id = %record.id, outcome = ?record.outcome, "action completed");
+        }
+    }
+
+    /// Starts a remediation action on a router with the next sample (`POST
+    /// /routers/{id}/actions`); it completes after the action's delay.
+    pub fn act(&mut self, router: &str, req: &ActionRequest) -> Result<ActionRecord, EngineError> {
+        let index = self.lookup(router)?;
+        let action = ActionKind::from_name(&req.action)
+            .ok_or_else(|| EngineError::UnknownAction { given: req.action.clone() })?;
+        for (field, value, max) in
+            [("reason", &req.reason, MAX_REASON_BYTES), ("requested_by", &req.requested_by, MAX_REQUESTED_BY_BYTES)]
+        {
+            if let Some(v) = value.as_ref().filter(|v| v.len() > max) {
+                return Err(invalid(field, format!("{} bytes is over {max}", v.len())));
+            }
+        }
+        let at = self.next_ts();
+        let busy = |what, until| EngineError::Busy { router: router.to_owned(), what, until };
+        if let Some(until) = self.consequences.reload_until(index, at) {
+            return Err(busy("is rebooting after a crash", until));
+        }
+        if let Some(until) = self.actions.restart_until(index, at) {
+            return Err(busy("is restarting its routing process", until));
+        }
+        if let Some(a) = self.actions.running().iter().find(|a| a.router_index == index && a.record.action == action) {
+            return Err(busy("is already running this action", a.record.completes_at));
+        }
+        Ok(self.actions.start(NewAction {
+            action,
+            router_index: index,
+            router: router.to_owned(),
+            at,
+            reason: req.reason.clone(),
+            requested_by: req.requested_by.clone(),
+        }))
     }
 
     /// Draws the faults that start at `ts`: a Poisson number for the fleet over the last step,
@@ -221,7 +339,7 @@ impl Engine {
             let magnitude = self.rng.random_range(spec.random_magnitude.0..=spec.random_magnitude.1);
             let duration_s = self.rng.random_range(spec.random_duration_s.0..=spec.random_duration_s.1).round();
             // One fault of a kind per router at a time keeps the ground truth unambiguous.
-            if self.faults.has_active(index, kind) {
+            if self.faults.slot_taken(index, kind) {
                 continue;
             }
             self.faults.start(NewFault {
@@ -312,6 +430,7 @@ impl Engine {
         if next.routers < self.config.routers {
             self.faults.end_beyond(next.routers, at);
             self.changes.end_beyond(next.routers, at);
+            self.consequences.end_beyond(next.routers, at);
         }
         if next.profile == TelemetryProfile::Clean {
             self.changes.end_beyond(0, at);
@@ -339,5 +458,15 @@ impl Engine {
     /// Hands over the planned changes scheduled or ended since the last call.
     pub fn take_change_notices(&mut self) -> Vec<ChangeNotice> {
         self.changes.take_notices()
+    }
+
+    /// Hands over the consequences started or ended since the last call.
+    pub fn take_consequence_notices(&mut self) -> Vec<ConsequenceNotice> {
+        self.consequences.take_notices()
+    }
+
+    /// Hands over the actions requested or completed since the last call.
+    pub fn take_action_notices(&mut self) -> Vec<ActionNotice> {
+        self.actions.take_notices()
     }
 }

@@ -54,6 +54,9 @@ pub struct Effects {
     pub errors_per_min: f64,
     /// Fraction of BGP sessions down.
     pub bgp_down_frac: f64,
+    /// CPU clock as a share of full speed: below 1 when the chassis throttles it (the same
+    /// work then takes a larger share of the CPU and makes less heat).
+    pub cpu_clock: f64,
 }
 
 impl Default for Effects {
@@ -70,6 +73,7 @@ impl Default for Effects {
             loss_add: 0.0,
             errors_per_min: 0.0,
             bgp_down_frac: 0.0,
+            cpu_clock: 1.0,
         }
     }
 }
@@ -226,6 +230,37 @@ pub fn apply(kind: FaultKind, magnitude: f64, elapsed_s: f64, rng: &mut ChaCha8R
     }
 }
 
+/// Whether `apply` draws from the engine's random stream for this kind (one draw a sample).
+const fn flaps(kind: FaultKind) -> bool {
+    matches!(kind, FaultKind::LinkFlap | FaultKind::RouteFlap)
+}
+
+/// Roughly how many degrees C one fault adds to the chassis temperature it settles at, for
+/// blaming a thermal consequence on the fault that heats the router most. Mirrors `apply`
+/// and the thermal model in `fleet` (30 C for a total loss of cooling, ~20 C for a fully
+/// busy CPU, 4 C for full links).
+pub fn heat_c(kind: FaultKind, magnitude: f64, elapsed_s: f64) -> f64 {
+    let ramp = (elapsed_s / 300.0).clamp(0.0, 1.0);
+    match kind {
+        FaultKind::HardwareTemperature => magnitude * ramp,
+        FaultKind::HardwareFan => 30.0 * magnitude,
+        FaultKind::HardwarePsu => 9.0 * magnitude + 5.0 * magnitude * ramp,
+        FaultKind::CpuRunaway => 20.0 * magnitude * ramp.max(0.5),
+        FaultKind::TrafficSpike => 4.0 * (magnitude - 1.0).min(2.0),
+        _ => 0.0,
+    }
+}
+
+/// Roughly how much CPU one fault adds (ratio), for blaming a starved control plane.
+pub fn cpu_load(kind: FaultKind, magnitude: f64) -> f64 {
+    match kind {
+        FaultKind::CpuRunaway => magnitude,
+        FaultKind::TrafficSpike => 0.4 * 0.3 * (magnitude - 1.0),
+        FaultKind::RouteFlap | FaultKind::LinkFlap => 0.15 * magnitude,
+        _ => 0.0,
+    }
+}
+
 /// A fault and its bookkeeping.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultView {
@@ -240,6 +275,8 @@ pub struct ActiveFault {
     pub event: FaultEvent,
     pub router_index: u32,
     pub source: Source,
+    /// The fault's number (the digits of its id): the order flapping faults draw in.
+    pub seq: u64,
 }
 
 /// A change to the ground truth, for the sinks.
@@ -270,10 +307,25 @@ pub struct NewFault<'a> {
     pub source: Source,
 }
 
+/// A fault that ended before its planned end keeps its slot until then: the random schedule
+/// skips its router and kind, and a flapping kind keeps drawing its per-sample state, as if it
+/// had run its course. So clearing, fixing or crashing a fault never changes which random
+/// faults come later: a run with remediation sees the same schedule as one without.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    seq: u64,
+    router_index: u32,
+    kind: FaultKind,
+    start: i64,
+    planned_end: i64,
+}
+
 /// Active faults, recent history and the notices not yet handed to the sinks.
 #[derive(Debug, Default)]
 pub struct FaultBook {
     active: Vec<ActiveFault>,
+    /// Faults ended early, until their planned end (see [`Slot`]).
+    slots: Vec<Slot>,
     history: VecDeque<(FaultEvent, Source)>,
     notices: Vec<FaultNotice>,
     next_id: u64,
@@ -294,7 +346,7 @@ impl FaultBook {
             metrics: spec(kind).metrics.iter().map(|m| m.name().to_owned()).collect(),
         };
         self.notices.push(FaultNotice { event: event.clone(), source, ended: false });
-        self.active.push(ActiveFault { event: event.clone(), router_index, source });
+        self.active.push(ActiveFault { event: event.clone(), router_index, source, seq: self.next_id });
         FaultView { event, active: true, source }
     }
 
@@ -306,6 +358,7 @@ impl FaultBook {
 
     /// Ends every fault whose planned end is at or before `ts`.
     pub fn expire(&mut self, ts: i64) {
+        self.slots.retain(|s| s.planned_end > ts);
         let mut i = 0;
         while i < self.active.len() {
             if self.active[i].event.end <= ts {
@@ -341,7 +394,13 @@ impl FaultBook {
     }
 
     fn finish(&mut self, pos: usize, at: i64) -> FaultView {
-        let ActiveFault { mut event, source, .. } = self.active.remove(pos);
+        let ActiveFault { mut event, source, router_index, seq } = self.active.remove(pos);
+        if at < event.end {
+            // Kept in number order, as the active list is.
+            let slot = Slot { seq, router_index, kind: event.kind, start: event.start, planned_end: event.end };
+            let i = self.slots.partition_point(|s| s.seq < seq);
+            self.slots.insert(i, slot);
+        }
         event.end = event.end.min(at).max(event.start);
         self.notices.push(FaultNotice { event: event.clone(), source, ended: true });
         if self.history.len() == HISTORY_LIMIT {
@@ -357,6 +416,19 @@ impl FaultBook {
 
     pub fn has_active(&self, router_index: u32, kind: FaultKind) -> bool {
         self.active.iter().any(|f| f.router_index == router_index && f.event.kind == kind)
+    }
+
+    /// Whether the random schedule must skip this router and kind: a fault of the kind is
+    /// active there, or one ended early and its planned time is not over yet, so that ending
+    /// faults early never changes the random schedule.
+    pub fn slot_taken(&self, router_index: u32, kind: FaultKind) -> bool {
+        self.has_active(router_index, kind)
+            || self.slots.iter().any(|s| s.router_index == router_index && s.kind == kind)
+    }
+
+    /// The active faults on a router.
+    pub fn on_router(&self, router_index: u32) -> impl Iterator<Item = &ActiveFault> + '_ {
+        self.active.iter().filter(move |f| f.router_index == router_index)
     }
 
     /// Every known fault: ended ones (oldest first), then active ones.
@@ -377,11 +449,22 @@ impl FaultBook {
     /// The effects of the active faults, per router index, for samples at `ts`.
     pub fn effects(&self, ts: i64, rng: &mut ChaCha8Rng) -> HashMap<u32, Effects> {
         let mut map: HashMap<u32, Effects> = HashMap::new();
+        // Flapping faults that ended early still draw, in fault order with the active ones, so
+        // every other fault gets the draws it would have had (see `Slot`).
+        let mut ended = self.slots.iter().filter(|s| flaps(s.kind) && s.start <= ts && ts < s.planned_end).peekable();
         for f in &self.active {
             if f.event.start <= ts && ts < f.event.end {
+                if flaps(f.event.kind) {
+                    while ended.next_if(|s| s.seq < f.seq).is_some() {
+                        rng.random::<f64>();
+                    }
+                }
                 let elapsed_s = (ts - f.event.start) as f64 / 1000.0;
                 apply(f.event.kind, f.event.magnitude, elapsed_s, rng, map.entry(f.router_index).or_default());
             }
+        }
+        for _ in ended {
+            rng.random::<f64>();
         }
         map
     }

@@ -32,7 +32,7 @@ const THERMAL_TAU_S: f64 = 180.0;
 /// Idle chassis sensor temperature above the room's.
 const CHASSIS_RISE_C: f64 = 10.0;
 /// How long BGP takes to re-establish every session after a restart, seconds.
-const BGP_CONVERGENCE_S: f64 = 180.0;
+pub const BGP_CONVERGENCE_S: f64 = 180.0;
 
 /// The static description of one router, fixed by `(seed, index)`.
 #[derive(Debug, Clone)]
@@ -163,6 +163,35 @@ struct State {
     last_ts: Option<i64>,
     /// Event time of the last restart (BGP converges and CPU is busy for a while after it).
     restarted_at: Option<i64>,
+    /// The latest sample's memory and CPU before they were clipped to 0..1 (what the
+    /// consequences watch: a leak that reaches 100% crashes the routing process).
+    mem: f64,
+    cpu: f64,
+    /// Since the last reboot (or the start of the simulation).
+    counters: Counters,
+}
+
+/// A router's interface counters since it booted, as SNMP's `ifHCInOctets` and friends count
+/// them: a reboot resets them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Counters {
+    /// Event time the router came up, ms; absent when it has been up since before the
+    /// simulation started.
+    pub booted_at: Option<i64>,
+    pub rx_bytes: f64,
+    pub tx_bytes: f64,
+    pub if_errors: f64,
+}
+
+/// What the consequences watch on a router after each sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Vitals {
+    /// Memory in use, ratio, before clipping (at or above 1 the process is out of memory).
+    pub mem: f64,
+    /// CPU in use, ratio of the (possibly throttled) CPU, before clipping.
+    pub cpu: f64,
+    /// Chassis temperature, degrees C (the model's, before sensor quantisation).
+    pub temp_c: f64,
 }
 
 /// The fleet: profiles, dynamic state and each router's latest sample.
@@ -248,6 +277,9 @@ impl Fleet {
                 temp_c: profile.ambient_c + CHASSIS_RISE_C + 4.0,
                 last_ts: None,
                 restarted_at: None,
+                mem: 0.0,
+                cpu: 0.0,
+                counters: Counters::default(),
             };
             let record = Record {
                 schema: SCHEMA_VERSION,
@@ -293,13 +325,33 @@ impl Fleet {
         }
     }
 
-    /// Marks a router as restarted at `ts`: its BGP sessions re-establish from zero.
+    /// Marks a router as rebooted, up again at `ts`: its BGP sessions re-establish from zero
+    /// and its counters start again. A `ts` in the future means it is down until then.
     pub fn restart(&mut self, index: u32, ts: i64) {
+        self.reconverge(index, ts);
+        if let Some(state) = self.states.get_mut(index as usize) {
+            state.counters = Counters { booted_at: Some(ts), ..Counters::default() };
+        }
+    }
+
+    /// Marks the routing process as restarted at `ts` (the router stays up, its counters
+    /// count on): its BGP sessions re-establish from zero.
+    pub fn reconverge(&mut self, index: u32, ts: i64) {
         if let Some(state) = self.states.get_mut(index as usize) {
             state.restarted_at = Some(ts);
             state.traffic_ar = 0.0;
             state.cpu_ar = 0.0;
         }
+    }
+
+    /// What the consequences watch, after the latest sample.
+    pub fn vitals(&self, index: u32) -> Option<Vitals> {
+        self.states.get(index as usize).map(|s| Vitals { mem: s.mem, cpu: s.cpu, temp_c: s.temp_c })
+    }
+
+    /// The router's counters since it booted.
+    pub fn counters(&self, index: u32) -> Option<Counters> {
+        self.states.get(index as usize).map(|s| s.counters)
     }
 
     /// Advances every router to event time `ts`, applying `effects(index)` (the faults active
@@ -416,10 +468,16 @@ fn sample(p: &Profile, s: &mut State, ts: i64, dt_s: f64, fx: &Effects) -> Metri
     // Route recomputation after a restart or during a route flap keeps the control plane busy.
     let converging = since_restart.is_some_and(|t| t < BGP_CONVERGENCE_S);
     let control_plane = if converging { 0.25 } else { 0.0 } + 0.15 * fx.bgp_down_frac;
-    let cpu = (p.cpu_idle + p.cpu_per_util * util + s.cpu_ar + 0.01 * normal() + control_plane + fx.cpu_add)
-        .clamp(0.005, 1.0);
+    let demand = p.cpu_idle + p.cpu_per_util * util + s.cpu_ar + 0.01 * normal() + control_plane + fx.cpu_add;
+    // The work done at full clock; a throttled CPU (`cpu_clock` < 1) needs a larger share of
+    // itself for it, and makes proportionally less heat.
+    let work = demand.clamp(0.005, 1.0);
+    let cpu = (work / fx.cpu_clock).min(1.0);
+    s.cpu = demand / fx.cpu_clock;
 
-    let mem = (p.mem_base + 0.05 * util + 0.003 * normal() + fx.mem_add).clamp(0.01, 0.995);
+    let mem_used = p.mem_base + 0.05 * util + 0.003 * normal() + fx.mem_add;
+    s.mem = mem_used;
+    let mem = mem_used.clamp(0.01, 0.995);
 
     // The fan controller reacts to the temperature it last saw; a fault can cut or upset it.
     let nominal_c = p.ambient_c + CHASSIS_RISE_C + 4.0;
@@ -429,8 +487,12 @@ fn sample(p: &Profile, s: &mut State, ts: i64, dt_s: f64, fx: &Effects) -> Metri
     // Less air than the controller asked for means less cooling.
     let cooling_deficit = (1.0 - fx.fan_mul * fan_jitter.min(1.0)).max(0.0);
     let ambient = p.ambient_c + 1.5 * (phase.cos());
-    let temp_target =
-        ambient + CHASSIS_RISE_C + p.temp_per_cpu * cpu + 4.0 * util + 30.0 * cooling_deficit + fx.temp_add;
+    let temp_target = ambient
+        + CHASSIS_RISE_C
+        + p.temp_per_cpu * work * fx.cpu_clock
+        + 4.0 * util
+        + 30.0 * cooling_deficit
+        + fx.temp_add;
     let alpha = 1.0 - (-dt_s / THERMAL_TAU_S).exp();
     s.temp_c += (temp_target - s.temp_c) * alpha + 0.15 * normal();
 
@@ -454,6 +516,10 @@ fn sample(p: &Profile, s: &mut State, ts: i64, dt_s: f64, fx: &Effects) -> Metri
     if bgp_up >= 1.0 && s.rng.random::<f64>() < 0.0005 {
         bgp_up -= 1.0;
     }
+
+    s.counters.rx_bytes += rx_bps * dt_s / 8.0;
+    s.counters.tx_bytes += tx_bps * dt_s / 8.0;
+    s.counters.if_errors += if_errors;
 
     Metrics {
         cpu_util: round(cpu, 1e4),

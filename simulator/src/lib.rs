@@ -2,6 +2,8 @@
 //!
 //! * [`fleet`]: router profiles and the metric dynamics (cycles, noise, correlations).
 //! * [`faults`]: fault kinds, their effects, and the ground-truth book.
+//! * [`consequences`]: what a fault left alone leads to (a crash, throttling, shutdowns).
+//! * [`actions`]: remediation actions, what each fixes and how long it takes.
 //! * [`realism`]: the telemetry profiles (`clean`, `realistic`) and the realistic traits.
 //! * [`changes`]: planned changes (realistic profile), published as ground truth too.
 //! * [`engine`]: the simulation state that the runner and the REST API share.
@@ -11,8 +13,10 @@
 //!
 //! See `simulator/README.md` for usage.
 
+pub mod actions;
 pub mod api;
 pub mod changes;
+pub mod consequences;
 pub mod encode;
 pub mod engine;
 pub mod faults;
@@ -23,6 +27,13 @@ pub mod runner;
 pub mod sink;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The version of the model's output: the same seed and parameters give the same records and
+/// ground truth under the same version. Bumped whenever that output changes on purpose (the
+/// clean golden hash in `tests/clean_golden.rs` moves with it), so that anything caching
+/// simulated data can tell a stale set from a current one. 2: faults have consequences, and
+/// faults ended early keep their schedule slot.
+pub const MODEL_VERSION: u32 = 2;
 
 pub use engine::{Engine, RuntimeConfig};
 pub use realism::TelemetryProfile;

@@ -74,7 +74,9 @@ struct Cli {
     /// Write records as JSON lines to this file instead of Kafka.
     #[arg(long, env = "ROUTEWATCH_SIM_OUT")]
     out: Option<PathBuf>,
-    /// Ground-truth file for --out (default: next to it, `NAME.faults.jsonl`).
+    /// Ground-truth file for --out (default: next to it, `NAME.faults.jsonl`); the planned
+    /// changes, consequences and actions go next to it (`NAME.changes.jsonl`,
+    /// `NAME.consequences.jsonl`, `NAME.actions.jsonl`).
     #[arg(long, env = "ROUTEWATCH_SIM_FAULTS_OUT", requires = "out")]
     faults_out: Option<PathBuf>,
 

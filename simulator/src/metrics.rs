@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use routewatch_telemetry::{FaultKind, Metric, Role};
 
+use crate::consequences::ConsequenceKind;
 use crate::engine::Engine;
 use crate::lock;
 
@@ -31,6 +32,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+    /// `requested`, then `fixed` or `no-effect` when it completes.
+    pub outcome: &'static str,
+}
+
 /// The simulator's own instruments. Cheap to clone (every instrument is shared).
 #[derive(Debug, Clone)]
 pub struct SimMetrics {
@@ -42,6 +50,8 @@ pub struct SimMetrics {
     pub tick_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub faults_started: Family<FaultLabels, Counter>,
     pub faults_ended: Family<KindLabel, Counter>,
+    pub consequences: Family<KindLabel, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
     pub delivered: Counter,
     pub delivery_errors: Counter,
     pub dropped: Counter,
@@ -59,6 +69,8 @@ impl Default for SimMetrics {
             tick_lag: Gauge::default(),
             faults_started: Family::default(),
             faults_ended: Family::default(),
+            consequences: Family::default(),
+            actions: Family::default(),
             delivered: Counter::default(),
             delivery_errors: Counter::default(),
             dropped: Counter::default(),
@@ -96,6 +108,16 @@ impl SimMetrics {
         );
         r.register("routewatch_sim_faults_started", "Faults started, by kind and source", self.faults_started.clone());
         r.register("routewatch_sim_faults_ended", "Faults ended, by kind", self.faults_ended.clone());
+        r.register(
+            "routewatch_sim_consequences",
+            "Consequences of faults left alone (crashes, throttling, shutdowns), by kind",
+            self.consequences.clone(),
+        );
+        r.register(
+            "routewatch_sim_actions",
+            "Remediation actions requested, and completed by outcome",
+            self.actions.clone(),
+        );
         r.register("routewatch_sim_kafka_delivered", "Messages the broker acknowledged", self.delivered.clone());
         r.register(
             "routewatch_sim_kafka_delivery_errors",
@@ -174,6 +196,18 @@ impl Collector for FleetCollector {
             )?;
             for kind in FaultKind::ALL {
                 let n = engine.faults().active().iter().filter(|f| f.event.kind == kind).count();
+                ConstGauge::new(n as i64).encode(m.encode_family(&[("kind", kind.name())])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "routewatch_sim_consequences_active",
+                "Consequences of faults left alone lasting now (routers reloading, throttled, shedding cards), by kind",
+                None,
+                MetricType::Gauge,
+            )?;
+            for kind in <ConsequenceKind as strum::VariantArray>::VARIANTS {
+                let n = engine.consequences().active().filter(|c| c.kind == *kind).count();
                 ConstGauge::new(n as i64).encode(m.encode_family(&[("kind", kind.name())])?)?;
             }
         }

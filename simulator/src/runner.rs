@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use crate::actions::Outcome;
 use crate::encode::EncodedBatch;
 use crate::engine::Engine;
 use crate::faults::FaultNotice;
 use crate::lock;
-use crate::metrics::{FaultLabels, KindLabel, SimMetrics};
+use crate::metrics::{ActionLabels, FaultLabels, KindLabel, SimMetrics};
 use crate::sink::{Sink, SinkError};
 
 /// How event time advances.
@@ -161,19 +162,38 @@ impl Runner {
     /// One sample per router at `ts`, handed to the sink with any ground-truth changes.
     fn step(&mut self, ts: i64) -> Result<(), SinkError> {
         let t0 = Instant::now();
-        let (notices, changes) = {
+        let (notices, changes, consequences, actions) = {
             let mut engine = lock(&self.engine);
             engine.tick(ts);
             self.batch.encode(engine.delivered());
-            (engine.take_notices(), engine.take_change_notices())
+            (
+                engine.take_notices(),
+                engine.take_change_notices(),
+                engine.take_consequence_notices(),
+                engine.take_action_notices(),
+            )
         };
         self.count_faults(&notices);
+        for n in consequences.iter().filter(|n| !n.ended) {
+            self.metrics.consequences.get_or_create(&KindLabel { kind: n.event.kind.name() }).inc();
+        }
+        for n in &actions {
+            let outcome = match n.record.outcome {
+                None => "requested",
+                Some(Outcome::Fixed) => "fixed",
+                Some(Outcome::NoEffect) => "no-effect",
+            };
+            self.metrics.actions.get_or_create(&ActionLabels { action: n.record.action.name(), outcome }).inc();
+        }
         // Ground truth first, so a consumer reading both topics sees a fault no later than
-        // its first affected sample.
+        // its first affected sample. Actions requested over REST since the last tick and the
+        // consequences this tick's samples set off are published with this tick too.
         let written = self
             .sink
             .faults(&notices)
             .and_then(|()| self.sink.changes(&changes))
+            .and_then(|()| self.sink.consequences(&consequences))
+            .and_then(|()| self.sink.actions(&actions))
             .and_then(|()| self.sink.records(&self.batch));
         if written.is_err() {
             self.metrics.sink_errors.inc();

@@ -329,6 +329,7 @@ async fn prometheus_metrics_follow_conventions_and_the_per_router_opt_out() {
         "routewatch_sim_records_total 0",
         "routewatch_sim_routers 20",
         "routewatch_sim_faults_active{kind=\"packet-loss\"} 1",
+        "routewatch_sim_consequences_active{kind=\"process-crash\"} 0",
         "routewatch_sim_tick_duration_seconds_bucket",
         "routewatch_fleet_cpu_utilization_ratio{role=\"access\",stat=\"mean\"}",
         "routewatch_router_latency_seconds{router=\"rtr-000001\",role=",

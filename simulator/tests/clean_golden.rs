@@ -1,5 +1,6 @@
-//! The clean profile is today's model, bit for bit: the records and the ground truth for a
-//! fixed seed hash to the value taken before the realistic profile existed.
+//! The clean profile is today's model, bit for bit: the records and the ground truth (faults
+//! and the consequences of those left alone) for a fixed seed hash to a value taken when the
+//! model last changed on purpose.
 
 use routewatch_simulator::TelemetryProfile;
 use routewatch_simulator::engine::{Engine, FaultRequest, RuntimeConfig};
@@ -16,7 +17,7 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
 }
 
 /// 300 routers x 6 hours at 60 s with a high fault rate, one injected fault and a restart.
-fn clean_hash() -> u64 {
+fn clean_hash() -> (u64, Vec<String>) {
     let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 5.0, profile: TelemetryProfile::Clean };
     let mut engine = Engine::new(42, config, START).unwrap();
     let mut hash = 0xcbf2_9ce4_8422_2325;
@@ -42,15 +43,32 @@ fn clean_hash() -> u64 {
     for fault in engine.faults().all() {
         fnv(&mut hash, &serde_json::to_vec(&fault.event).unwrap());
     }
-    hash
+    let mut consequences = Vec::new();
+    for c in engine.consequences().all() {
+        fnv(&mut hash, &serde_json::to_vec(c).unwrap());
+        consequences.push(format!("{} {} <- {:?}", c.kind.name(), c.router, c.fault_kind));
+    }
+    (hash, consequences)
 }
 
 #[test]
-fn clean_profile_is_bit_identical_to_the_model_before_profiles() {
-    let hash = clean_hash();
-    eprintln!("clean hash: {hash:#018x}");
-    assert_eq!(hash, GOLDEN, "the clean profile changed: got {hash:#018x}");
+fn clean_profile_is_bit_identical_to_the_model_with_consequences() {
+    let (hash, consequences) = clean_hash();
+    eprintln!("clean hash: {hash:#018x}; consequences: {consequences:#?}");
+    assert_eq!(hash, GOLDEN, "the clean profile changed: got {hash:#018x} (bump MODEL_VERSION with GOLDEN)");
+    assert_eq!(routewatch_simulator::MODEL_VERSION, 2, "GOLDEN was taken under model version 2");
+    // What moved the hash off e101e98's: faults left alone now have consequences here.
+    assert!(consequences.iter().any(|c| c.starts_with("process-crash")), "{consequences:?}");
 }
 
-/// Taken at commit e101e98, before the telemetry profiles existed.
-const GOLDEN: u64 = 0x2346_691f_102e_6e91;
+/// Taken when faults got consequences (`MODEL_VERSION` 2; bump it whenever this changes).
+/// e101e98's value (0x2346_691f_102e_6e91, before the telemetry profiles) moved for two
+/// reasons, and only these: with the consequence checks off and early-ended faults not
+/// holding their schedule slot, this run still hashed to it.
+/// 1. Consequences: in this run a memory leak crashes its router (and ends at the crash),
+///    overheating throttles eight CPUs and shuts one router's cards down, and seven PSUs
+///    fail; each changes that router's records from then on.
+/// 2. A fault ended early (here by the restart at tick 100, elsewhere by a crash or a
+///    remediation action) holds its slot in the random schedule until its planned end, so
+///    that remediation never changes which random faults come later.
+const GOLDEN: u64 = 0x817c_949f_1809_0f71;

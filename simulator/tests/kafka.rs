@@ -89,6 +89,65 @@ async fn records_and_faults_reach_their_topics_decoded_and_keyed() {
     assert_eq!((ended.start, ended.end), (START, START + 120_000));
 }
 
+/// Consequences and actions share `router-faults` with the faults, keyed by their own ids,
+/// told apart by the `type` header (and the payload's `type`), with a `phase` header.
+#[tokio::test(flavor = "multi_thread")]
+async fn consequences_and_actions_reach_the_ground_truth_topic() {
+    let broker = Broker::tansu();
+    broker.create_topics(&[("router-metrics", 1), ("router-faults", 1)]);
+    let engine = engine(10);
+    let (leak, action) = {
+        let mut e = lock(&engine);
+        let req = FaultRequest {
+            kind: FaultKind::MemoryLeak,
+            router: Some("rtr-000001".into()),
+            duration_s: Some(6.0 * 3600.0),
+            magnitude: Some(1.0),
+        };
+        let leak = e.inject(&req).unwrap().event.id;
+        let req = serde_json::from_value(serde_json::json!({"action": "failover-psu"})).unwrap();
+        (leak, e.act("rtr-000002", &req).unwrap().id)
+    };
+    let metrics = SimMetrics::default();
+    tokio::task::spawn_blocking({
+        let (engine, sink) = (engine.clone(), sink(&broker, &metrics));
+        move || Runner::new(engine, sink, metrics).run(Pace::Fast, Some(START + 90 * 60_000), &Stop::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // The leak (started, ended by the crash), the crash (started, ended), the action
+    // (requested, completed).
+    let messages = broker.consume("router-faults", 6, TIMEOUT);
+    let seen: Vec<(String, String, String)> = messages
+        .iter()
+        .map(|m| {
+            let header = |k| m.header(k).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            (String::from_utf8_lossy(m.key.as_deref().unwrap()).into_owned(), header("type"), header("phase"))
+        })
+        .collect();
+    let crash = lock(&engine).consequences().all().next().expect("the leak crashed the router").clone();
+    let expect = |id: &str, kind: &str, phase: &str| (id.to_owned(), kind.to_owned(), phase.to_owned());
+    for wanted in [
+        expect(&leak, "", "started"),
+        expect(&leak, "", "ended"),
+        expect(&crash.id, "consequence", "started"),
+        expect(&crash.id, "consequence", "ended"),
+        expect(&action, "action", "requested"),
+        expect(&action, "action", "completed"),
+    ] {
+        assert!(seen.contains(&wanted), "{wanted:?} not in {seen:?}");
+    }
+    let last_of = |id: &str| messages.iter().rev().find(|m| m.key.as_deref() == Some(id.as_bytes())).unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&last_of(&crash.id).payload).unwrap();
+    assert_eq!(
+        (c["type"].as_str(), c["kind"].as_str(), c["fault"].as_str()),
+        (Some("consequence"), Some("process-crash"), Some(leak.as_str()))
+    );
+    let a: serde_json::Value = serde_json::from_slice(&last_of(&action).payload).unwrap();
+    assert_eq!((a["type"].as_str(), a["outcome"].as_str()), (Some("action"), Some("no-effect")));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_delays_but_loses_nothing() {
     let broker = Broker::tansu();

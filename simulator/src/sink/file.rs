@@ -6,15 +6,68 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use routewatch_telemetry::{FaultEvent, PlannedChange};
+use serde::Serialize;
 
 use super::{Sink, SinkError};
+use crate::actions::{ActionNotice, ActionRecord, ActionStatus};
 use crate::changes::ChangeNotice;
+use crate::consequences::{Consequence, ConsequenceNotice};
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 
+/// A JSON-lines file created with its first line, holding each item's final state: items
+/// are kept open until they end, then written; those still open at `flush` are written as
+/// they are then.
+#[derive(Debug)]
+struct FinalStates<T> {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    open: BTreeMap<String, T>,
+}
+
+impl<T: Serialize + Clone> FinalStates<T> {
+    fn new(path: PathBuf) -> Self {
+        FinalStates { path, file: None, open: BTreeMap::new() }
+    }
+
+    fn update(&mut self, id: &str, item: &T, ended: bool) -> Result<(), SinkError> {
+        if ended {
+            self.open.remove(id);
+            self.write(item)
+        } else {
+            self.open.insert(id.to_owned(), item.clone());
+            Ok(())
+        }
+    }
+
+    fn write(&mut self, item: &T) -> Result<(), SinkError> {
+        let path = self.path.display().to_string();
+        let io = |source| SinkError::Io { path: path.clone(), source };
+        if self.file.is_none() {
+            self.file = Some(File::create(&self.path).map(BufWriter::new).map_err(io)?);
+        }
+        let out = self.file.as_mut().expect("created above");
+        serde_json::to_writer(&mut *out, item).map_err(|e| io(e.into()))?;
+        out.write_all(b"\n").map_err(io)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        for item in std::mem::take(&mut self.open).into_values() {
+            self.write(&item)?;
+        }
+        if let Some(file) = self.file.as_mut() {
+            let path = self.path.display().to_string();
+            file.flush().map_err(|source| SinkError::Io { path, source })?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes records, one JSON object a line, to one file, and the ground truth, one final
 /// `FaultEvent` a line (with its real end), to another. Planned changes (realistic profile),
-/// one final `PlannedChange` a line, go to a third file, created with the first change.
+/// consequences and actions go to files of their own next to it (`NAME.changes.jsonl`,
+/// `NAME.consequences.jsonl`, `NAME.actions.jsonl`), one final state a line, each created
+/// with its first line.
 #[derive(Debug)]
 pub struct FileSink {
     records: BufWriter<File>,
@@ -23,9 +76,9 @@ pub struct FileSink {
     truth_path: PathBuf,
     /// Faults that have started but not ended; written when they end or at `flush`.
     open: BTreeMap<String, FaultEvent>,
-    changes: Option<BufWriter<File>>,
-    changes_path: PathBuf,
-    open_changes: BTreeMap<String, PlannedChange>,
+    changes: FinalStates<PlannedChange>,
+    consequences: FinalStates<Consequence>,
+    actions: FinalStates<ActionRecord>,
 }
 
 impl FileSink {
@@ -45,32 +98,27 @@ impl FileSink {
             truth: open(truth_path)?,
             truth_path: truth_path.to_owned(),
             open: BTreeMap::new(),
-            changes: None,
-            changes_path: Self::changes_path_for(truth_path),
-            open_changes: BTreeMap::new(),
+            changes: FinalStates::new(Self::companion_path(truth_path, "changes")),
+            consequences: FinalStates::new(Self::companion_path(truth_path, "consequences")),
+            actions: FinalStates::new(Self::companion_path(truth_path, "actions")),
         })
     }
 
     /// The planned-change file next to a ground-truth file: `x.faults.jsonl` ->
     /// `x.changes.jsonl` (any other name: `NAME.changes.jsonl`).
     pub fn changes_path_for(truth: &Path) -> PathBuf {
+        Self::companion_path(truth, "changes")
+    }
+
+    /// A ground-truth file next to the faults file: `x.faults.jsonl` -> `x.WHAT.jsonl` (any
+    /// other name: `NAME.WHAT.jsonl`). `WHAT` is `changes`, `consequences` or `actions`.
+    pub fn companion_path(truth: &Path, what: &str) -> PathBuf {
         let name = truth.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let stem = name.strip_suffix(".faults.jsonl").map_or_else(
             || truth.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             str::to_owned,
         );
-        truth.with_file_name(format!("{stem}.changes.jsonl"))
-    }
-
-    fn write_change(&mut self, event: &PlannedChange) -> Result<(), SinkError> {
-        let path = self.changes_path.display().to_string();
-        let io = |source| SinkError::Io { path: path.clone(), source };
-        if self.changes.is_none() {
-            self.changes = Some(File::create(&self.changes_path).map(BufWriter::new).map_err(io)?);
-        }
-        let out = self.changes.as_mut().expect("created above");
-        serde_json::to_writer(&mut *out, event).map_err(|e| io(e.into()))?;
-        out.write_all(b"\n").map_err(io)
+        truth.with_file_name(format!("{stem}.{what}.jsonl"))
     }
 
     /// The default ground-truth path next to a records file: `x.jsonl` -> `x.faults.jsonl`.
@@ -109,29 +157,36 @@ impl Sink for FileSink {
     }
 
     fn changes(&mut self, notices: &[ChangeNotice]) -> Result<(), SinkError> {
-        for notice in notices {
-            if notice.ended {
-                self.open_changes.remove(&notice.event.id);
-                self.write_change(&notice.event)?;
-            } else {
-                self.open_changes.insert(notice.event.id.clone(), notice.event.clone());
-            }
+        for n in notices {
+            self.changes.update(&n.event.id, &n.event, n.ended)?;
         }
         Ok(())
     }
 
-    /// Writes the faults and changes still running with their planned end, then flushes.
+    fn consequences(&mut self, notices: &[ConsequenceNotice]) -> Result<(), SinkError> {
+        for n in notices {
+            self.consequences.update(&n.event.id, &n.event, n.ended)?;
+        }
+        Ok(())
+    }
+
+    fn actions(&mut self, notices: &[ActionNotice]) -> Result<(), SinkError> {
+        for n in notices {
+            self.actions.update(&n.record.id, &n.record, n.record.status == ActionStatus::Completed)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the faults and changes still running with their planned end, the consequences
+    /// still lasting without an end and the actions still running without an outcome, then
+    /// flushes.
     fn flush(&mut self) -> Result<(), SinkError> {
         for event in std::mem::take(&mut self.open).into_values() {
             self.write_truth(&event)?;
         }
-        for event in std::mem::take(&mut self.open_changes).into_values() {
-            self.write_change(&event)?;
-        }
-        if let Some(changes) = self.changes.as_mut() {
-            let path = self.changes_path.display().to_string();
-            changes.flush().map_err(|source| SinkError::Io { path, source })?;
-        }
+        self.changes.flush()?;
+        self.consequences.flush()?;
+        self.actions.flush()?;
         let records_path = self.records_path.display().to_string();
         self.records.flush().map_err(|source| SinkError::Io { path: records_path, source })?;
         let truth_path = self.truth_path.display().to_string();

@@ -12,7 +12,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use tracing::{info, warn};
 
 use super::{Sink, SinkError};
+use crate::actions::ActionNotice;
 use crate::changes::ChangeNotice;
+use crate::consequences::ConsequenceNotice;
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 use crate::metrics::SimMetrics;
@@ -133,6 +135,17 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// A ground-truth message that is not a fault: on the faults topic, keyed by its id, with
+    /// `phase` and `type` headers (the payload carries `type` too).
+    fn send_typed(&self, id: &str, payload: &[u8], phase: &str, kind: &str) -> Result<(), SinkError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "phase", value: Some(phase) })
+            .insert(Header { key: "type", value: Some(kind) });
+        self.send(&self.opts.faults_topic, id.as_bytes(), payload, Some(headers))
+    }
+}
+
 impl Sink for KafkaSink {
     fn records(&mut self, batch: &EncodedBatch) -> Result<(), SinkError> {
         for (i, (key, payload)) in batch.iter().enumerate() {
@@ -163,10 +176,26 @@ impl Sink for KafkaSink {
             let event = &notice.event;
             let payload = serde_json::to_vec(event).expect("a planned change always serialises");
             let phase = if notice.ended { "ended" } else { "scheduled" };
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "phase", value: Some(phase) })
-                .insert(Header { key: "type", value: Some("planned-change") });
-            self.send(&self.opts.faults_topic, event.id.as_bytes(), &payload, Some(headers))?;
+            self.send_typed(&event.id, &payload, phase, "planned-change")?;
+        }
+        Ok(())
+    }
+
+    /// Consequences share the faults topic, keyed by consequence id, `type` `consequence`.
+    fn consequences(&mut self, notices: &[ConsequenceNotice]) -> Result<(), SinkError> {
+        for notice in notices {
+            let payload = serde_json::to_vec(&notice.event).expect("a consequence always serialises");
+            self.send_typed(&notice.event.id, &payload, notice.phase(), "consequence")?;
+        }
+        Ok(())
+    }
+
+    /// Actions share the faults topic, keyed by action id, `type` `action`; published when
+    /// requested and again when completed, with the outcome.
+    fn actions(&mut self, notices: &[ActionNotice]) -> Result<(), SinkError> {
+        for notice in notices {
+            let payload = serde_json::to_vec(&notice.record).expect("an action always serialises");
+            self.send_typed(&notice.record.id, &payload, notice.phase(), "action")?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ mod kafka;
 pub use file::FileSink;
 pub use kafka::{KafkaOptions, KafkaSink, ensure_topics};
 
+use crate::actions::ActionNotice;
 use crate::changes::ChangeNotice;
+use crate::consequences::ConsequenceNotice;
 use crate::encode::EncodedBatch;
 use crate::faults::FaultNotice;
 
@@ -28,6 +30,10 @@ pub trait Sink: Send {
     fn faults(&mut self, notices: &[FaultNotice]) -> Result<(), SinkError>;
     /// Planned changes (scheduled, ended); the realistic profile makes them.
     fn changes(&mut self, notices: &[ChangeNotice]) -> Result<(), SinkError>;
+    /// Consequences of faults left alone (started, ended).
+    fn consequences(&mut self, notices: &[ConsequenceNotice]) -> Result<(), SinkError>;
+    /// Remediation actions (requested, completed with their outcome).
+    fn actions(&mut self, notices: &[ActionNotice]) -> Result<(), SinkError>;
     /// Makes everything written so far durable or delivered.
     fn flush(&mut self) -> Result<(), SinkError>;
 }
@@ -44,6 +50,12 @@ impl Sink for NullSink {
         Ok(())
     }
     fn changes(&mut self, _: &[ChangeNotice]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn consequences(&mut self, _: &[ConsequenceNotice]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn actions(&mut self, _: &[ActionNotice]) -> Result<(), SinkError> {
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
