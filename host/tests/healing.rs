@@ -247,7 +247,8 @@ fn approve_mode_end_to_end_from_records_to_the_endpoint_and_back() {
     let (router_seen, body) = received.lock().unwrap()[0].clone();
     assert_eq!(router_seen, first.router);
     assert_eq!(body["action"], "restart-process");
-    assert_eq!(body["incident"], first.incident.as_str());
+    assert_eq!(body["reason"], format!("incident {} (action {})", first.incident, first.id));
+    assert_eq!(body["requested_by"], format!("routewatch:{}", first.policy));
     api.wait("the action to be executed", Duration::from_secs(30), || {
         api.actions(&format!("incident={}", first.incident))[0].status == Status::Executed
     });

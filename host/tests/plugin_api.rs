@@ -271,7 +271,7 @@ fn reads_errors_and_the_openapi_document() {
     assert_eq!(documented, routes.len(), "the document has no route the server lacks");
     // The action names the document lists are the ones the host parses.
     let listed = &served["components"]["schemas"]["Action"]["properties"]["action"]["enum"];
-    let names: Vec<&str> = routewatch_telemetry::Action::iter().map(|a| a.name()).collect();
+    let names = routewatch_telemetry::Action::names();
     assert_eq!(listed, &json!(names), "the OpenAPI document's action names");
 }
 

@@ -509,6 +509,8 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         interval_ms: interval_ms as u64,
         fault_rate: args.fault_rate,
         profile: args.profile,
+        // Labelled by faults alone: a consequence would be an unlabelled departure.
+        consequences: false,
     };
     let mut engine = Engine::new(args.seed, config, START_MS).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ticks = i64::from(args.days) * 86_400_000 / interval_ms;

@@ -132,6 +132,8 @@ pub struct Execution {
     pub id: String,
     pub incident: String,
     pub router: String,
+    /// The policy that asked for it.
+    pub policy: String,
     pub action: routewatch_telemetry::Action,
     pub target: String,
     pub timeout: Duration,
@@ -499,6 +501,7 @@ impl Healer {
             id: record.id.clone(),
             incident: record.incident.clone(),
             router: record.router.clone(),
+            policy: record.policy.clone(),
             action: record.action,
             target: policy.policy.target.clone(),
             timeout: policy.policy.timeout(),

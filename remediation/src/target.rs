@@ -1,5 +1,6 @@
 //! Sending an action to its target: `POST {target}/routers/{router}/actions` with
-//! `{"action": NAME, "incident": ID, "id": ACTION_ID}`, a timeout per attempt, and retries
+//! `{"action": NAME, "reason": "incident ID (action ACTION_ID)", "requested_by":
+//! "routewatch:POLICY"}` (the simulator's actions API), a timeout per attempt, and retries
 //! with exponential backoff while the target cannot be reached or answers 5xx. A 4xx is the
 //! target's answer and is not retried. Whatever happens ends as a [`Sent`], never a panic.
 
@@ -37,8 +38,8 @@ impl HttpTarget {
         );
         let body = serde_json::json!({
             "action": execution.action,
-            "incident": execution.incident,
-            "id": execution.id,
+            "reason": format!("incident {} (action {})", execution.incident, execution.id),
+            "requested_by": format!("routewatch:{}", execution.policy),
         });
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(execution.timeout))

@@ -55,6 +55,7 @@ fn execution(target: &str, retries: u32, timeout: Duration) -> Execution {
         id: "act-inc-r/1-5".into(),
         incident: "inc-r/1-5".into(),
         router: "r/1".into(),
+        policy: "leak".into(),
         action: Action::RestartProcess,
         target: target.into(),
         timeout,
@@ -76,7 +77,11 @@ fn the_target_gets_the_action_for_its_router() {
     assert_eq!(bodies[0].0, "r/1", "the router name is one path segment, decoded by the target");
     assert_eq!(
         bodies[0].1,
-        serde_json::json!({"action": "restart-process", "incident": "inc-r/1-5", "id": "act-inc-r/1-5"})
+        serde_json::json!({
+            "action": "restart-process",
+            "reason": "incident inc-r/1-5 (action act-inc-r/1-5)",
+            "requested_by": "routewatch:leak"
+        })
     );
 }
 

@@ -28,13 +28,14 @@ const START: i64 = 1_736_121_600_000;
 const COMMAND: &str = "cargo bench -p routewatch-simulator --bench sim_throughput";
 
 fn engine(routers: u32, interval_ms: u64, start: i64) -> Arc<Mutex<Engine>> {
-    let config = RuntimeConfig { routers, interval_ms, fault_rate: 0.1, profile: TelemetryProfile::Clean };
+    let config =
+        RuntimeConfig { routers, interval_ms, fault_rate: 0.1, profile: TelemetryProfile::Clean, consequences: true };
     Arc::new(Mutex::new(Engine::new(1, config, start).expect("engine")))
 }
 
 /// Mean and max seconds to simulate and encode one tick of 100,000 routers at 1 s.
 fn tick_cost(profile: TelemetryProfile, ticks: i64) -> (f64, f64, usize) {
-    let config = RuntimeConfig { routers: 100_000, interval_ms: 1000, fault_rate: 0.1, profile };
+    let config = RuntimeConfig { routers: 100_000, interval_ms: 1000, fault_rate: 0.1, profile, consequences: true };
     let mut engine = Engine::new(1, config, START).expect("engine");
     let mut batch = EncodedBatch::new();
     let (mut sum, mut max, mut records) = (0.0, 0.0_f64, 0);

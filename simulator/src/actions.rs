@@ -19,38 +19,8 @@ pub const MAX_REASON_BYTES: usize = 512;
 /// Longest `requested_by`, bytes.
 pub const MAX_REQUESTED_BY_BYTES: usize = 128;
 
-/// What can be done to a router.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-    strum::EnumString,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum ActionKind {
-    /// Restart the routing process (`process restart bgp`, `restart routing`).
-    RestartProcess,
-    /// Shut and re-enable an interface (`shutdown` / `no shutdown`).
-    ResetInterface,
-    /// Dampen the flapping BGP peer (route-flap damping, or shut the peer).
-    DampenPeer,
-    /// Move the load to the redundant power supply and power the failing one off.
-    FailoverPsu,
-    /// Steer traffic off the congested or lossy path (IGP metrics, BGP policy).
-    RerouteTraffic,
-    /// Run the fans at full speed (compensates for a hot room or blocked airflow).
-    BoostFans,
-    /// Have remote hands hot-swap the fan tray.
-    ReplaceFanTray,
-}
+/// What can be done to a router: the vocabulary shared with routewatch's self-healing.
+pub use routewatch_telemetry::Action as ActionKind;
 
 /// What an action does: how long it takes, what it fixes, what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -64,28 +34,24 @@ pub struct ActionSpec {
     pub side_effects: &'static str,
 }
 
-impl ActionKind {
-    /// Every action, in declaration order.
-    pub fn all() -> &'static [ActionKind] {
-        <ActionKind as strum::VariantArray>::VARIANTS
+/// What each action does in the simulator: its delay, the faults it fixes, its side effects.
+pub trait ActionSpecs: Copy {
+    /// The action's spec.
+    fn spec(self) -> ActionSpec;
+
+    /// Whether it fixes faults of `kind`.
+    fn fixes(self, kind: FaultKind) -> bool {
+        self.spec().fixes.contains(&kind)
     }
 
-    /// The wire name (`restart-process`).
-    pub fn name(self) -> &'static str {
-        self.into()
+    /// From the request to the fix, ms of event time.
+    fn delay_ms(self) -> i64 {
+        (self.spec().delay_s * 1000.0) as i64
     }
+}
 
-    /// Every action's wire name.
-    pub fn names() -> Vec<&'static str> {
-        Self::all().iter().map(|a| a.name()).collect()
-    }
-
-    /// Looks an action up by its wire name.
-    pub fn from_name(name: &str) -> Option<ActionKind> {
-        name.parse().ok()
-    }
-
-    pub const fn spec(self) -> ActionSpec {
+impl ActionSpecs for ActionKind {
+    fn spec(self) -> ActionSpec {
         use FaultKind::*;
         let (delay_s, fixes, side_effects): (f64, &'static [FaultKind], &'static str) = match self {
             // Stopping bgpd/rpd, starting it and reloading its configuration takes one to two
@@ -108,14 +74,6 @@ impl ActionKind {
             ActionKind::ReplaceFanTray => (3600.0, &[HardwareFan], "none: fan trays are hot-swappable"),
         };
         ActionSpec { action: self, delay_s, fixes, side_effects }
-    }
-
-    pub fn fixes(self, kind: FaultKind) -> bool {
-        self.spec().fixes.contains(&kind)
-    }
-
-    pub const fn delay_ms(self) -> i64 {
-        (self.spec().delay_s * 1000.0) as i64
     }
 }
 

@@ -15,7 +15,7 @@ use routewatch_telemetry::{ChangeKind, FaultKind, PlannedChange, Record, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::actions::{self, ActionKind, ActionRecord, ActionRequest, ActionStatus};
+use crate::actions::{self, ActionKind, ActionRecord, ActionRequest, ActionSpecs, ActionStatus};
 use crate::consequences::{Consequence, ConsequenceKind};
 use crate::engine::{ConfigPatch, Engine, EngineError, FaultRequest, RuntimeConfig};
 use crate::faults::FaultView;

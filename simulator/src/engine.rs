@@ -9,7 +9,7 @@ use routewatch_telemetry::{FaultKind, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{
-    ActionBook, ActionKind, ActionNotice, ActionRecord, ActionRequest, FixedFault, MAX_REASON_BYTES,
+    ActionBook, ActionKind, ActionNotice, ActionRecord, ActionRequest, ActionSpecs, FixedFault, MAX_REASON_BYTES,
     MAX_REQUESTED_BY_BYTES, NewAction,
 };
 use crate::changes::{ChangeBook, ChangeNotice};
@@ -38,12 +38,27 @@ pub struct RuntimeConfig {
     /// The kind of telemetry: `clean` (the default) or `realistic`.
     #[serde(default)]
     pub profile: TelemetryProfile,
+    /// Whether faults left alone have consequences (crashes, throttling, shutdowns; on by
+    /// default). The quality harness turns them off: its scorer does not yet credit a
+    /// consequence's anomalies to the fault behind it.
+    #[serde(default = "consequences_on")]
+    pub consequences: bool,
+}
+
+fn consequences_on() -> bool {
+    true
 }
 
 impl Default for RuntimeConfig {
     /// The command line's defaults.
     fn default() -> Self {
-        RuntimeConfig { routers: 1000, interval_ms: 1000, fault_rate: 0.1, profile: TelemetryProfile::Clean }
+        RuntimeConfig {
+            routers: 1000,
+            interval_ms: 1000,
+            fault_rate: 0.1,
+            profile: TelemetryProfile::Clean,
+            consequences: true,
+        }
     }
 }
 
@@ -55,6 +70,7 @@ pub struct ConfigPatch {
     pub interval_ms: Option<u64>,
     pub fault_rate: Option<f64>,
     pub profile: Option<TelemetryProfile>,
+    pub consequences: Option<bool>,
 }
 
 /// Why the engine refused a request. The API maps each to an HTTP status.
@@ -243,8 +259,10 @@ impl Engine {
         self.now = ts;
         self.ticks += 1;
         let at = self.next_ts();
-        for crash in self.consequences.update(ts, at, &self.fleet, &self.faults) {
-            self.crash(crash);
+        if self.config.consequences {
+            for crash in self.consequences.update(ts, at, &self.fleet, &self.faults) {
+                self.crash(crash);
+            }
         }
     }
 
@@ -424,6 +442,7 @@ impl Engine {
             interval_ms: patch.interval_ms.unwrap_or(self.config.interval_ms),
             fault_rate: patch.fault_rate.unwrap_or(self.config.fault_rate),
             profile: patch.profile.unwrap_or(self.config.profile),
+            consequences: patch.consequences.unwrap_or(self.config.consequences),
         };
         next.validate()?;
         let at = self.next_ts();

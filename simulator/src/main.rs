@@ -35,6 +35,9 @@ struct Cli {
     /// Random faults per router per day (0 disables the random schedule).
     #[arg(long, env = "ROUTEWATCH_SIM_FAULT_RATE", default_value_t = 0.1)]
     fault_rate: f64,
+    /// Faults left alone have no consequences (no crashes, throttling or shutdowns).
+    #[arg(long)]
+    no_consequences: bool,
     /// Seed: the same seed, size, interval and start give the same records and faults.
     #[arg(long, env = "ROUTEWATCH_SIM_SEED", default_value_t = 1)]
     seed: u64,
@@ -110,7 +113,13 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
 
     let interval_ms = u64::try_from(cli.interval.as_millis()).context("interval too long")?;
-    let config = RuntimeConfig { routers: cli.routers, interval_ms, fault_rate: cli.fault_rate, profile: cli.profile };
+    let config = RuntimeConfig {
+        routers: cli.routers,
+        interval_ms,
+        fault_rate: cli.fault_rate,
+        profile: cli.profile,
+        consequences: !cli.no_consequences,
+    };
     let (pace, start) = match cli.mode {
         Mode::RealTime => (Pace::RealTime, runner::next_aligned(runner::wall_ms(), interval_ms.max(1))),
         Mode::Fast => {

@@ -243,8 +243,15 @@ async fn runtime_config_changes_and_validation() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         v,
-        json!({"routers": 20, "interval_ms": 1000, "fault_rate": 0.0, "profile": "clean", "seed": 1, "mode": "real-time"})
+        json!({
+            "routers": 20, "interval_ms": 1000, "fault_rate": 0.0, "profile": "clean", "consequences": true,
+            "seed": 1, "mode": "real-time"
+        })
     );
+    // Consequences switch off and on over REST.
+    let (status, v) = s.call(Method::PATCH, "/config", Some(json!({"consequences": false}))).await;
+    assert_eq!((status, &v["consequences"]), (StatusCode::OK, &json!(false)));
+    s.call(Method::PATCH, "/config", Some(json!({"consequences": true}))).await;
 
     let (status, v) =
         s.call(Method::PATCH, "/config", Some(json!({"routers": 30, "interval_ms": 5000, "fault_rate": 2.5}))).await;

@@ -18,7 +18,13 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
 
 /// 300 routers x 6 hours at 60 s with a high fault rate, one injected fault and a restart.
 fn clean_hash() -> (u64, Vec<String>) {
-    let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 5.0, profile: TelemetryProfile::Clean };
+    let config = RuntimeConfig {
+        routers: 300,
+        interval_ms: 60_000,
+        fault_rate: 5.0,
+        profile: TelemetryProfile::Clean,
+        consequences: true,
+    };
     let mut engine = Engine::new(42, config, START).unwrap();
     let mut hash = 0xcbf2_9ce4_8422_2325;
     for tick in 0..360 {

@@ -273,7 +273,7 @@ fn a_cpu_pegged_for_the_hold_time_drops_bgp_sessions() {
 
 /// Everything published about one run, in order.
 fn ground_truth(seed: u64, profile: TelemetryProfile) -> (Vec<Consequence>, Vec<String>) {
-    let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 6.0, profile };
+    let config = RuntimeConfig { routers: 300, interval_ms: 60_000, fault_rate: 6.0, profile, consequences: true };
     let mut e = Engine::new(seed, config, START).unwrap();
     for _ in 0..24 * 60 {
         let ts = e.next_ts();
@@ -339,4 +339,26 @@ fn ending_faults_early_does_not_change_the_random_schedule() {
         n += 1;
     }
     assert!(n > 10, "{n} routers without faults");
+}
+
+#[test]
+fn with_consequences_off_a_leak_runs_its_course_without_a_crash() {
+    let config = RuntimeConfig {
+        routers: ROUTERS,
+        interval_ms: 60_000,
+        fault_rate: 0.0,
+        consequences: false,
+        ..Default::default()
+    };
+    let mut e = Engine::new(5, config, START).unwrap();
+    let p = core(&e);
+    inject(&mut e, FaultKind::MemoryLeak, &p.id, 12.0, 0.5);
+    let mut top = 0.0_f64;
+    for _ in 0..(12 * 60) {
+        let r = step(&mut e, p.index);
+        top = top.max(r.metrics.mem_util);
+        assert!(r.metrics.rx_bps > 0.0, "no reload");
+    }
+    assert!(top >= 0.99, "the leak filled memory ({top})");
+    assert!(e.consequences().all().next().is_none(), "no consequence recorded");
 }

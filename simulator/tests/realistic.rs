@@ -13,7 +13,7 @@ const START: i64 = 1_736_121_600_000;
 const MINUTE: i64 = 60_000;
 
 fn engine(profile: TelemetryProfile, routers: u32, interval_ms: u64, fault_rate: f64) -> Engine {
-    Engine::new(21, RuntimeConfig { routers, interval_ms, fault_rate, profile }, START).unwrap()
+    Engine::new(21, RuntimeConfig { routers, interval_ms, fault_rate, profile, consequences: true }, START).unwrap()
 }
 
 /// Every delivered record over `ticks` ticks.
