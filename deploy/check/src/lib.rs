@@ -2,8 +2,9 @@
 //! the dashboards and rules use, a small HTTP client, and child processes with captured logs.
 //!
 //! The tests themselves are in `tests/`: `promtool.rs` (promtool and amtool), `schemas.rs`
-//! (Grafana, compose, Dockerfiles, Kubernetes) and `live.rs` (every expression against a
-//! Prometheus that scrapes a running simulator and host).
+//! (Grafana, compose, Dockerfiles, Kubernetes), `dashboard_schema.rs` (every dashboard against
+//! the JSON Schema of Grafana's published dashboard type) and `live.rs` (every expression
+//! against a Prometheus that scrapes a running simulator and host).
 //!
 //! External tools are found from an environment variable (set by `cargo xtask test`, which
 //! installs them), else on `PATH` or in Python's scripts folder. A missing tool fails the test
@@ -186,6 +187,120 @@ pub fn grafana_alert_groups() -> Vec<(PathBuf, Json)> {
         }
     }
     out
+}
+
+// ------------------------------------------------------------------------------------------
+// Grafana's dashboard schema
+
+/// Where the dashboard schema and the files that generate it live (`deploy/grafana/schema`).
+pub const DASHBOARD_SCHEMA_DIR: &str = "grafana/schema";
+
+/// The longest message kept of one schema error: the validator quotes the offending value,
+/// which can be a whole panel.
+const SCHEMA_MESSAGE_CAP: usize = 300;
+
+/// The JSON Schema of Grafana's `Dashboard` type, generated from the npm package
+/// `@grafana/schema` (see `deploy/grafana/schema/README.md`), compiled as draft 7, the draft
+/// the generator writes.
+pub struct DashboardSchema {
+    schema: Json,
+    validator: jsonschema::Validator,
+}
+
+/// One way a dashboard breaks the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// A JSON pointer into the dashboard (`""` for the dashboard itself).
+    pub pointer: String,
+    /// What is wrong there; for a value that fits none of several types (a panel is a `Panel`
+    /// or a `RowPanel`), which type it was tried as.
+    pub message: String,
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = if self.pointer.is_empty() { "(root)" } else { &self.pointer };
+        write!(f, "{at}: {}", self.message)
+    }
+}
+
+impl DashboardSchema {
+    /// Loads and compiles `deploy/grafana/schema/dashboard.schema.json`; panics if it is missing,
+    /// not draft 7 or does not compile.
+    pub fn load() -> Self {
+        let path = deploy(DASHBOARD_SCHEMA_DIR).join("dashboard.schema.json");
+        let schema = json(&path);
+        assert_eq!(
+            schema["$schema"],
+            "http://json-schema.org/draft-07/schema#",
+            "{}: the validator compiles it as draft 7",
+            path.display()
+        );
+        let validator = jsonschema::draft7::new(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid draft-7 schema: {e}", path.display()));
+        Self { schema, validator }
+    }
+
+    /// The schema document.
+    pub fn schema(&self) -> &Json {
+        &self.schema
+    }
+
+    /// Every error of `dashboard` against the schema, in the validator's order. A value that fits
+    /// no branch of an `anyOf` or `oneOf` is reported through the branches' own errors, so that
+    /// the pointers reach the field that is wrong (`/panels/3/gridPos`), not just its panel.
+    pub fn errors(&self, dashboard: &Json) -> Vec<SchemaError> {
+        let mut out = Vec::new();
+        for error in self.validator.iter_errors(dashboard) {
+            self.flatten(&error, "", &mut out);
+        }
+        out
+    }
+
+    fn flatten(&self, error: &jsonschema::ValidationError<'_>, tried_as: &str, out: &mut Vec<SchemaError>) {
+        use jsonschema::error::ValidationErrorKind as Kind;
+        let branches = match error.kind() {
+            Kind::AnyOf { context } | Kind::OneOfNotValid { context } => context,
+            _ => {
+                let mut message: String = error.to_string().chars().take(SCHEMA_MESSAGE_CAP).collect();
+                if !tried_as.is_empty() {
+                    message = format!("{message} (as {tried_as})");
+                }
+                out.push(SchemaError { pointer: error.instance_path().as_str().to_owned(), message });
+                return;
+            }
+        };
+        // A branch whose discriminator is a constant the value does not have (`RowPanel`'s
+        // `type: "row"` for a `stat` panel) is not what the value meant to be: leave it out,
+        // unless every branch is like that.
+        let at = error.instance_path().as_str();
+        let misses_discriminator = |branch: &[jsonschema::ValidationError<'_>]| {
+            branch.iter().any(|e| {
+                matches!(e.kind(), Kind::Constant { .. })
+                    && e.instance_path()
+                        .as_str()
+                        .strip_prefix(at)
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .is_some_and(|field| !field.is_empty() && !field.contains('/'))
+            })
+        };
+        let all_miss = branches.iter().all(|b| misses_discriminator(b));
+        // The branches in schema order: name each by the definition it refers to.
+        let alternatives = self.schema.pointer(error.schema_path().as_str());
+        for (i, branch) in branches.iter().enumerate() {
+            if !all_miss && misses_discriminator(branch) {
+                continue;
+            }
+            let name = alternatives
+                .and_then(|a| a[i]["$ref"].as_str())
+                .and_then(|r| r.rsplit('/').next())
+                .map_or_else(|| format!("alternative {}", i + 1), str::to_owned);
+            let name = if tried_as.is_empty() { name } else { format!("{tried_as} > {name}") };
+            for inner in branch {
+                self.flatten(inner, &name, out);
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
