@@ -126,7 +126,7 @@ fn main() {
          a second the machine's cores could carry at these costs with nothing else running: \
          cores divided by the host's and the broker's CPU per record.\n\n\
          | broker, guarantee | ceiling, records/s | host | decode | batch | plugin | output | worker, unattributed | kafka clients | other | broker |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{split}",
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{split}\n",
         machine = common::machine(),
         kafka = routewatch_testkit::KAFKA_VERSION,
     );

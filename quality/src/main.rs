@@ -7,6 +7,7 @@
 //! routewatch-quality speed                        # points/s per detector through Wasm
 //! routewatch-quality incident-dataset --out F.csv  # incidents, their labels and features (classifier training data)
 //! routewatch-quality incident-quality             # incidents and their causes, scored
+//! routewatch-quality repair                       # time to repair, self-healing off vs auto
 //! ```
 //!
 //! They find the components in `<target>/wasm32-wasip2/plugin` next to their own binary (build
@@ -17,6 +18,7 @@ mod corpus;
 mod dataset;
 mod incident_score;
 mod incidents;
+mod repair;
 mod report;
 mod score;
 mod speed;
@@ -69,6 +71,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Time to repair per fault kind, with self-healing off and in auto mode (closed loop).
+    Repair(repair::RepairArgs),
     /// Simulate a labelled fleet, replay it through every detector, and score them per fault kind.
     Quality(QualityArgs),
     /// Score every detector on a folder of labelled single-series CSVs (event-level and NAB).
@@ -240,5 +244,6 @@ fn main() -> Result<()> {
         Task::IncidentDataset(args) => incidents::dataset(&args),
         Task::IncidentQuality(args) => incident_score::run(&args),
         Task::Snapshots(args) => speed::snapshots(&args),
+        Task::Repair(args) => repair::run(&args),
     }
 }

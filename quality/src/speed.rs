@@ -140,7 +140,7 @@ pub fn snapshots(args: &SnapshotArgs) -> Result<()> {
 }
 
 /// The components' folder: `plugins`, or the build's.
-fn plugin_dir(plugins: Option<&PathBuf>) -> Result<PathBuf> {
+pub(crate) fn plugin_dir(plugins: Option<&PathBuf>) -> Result<PathBuf> {
     match plugins {
         Some(dir) => Ok(dir.clone()),
         None => default_plugin_dir(),
@@ -148,7 +148,7 @@ fn plugin_dir(plugins: Option<&PathBuf>) -> Result<PathBuf> {
 }
 
 /// A runtime with generous limits: a bench batch is a whole fleet tick.
-fn bench_runtime() -> Result<Runtime> {
+pub(crate) fn bench_runtime() -> Result<Runtime> {
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: None,
         limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
@@ -157,7 +157,7 @@ fn bench_runtime() -> Result<Runtime> {
 }
 
 /// Loads the component `stem` from `dir`.
-fn load(runtime: &Runtime, dir: &std::path::Path, stem: &str) -> Result<routewatch_runtime::Plugin> {
+pub(crate) fn load(runtime: &Runtime, dir: &std::path::Path, stem: &str) -> Result<routewatch_runtime::Plugin> {
     let path = dir.join(format!("{stem}.wasm"));
     runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))
 }
