@@ -279,7 +279,7 @@ pub fn run(args: &RepairArgs) -> Result<()> {
     let statuses: Vec<String> = auto.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let text = format!(
         "## Time to repair\n\n\
-         Command: `routewatch-quality repair --routers {routers} --days {days} --seed {seed} --profile {profile:?} \
+         Command: `cargo xtask quality`, or `routewatch-quality repair --routers {routers} --days {days} --seed {seed} --profile {profile:?} \
          --min-confidence {conf}`  \n\
          Machine: {machine}; both runs took {secs:.0} s.  \n\
          Setup: the simulator ({routers} routers, {days} days at {interval} s, {rate} random faults per router per \
