@@ -279,7 +279,7 @@ pub fn run(args: &RepairArgs) -> Result<()> {
     let statuses: Vec<String> = auto.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let text = format!(
         "## Time to repair\n\n\
-         Command: `cargo xtask quality`, or `routewatch-quality repair --routers {routers} --days {days} --seed {seed} --profile {profile:?} \
+         Command: `cargo xtask quality`, or `routewatch-quality repair --routers {routers} --days {days} --seed {seed} --profile {profile} \
          --min-confidence {conf}`  \n\
          Machine: {machine}; both runs took {secs:.0} s.  \n\
          Setup: the simulator ({routers} routers, {days} days at {interval} s, {rate} random faults per router per \
@@ -303,7 +303,7 @@ pub fn run(args: &RepairArgs) -> Result<()> {
         routers = args.routers,
         days = args.days,
         seed = args.seed,
-        profile = args.profile,
+        profile = format!("{:?}", args.profile).to_lowercase(),
         conf = args.min_confidence,
         machine = crate::machine(),
         secs = started.elapsed().as_secs_f64(),
