@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::fleet::{PARTITIONS, T0, produce, producer, record, router, topics};
-use common::{Noise, component, kill};
+use common::fleet::{PARTITIONS, T0, produce, producer, router, topics};
+use common::{component, kill};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
 
@@ -29,22 +29,15 @@ const WAVES: [i64; 3] = [160, 290, STEPS - 1];
 /// A noisy daily curve per router, with a spike for every router at each wave and a few
 /// smaller ones of its own, so that ARIMA reports anomalies before, between and after kills.
 fn records() -> Vec<(String, Vec<u8>)> {
-    let mut noise = Noise::new(11);
-    let mut records = Vec::new();
-    for step in 0..STEPS {
-        for r in 0..ROUTERS {
-            let phase = r as f64 * 0.3;
-            let mut cpu =
-                0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0 + phase).sin() + 0.01 * noise.gaussian();
-            if WAVES.contains(&step) {
-                cpu += 0.45;
-            } else if (step + r as i64 * 17) % 97 == 0 && step > 120 {
-                cpu += 0.2;
-            }
-            records.push((router(r), record(r, step, cpu.clamp(0.0, 1.0))));
+    common::fleet::cpu_curves(ROUTERS, STEPS, 11, |step, r| {
+        if WAVES.contains(&step) {
+            0.45
+        } else if (step + r as i64 * 17) % 97 == 0 && step > 120 {
+            0.2
+        } else {
+            0.0
         }
-    }
-    records
+    })
 }
 
 /// A `routewatch run` process running ARIMA, and the evil plugin in `mark` mode (an anomaly

@@ -19,8 +19,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use common::fleet::{T0, produce, producer, record, router, topics};
-use common::{Noise, TEST_TOKEN, component, metric_samples};
+use common::fleet::{T0, produce, producer, topics};
+use common::{TEST_TOKEN, component, metric_samples};
 use routewatch_host::Host;
 use routewatch_remediation::{ActionRecord, HealingConfig, Mode, Policy, Status, Verdict};
 use routewatch_telemetry::Action;
@@ -33,20 +33,7 @@ const STEPS: i64 = 330;
 const WAVE: i64 = 200;
 
 fn records() -> Vec<(String, Vec<u8>)> {
-    let mut noise = Noise::new(7);
-    let mut records = Vec::new();
-    for step in 0..STEPS {
-        for r in 0..ROUTERS {
-            let phase = r as f64 * 0.3;
-            let mut cpu =
-                0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0 + phase).sin() + 0.01 * noise.gaussian();
-            if (WAVE..WAVE + 3).contains(&step) {
-                cpu += 0.45;
-            }
-            records.push((router(r), record(r, step, cpu.clamp(0.0, 1.0))));
-        }
-    }
-    records
+    common::fleet::cpu_curves(ROUTERS, STEPS, 7, |step, _| if (WAVE..WAVE + 3).contains(&step) { 0.45 } else { 0.0 })
 }
 
 /// Sends the records a step every 40 ms, as routers would (an incident must be open when its

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::fleet::{PARTITIONS, T0, produce, producer, record, router, topics};
-use common::{Noise, component, kill};
+use common::fleet::{PARTITIONS, T0, produce, producer, router, topics};
+use common::{component, kill};
 use routewatch_incidents::{Change, Incident, IncidentUpdate, State};
 use routewatch_telemetry::AnomalyEvent;
 use routewatch_testkit::Broker;
@@ -24,20 +24,9 @@ const STEPS: i64 = 460;
 const WAVES: [i64; 2] = [160, 330];
 
 fn records() -> Vec<(String, Vec<u8>)> {
-    let mut noise = Noise::new(5);
-    let mut records = Vec::new();
-    for step in 0..STEPS {
-        for r in 0..ROUTERS {
-            let phase = r as f64 * 0.3;
-            let mut cpu =
-                0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0 + phase).sin() + 0.01 * noise.gaussian();
-            if WAVES.iter().any(|w| (*w..w + 3).contains(&step)) {
-                cpu += 0.45;
-            }
-            records.push((router(r), record(r, step, cpu.clamp(0.0, 1.0))));
-        }
-    }
-    records
+    common::fleet::cpu_curves(ROUTERS, STEPS, 5, |step, _| {
+        if WAVES.iter().any(|w| (*w..w + 3).contains(&step)) { 0.45 } else { 0.0 }
+    })
 }
 
 /// The records are a second apart: the incident stage counts its periods in those samples. A

@@ -63,6 +63,24 @@ pub fn record(router_index: usize, step: i64, cpu: f64) -> Vec<u8> {
     .encode()
 }
 
+/// `steps` of a fleet of `routers` whose CPU follows a noisy daily curve (noise from `seed`),
+/// plus what `bump(step, router)` adds: the crash and incident tests' waves and spikes.
+pub fn cpu_curves(routers: usize, steps: i64, seed: u64, bump: impl Fn(i64, usize) -> f64) -> Vec<(String, Vec<u8>)> {
+    let mut noise = super::Noise::new(seed);
+    let mut records = Vec::with_capacity(routers * steps as usize);
+    for step in 0..steps {
+        for r in 0..routers {
+            let phase = r as f64 * 0.3;
+            let cpu = 0.4
+                + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0 + phase).sin()
+                + 0.01 * noise.gaussian()
+                + bump(step, r);
+            records.push((router(r), record(r, step, cpu.clamp(0.0, 1.0))));
+        }
+    }
+    records
+}
+
 pub fn producer(broker: &Broker) -> FutureProducer {
     producer_config(broker).create().expect("producer")
 }
