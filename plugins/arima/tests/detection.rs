@@ -152,7 +152,9 @@ fn snapshots_stay_small_and_a_restored_series_refits_once_its_window_refills() {
     let mut original = Arima::default();
     run(&mut original, &values[..1000]);
     let snapshot = original.snapshot();
-    assert!(snapshot.len() < 400, "one series' snapshot is {} bytes", snapshot.len());
+    // The goal is 1 KB a series (BENCHMARKS.md); the calibrator's episode and pair rates are
+    // about 130 of these bytes.
+    assert!(snapshot.len() < 640, "one series' snapshot is {} bytes", snapshot.len());
 
     let mut restored = Arima::default();
     restored.restore(&snapshot).unwrap();

@@ -89,8 +89,8 @@ const MAX_PHI: f64 = 0.95;
 const SUSPICIOUS: f64 = 0.19;
 /// Prior weight, in exceedances, of independence in the pair rates (as for the tail index).
 const PRIOR_PAIRS: f64 = PRIOR_EXCEEDANCES;
-/// Fixed-point steps of the run thresholds under the Markov model (they converge in two or
-/// three: the lift changes slowly with the threshold).
+/// Most fixed-point steps of the run thresholds under the Markov model (from the last
+/// threshold's lift they converge in one or two: the lift changes slowly).
 const RUN_STEPS: usize = 4;
 /// The least threshold of run evidence: a run of errors within 1.5 sd is never news.
 const MIN_RUN_THRESHOLD: f64 = 1.5;
@@ -128,6 +128,8 @@ pub struct Calibrator {
     spread: f64,
     step: f64,
     integral: bool,
+    /// The floor of the scale from step, spread and level (see [`Calibrator::sd`]).
+    floor: f64,
     last: f64,
     /// Exponentially weighted count of samples, and of `|z|` over 1, 2 and 3.
     weight: f64,
@@ -167,8 +169,11 @@ pub struct Calibrator {
     quiet: u8,
     episode: u16,
     peak: f32,
-    /// Thresholds in sd: `[x1, x2, .., x_RUN]`, then that of all but one of `RUN`.
+    /// Thresholds in sd: `[x1, x2, .., x_RUN]`, then that of all but one of `RUN`; and their
+    /// inverses (evidence is a product with them, not a division: a division per threshold
+    /// per sample was a tenth of the calibrator's time).
     thresholds: [f32; RUN + 1],
+    inverse: [f32; RUN + 1],
 }
 
 impl Default for Calibrator {
@@ -181,6 +186,7 @@ impl Default for Calibrator {
             spread: 0.0,
             step: 0.0,
             integral: true,
+            floor: 0.0,
             last: f64::NAN,
             weight: 0.0,
             over: [0.0; 3],
@@ -204,6 +210,7 @@ impl Default for Calibrator {
             episode: 0,
             peak: 0.0,
             thresholds: [0.0; RUN + 1],
+            inverse: [0.0; RUN + 1],
         };
         c.refresh();
         c
@@ -242,6 +249,15 @@ impl Calibrator {
         let deviation = finite((value - self.level).abs());
         self.level = (1.0 - VALUE_ALPHA) * self.level + VALUE_ALPHA * value;
         self.spread = (1.0 - VALUE_ALPHA) * self.spread + VALUE_ALPHA * deviation;
+        // The floor moves only here; `sd` is read several times a sample.
+        let step = if self.step > 0.0 {
+            self.step
+        } else if self.integral {
+            1.0
+        } else {
+            0.0
+        };
+        self.floor = max(max(step, SPREAD_FLOOR * self.spread), LEVEL_FLOOR * self.level.abs());
     }
 
     /// Forgets the run memory: a detector that has just followed a new level starts afresh.
@@ -274,16 +290,9 @@ impl Calibrator {
 
     /// The scale errors are measured against (metric units): the learned scale, never below
     /// the series' own floor.
+    #[inline]
     pub fn sd(&self) -> f64 {
-        let step = if self.step > 0.0 {
-            self.step
-        } else if self.integral && self.last.is_finite() {
-            1.0
-        } else {
-            0.0
-        };
-        let floor = max(max(step, SPREAD_FLOOR * self.spread), LEVEL_FLOOR * self.level.abs());
-        max(max(self.scale, floor), f64::MIN_POSITIVE)
+        max(max(self.scale, self.floor), f64::MIN_POSITIVE)
     }
 
     /// The single-error threshold in sd (at least `min_z`).
@@ -353,8 +362,11 @@ impl Calibrator {
             let lag = self.learn_sample(value, error);
             let full = usize::from(self.pending_len) == RUN - 1;
             let oldest = full.then_some((self.pending[RUN - 2], self.pending_lag[RUN - 2]));
-            self.pending.rotate_right(1);
-            self.pending_lag.rotate_right(1);
+            // Shifts by hand: `rotate_right` is a call per array in Wasm.
+            for j in (1..RUN - 1).rev() {
+                self.pending[j] = self.pending[j - 1];
+                self.pending_lag[j] = self.pending_lag[j - 1];
+            }
             self.pending[0] = run_innovation as f32;
             self.pending_lag[0] = lag;
             self.pending_len = (self.pending_len + 1).min(RUN as u8 - 1);
@@ -397,14 +409,18 @@ impl Calibrator {
             self.adjacent = false;
         }
         // The run memory keeps anomalies too: they are what a run is made of.
-        self.recent.rotate_right(1);
+        for j in (1..RUN - 1).rev() {
+            self.recent[j] = self.recent[j - 1];
+        }
         self.recent[0] = z_run as f32;
         cal
     }
 
     /// Largest ratio of evidence to its threshold, and the run length that gave it.
     fn evidence(&self, z: f64, z_run: f64, min_z: f64) -> (f64, u8) {
-        let mut best = (z.abs() / self.threshold(min_z), 1u8);
+        let x1 = f64::from(self.thresholds[0]);
+        let single = if min_z > x1 { z.abs() / min_z } else { z.abs() * f64::from(self.inverse[0]) };
+        let mut best = (single, 1u8);
         let z = z_run;
         // |z| of the last RUN errors on the current error's side (0 for the other side or none).
         let mut same = [0.0; RUN];
@@ -420,17 +436,19 @@ impl Calibrator {
                 break;
             }
             least = if same[k - 1] < least { same[k - 1] } else { least };
-            let ratio = least / f64::from(self.thresholds[k - 1]);
+            let ratio = least * f64::from(self.inverse[k - 1]);
             if ratio > best.0 {
                 best = (ratio, k as u8);
             }
         }
         // All but one of the last RUN: one heavy-tailed sample does not hide a shift.
-        let mut sorted = same;
-        sorted.sort_unstable_by(f64::total_cmp);
+        // The second least of the four (a sorting network; the values are never negative).
+        let (a, b) = if same[0] < same[1] { (same[0], same[1]) } else { (same[1], same[0]) };
+        let (c, d) = if same[2] < same[3] { (same[2], same[3]) } else { (same[3], same[2]) };
+        let second_least = min(max(a, c), min(b, d));
         // The current error must be one of those beyond: a run that has ended is no news.
-        let second = if same[0] < sorted[1] { same[0] } else { sorted[1] };
-        let ratio = second / f64::from(self.thresholds[RUN]);
+        let second = min(same[0], second_least);
+        let ratio = second * f64::from(self.inverse[RUN]);
         if ratio > best.0 {
             best = (ratio, RUN as u8);
         }
@@ -657,8 +675,11 @@ impl Calibrator {
         // q(x) = lift(x) rate(x) / 2. Solved for `placings (rate(x) / 2)^k lift^(k-1) =
         // DECISION_P / 2` by fixed point on the lift; independent errors (lift 1) give the
         // thresholds of independence, and with q = 1 the solution is x1 (never beyond it).
-        let run_threshold = |placings: f64, k: usize| {
-            let mut l: f64 = 1.0;
+        // The fixed point starts from the lift at the last threshold (the rates move little
+        // between refreshes), so it usually takes one step.
+        let previous = self.thresholds;
+        let run_threshold = |placings: f64, k: usize, last: f32| {
+            let mut l: f64 = if last > 0.0 { Self::lift_at(&lift, f64::from(last)) } else { 1.0 };
             let mut x = x1;
             for _ in 0..RUN_STEPS {
                 let p = 2.0 * (DECISION_P / (2.0 * placings * l.powi(k as i32 - 1))).powf(1.0 / k as f64);
@@ -674,10 +695,11 @@ impl Calibrator {
         };
         for k in 2..=RUN {
             // Every one of k errors on one side beyond x.
-            self.thresholds[k - 1] = run_threshold(1.0, k);
+            self.thresholds[k - 1] = run_threshold(1.0, k, previous[k - 1]);
         }
         // All but one of RUN on one side beyond x: RUN placings of the one that is not.
-        self.thresholds[RUN] = run_threshold(RUN as f64, RUN - 1);
+        self.thresholds[RUN] = run_threshold(RUN as f64, RUN - 1, previous[RUN]);
+        self.inverse = self.thresholds.map(|x| 1.0 / x);
     }
 }
 
@@ -702,6 +724,12 @@ pub fn finite(x: f64) -> f64 {
 #[inline(always)]
 fn clamp_z(z: f64) -> f64 {
     if z.is_nan() { 0.0 } else { z.clamp(-1e300, 1e300) }
+}
+
+/// `f64::min` as a compare and select (a NaN loses).
+#[inline(always)]
+fn min(a: f64, b: f64) -> f64 {
+    if a > b || a.is_nan() { b } else { a }
 }
 
 /// `f64::max` as a compare and select (no libm call in Wasm).
