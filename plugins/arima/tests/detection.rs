@@ -186,3 +186,13 @@ fn a_counter_that_sits_at_zero_alarms_on_a_burst_not_on_a_blip() {
     let flagged: Vec<u32> = out.anomalies.iter().map(|a| a.row).collect();
     assert_eq!(flagged, vec![500]);
 }
+
+#[test]
+fn one_spike_in_a_noiseless_cycle_is_one_anomaly() {
+    // As `routewatch replay` sees it in host/tests/replay_cli.rs: a smooth cycle, one spike.
+    let mut values: Vec<f64> = (0..400).map(|i| 0.4 + 0.05 * (i as f64 / 20.0).sin()).collect();
+    values[300] += 0.4;
+    let (_, anomalies) = run(&mut Arima::default(), &values);
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0], (300, AnomalyKind::Spike));
+}

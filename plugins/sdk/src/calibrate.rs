@@ -145,9 +145,6 @@ pub struct Calibrator {
     adjacent: bool,
     /// The previous error as it came, learned or not (NaN before any).
     last_error: f64,
-    /// The lag-one products (previous x error, previous squared; Huber-clipped) of the pending
-    /// errors, learned with them (a negative square: none).
-    pending_lag: [[f32; 2]; RUN - 1],
     /// Suspicious samples in a row.
     suspicious: u16,
     lag_cov: f64,
@@ -195,7 +192,6 @@ impl Default for Calibrator {
             previous: f64::NAN,
             adjacent: false,
             last_error: f64::NAN,
-            pending_lag: [[0.0, -1.0]; RUN - 1],
             suspicious: 0,
             lag_cov: 0.0,
             lag_var: 0.0,
@@ -366,16 +362,14 @@ impl Calibrator {
         let suspicious = cal.score >= SUSPICIOUS;
         self.suspicious = if suspicious { self.suspicious.saturating_add(1) } else { 0 };
         if !suspicious {
-            let lag = self.learn_sample(value, error);
+            self.learn_sample(value, error);
             let full = usize::from(self.pending_len) == RUN - 1;
-            let oldest = full.then_some((self.pending[RUN - 2], self.pending_lag[RUN - 2]));
+            let oldest = full.then_some(self.pending[RUN - 2]);
             // Shifts by hand: `rotate_right` is a call per array in Wasm.
             for j in (1..RUN - 1).rev() {
                 self.pending[j] = self.pending[j - 1];
-                self.pending_lag[j] = self.pending_lag[j - 1];
             }
             self.pending[0] = run_innovation as f32;
-            self.pending_lag[0] = lag;
             self.pending_len = (self.pending_len + 1).min(RUN as u8 - 1);
             if self.episode > 0 {
                 self.quiet += 1;
@@ -385,9 +379,8 @@ impl Calibrator {
                     self.close_episode();
                 }
             }
-            if let Some((oldest, lag)) = oldest {
+            if let Some(oldest) = oldest {
                 self.learn(f64::from(oldest));
-                self.learn_lag(lag);
             }
         } else if self.suspicious > ADAPT_AFTER {
             if self.episode > 0 {
@@ -395,8 +388,7 @@ impl Calibrator {
             }
             // The departure's persistence is not learned (its run is not a pair of ordinary
             // errors): its errors go into the scale and the tail only.
-            let lag = self.learn_sample(value, error);
-            self.learn_lag(lag);
+            self.learn_sample(value, error);
             self.learn_tail(innovation.abs());
             self.last_z = None;
         } else {
@@ -406,7 +398,6 @@ impl Calibrator {
                 self.hold(self.pending[j], self.pending[j].abs());
             }
             self.pending = [0.0; RUN - 1];
-            self.pending_lag = [[0.0, -1.0]; RUN - 1];
             self.pending_len = 0;
             self.hold(run_innovation as f32, innovation.abs() as f32);
             self.quiet = 0;
@@ -462,31 +453,21 @@ impl Calibrator {
         best
     }
 
-    /// Learns a sample that is not held out into the floor, and makes its error the previous
-    /// one; its lag-one products for the regression, learned later with the error itself (so
-    /// that a shift still building does not teach the regression to whiten it away). Both
-    /// errors are Huber-clipped at `SCALE_CLIP` sd, as for the scale: one burst does not
-    /// swing the regression.
-    fn learn_sample(&mut self, value: f64, error: f64) -> [f32; 2] {
+    /// Learns a sample that is not held out into the floor and the lag-one regression, and
+    /// makes its error the previous one. Both errors of the regression's pair are
+    /// Huber-clipped at `SCALE_CLIP` sd, as for the scale: one burst does not swing it.
+    /// (Learning the pair only once the error itself is learned, `RUN - 1` samples later,
+    /// made ARIMA chase its own forecasts after a spike in a noiseless cycle.)
+    fn learn_sample(&mut self, value: f64, error: f64) {
         self.learn_value(value);
         let bound = SCALE_CLIP * self.sd();
-        let lag = if self.previous.is_finite() && self.adjacent {
+        if self.previous.is_finite() && self.adjacent {
             let (x, y) = (self.previous.clamp(-bound, bound), error.clamp(-bound, bound));
-            [(x * y) as f32, (x * x) as f32]
-        } else {
-            [0.0, -1.0]
-        };
+            self.lag_cov = finite((1.0 - LAG_ALPHA) * self.lag_cov + LAG_ALPHA * x * y);
+            self.lag_var = finite((1.0 - LAG_ALPHA) * self.lag_var + LAG_ALPHA * x * x);
+        }
         self.previous = error;
         self.adjacent = true;
-        lag
-    }
-
-    /// Learns lag-one products from [`Calibrator::learn_sample`] into the regression.
-    fn learn_lag(&mut self, [xy, xx]: [f32; 2]) {
-        if xx >= 0.0 {
-            self.lag_cov = finite((1.0 - LAG_ALPHA) * self.lag_cov + LAG_ALPHA * f64::from(xy));
-            self.lag_var = finite((1.0 - LAG_ALPHA) * self.lag_var + LAG_ALPHA * f64::from(xx));
-        }
     }
 
     /// Adds a signed innovation (metric units) to the episode held out of learning.
