@@ -30,7 +30,7 @@ routewatch_plugin_sdk::export_detector!(Arima);
 
 /// Snapshot layout version; bump when [`State`] changes shape. 2: series carry the SDK's
 /// calibrator and episode instead of their own scale.
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// Largest router id accepted; ids index arrays, so an absurd one must not allocate gigabytes.
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;

@@ -32,7 +32,7 @@ routewatch_plugin_sdk::export_detector!(Changepoint);
 
 /// 2: the noise scale is the deviation from the level (1 measured first differences).
 /// 3: the SDK's calibrator and episode replace the noise scale.
-const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// The changepoint detector.
 #[derive(Debug, Default)]

@@ -31,7 +31,7 @@ routewatch_plugin_sdk::export_detector!(Lstm);
 
 /// Snapshot layout version; bump when [`RouterState`] or the snapshot body changes shape.
 /// 2: error tracks carry the SDK's calibrator and episode.
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// The LSTM detector.
 #[derive(Debug, Default)]

@@ -41,7 +41,7 @@ routewatch_plugin_sdk::export_detector!(Seasonal);
 
 /// 2: the configuration gained `log_metrics`. 3: series carry the SDK's calibrator and
 /// episode, and their own scale.
-const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 4;
 /// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
 const Z95: f64 = 1.959_963_984_540_054;
 
