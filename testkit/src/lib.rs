@@ -346,9 +346,25 @@ impl Broker {
         Some((partitions, settings))
     }
 
-    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered.
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered. Returns
+    /// once every thread of the process is stopped (a signal is delivered asynchronously, and
+    /// on a busy machine a broker could answer one more request first).
     pub fn pause(&self) {
         self.signal("STOP");
+        let pid = self.pid();
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+            tasks.flatten().all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit_once(')')
+                    .is_none_or(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stopped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Thaws a paused broker (SIGCONT).
