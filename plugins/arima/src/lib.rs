@@ -29,8 +29,9 @@ use series::Series;
 routewatch_plugin_sdk::export_detector!(Arima);
 
 /// Snapshot layout version; bump when [`State`] changes shape. 2: series carry the SDK's
-/// calibrator and episode instead of their own scale.
-const SNAPSHOT_VERSION: u8 = 3;
+/// calibrator and episode instead of their own scale. 4: series carry their window (in single
+/// precision), so that a restored series refits as the uninterrupted one would.
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// Largest router id accepted; ids index arrays, so an absurd one must not allocate gigabytes.
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;

@@ -49,11 +49,11 @@ pub struct Series {
     /// Recent values in model space (observed minus `offset`), anomalies replaced by their
     /// forecasts so that one bad sample does not bend the next fit.
     ///
-    /// Left out of snapshots: it is most of a series' size (2 KB against about 150 bytes for
-    /// the rest), and a restored series needs only its model to score at once. It refits when
-    /// the window has filled again.
-    #[serde(skip)]
-    history: VecDeque<f64>,
+    /// Kept, and snapshotted, in single precision: a refit reads exactly what a restored
+    /// series would, so a series restored from a snapshot refits as the uninterrupted one
+    /// does (a refit on a shorter window after a restore changed every score after it), at
+    /// 4 bytes a sample. Seven significant digits are far finer than any metric's noise.
+    history: VecDeque<f32>,
     model: Option<Model>,
     /// Accumulated level shifts: the model follows `value - offset`.
     offset: f64,
@@ -121,7 +121,7 @@ impl Series {
             self.run.residual_sum += residual;
             // Learn the forecast instead of the outlier.
             model.filter.push(forecast.w, 0.0, forecast.y);
-            self.history.push_back(forecast.y);
+            self.history.push_back(forecast.y as f32);
             self.trim(config);
             if self.run.len >= config.level_shift_after {
                 // A lasting move: the model follows the new level from here.
@@ -151,7 +151,7 @@ impl Series {
     }
 
     fn remember(&mut self, value: f64, config: &Config) {
-        self.history.push_back(value - self.offset);
+        self.history.push_back((value - self.offset) as f32);
         self.trim(config);
     }
 
@@ -172,11 +172,12 @@ impl Series {
     /// the filter over the history to reach the present.
     fn refit(&mut self, config: &Config, order: Option<Order>) {
         if self.model.is_some() && self.history.len() < config.warmup {
-            // Restored from a snapshot: keep the model until the window has refilled.
+            // A new configuration asks for a longer warm-up: keep the model until the window holds it.
             return;
         }
         self.since_fit = 0;
-        let history = self.history.make_contiguous();
+        let history: Vec<f64> = self.history.iter().map(|&v| f64::from(v)).collect();
+        let history = &history[..];
         let fit = match order {
             Some(order) => fit_order(history, order, Precision::Online),
             None => auto_fit(history, config.max_p, config.max_d, config.max_q),
