@@ -11,6 +11,7 @@ use routewatch_telemetry::AnomalyEvent;
 
 use crate::batch::{Input, Position};
 use crate::events::{event, event_kind};
+use crate::forecast::{self, Forecast};
 use crate::incidents::{self, IncidentStage};
 use crate::metrics::{AnomalyLabels, Metrics, Stage};
 use crate::registry::Registry;
@@ -127,6 +128,8 @@ pub struct Engine {
     plugin_cpu: Duration,
     /// The router incident stage, if the stream has one.
     incidents: Option<IncidentStage>,
+    /// The forecast stage, if the stream has one.
+    forecast: Option<Forecast>,
 }
 
 impl Engine {
@@ -147,6 +150,7 @@ impl Engine {
             suppress_before: None,
             plugin_cpu: Duration::ZERO,
             incidents: None,
+            forecast: None,
         };
         match plugins {
             Plugins::Registry(registry) => engine.registry = Some(registry),
@@ -170,6 +174,7 @@ impl Engine {
         self.routers = RouterTable::from_infos(state.routers);
         self.restored = state.plugins.into_iter().map(|p| (p.name, p.snapshot)).collect();
         self.restore_incidents();
+        self.restore_forecast();
         self.metrics.state_restores.inc();
         tracing::info!(
             stream = self.config.stream,
@@ -190,6 +195,34 @@ impl Engine {
     /// The router incident stage.
     pub fn incidents(&self) -> Option<&IncidentStage> {
         self.incidents.as_ref()
+    }
+
+    /// Adds the forecast stage (see [`crate::forecast`]); a restored state's predictions are
+    /// taken up, whichever of this and [`Engine::restore`] comes first.
+    pub fn with_forecast(mut self, stage: Forecast) -> Engine {
+        self.forecast = Some(stage);
+        self.restore_forecast();
+        self
+    }
+
+    /// The forecast stage.
+    pub fn forecast(&self) -> Option<&Forecast> {
+        self.forecast.as_ref()
+    }
+
+    fn restore_forecast(&mut self) {
+        let Some(stage) = self.forecast.as_mut() else { return };
+        let Some(bytes) = self.restored.remove(forecast::STATE_NAME) else { return };
+        match stage.restore(&bytes) {
+            Ok(()) => tracing::info!(
+                stream = self.config.stream,
+                open = stage.stage().open().count(),
+                "restored the forecast stage"
+            ),
+            Err(err) => {
+                tracing::error!(stream = self.config.stream, "forecast state refused, the stage starts empty: {err}")
+            }
+        }
     }
 
     fn restore_incidents(&mut self) {
@@ -364,6 +397,11 @@ impl Engine {
                 processed.incidents = stage.take(&processed.events, latest(&batch.timestamps), true);
             }
         }
+        if let Some(stage) = self.forecast.as_mut() {
+            let old = (0..input.rows()).take_while(|&row| delivered(row)).count();
+            stage.take(batch, &self.routers, 0..old, false);
+            processed.incidents.extend(stage.take(batch, &self.routers, old..input.rows(), true));
+        }
         self.metrics.batches.inc();
         processed
     }
@@ -411,6 +449,16 @@ impl Engine {
                 Err(err) => tracing::error!(stream = self.config.stream, "incident state not saved: {err}"),
             }
         }
+        if let Some(stage) = &self.forecast {
+            match stage.snapshot() {
+                Ok(snapshot) => plugins.push(PluginState {
+                    name: forecast::STATE_NAME.into(),
+                    version: routewatch_incidents::SNAPSHOT_VERSION.to_string(),
+                    snapshot,
+                }),
+                Err(err) => tracing::error!(stream = self.config.stream, "forecast state not saved: {err}"),
+            }
+        }
         // States of plugins unloaded for now are kept, so that they resume if they return.
         for (name, snapshot) in &self.restored {
             plugins.push(PluginState { name: name.clone(), version: String::new(), snapshot: snapshot.clone() });
@@ -422,6 +470,9 @@ impl Engine {
     /// counted, go with it.
     pub fn leave(&mut self) {
         if let Some(stage) = self.incidents.as_mut() {
+            stage.leave();
+        }
+        if let Some(stage) = self.forecast.as_mut() {
             stage.leave();
         }
         if let Some(registry) = &self.registry {

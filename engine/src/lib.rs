@@ -12,7 +12,8 @@
 //! * [`reconcile`]: following the [`registry`] between batches (hot swap with state hand-over).
 //! * [`contain`]: retrying a failed plugin, and finding its poison record by bisection.
 //! * [`batch`]: rows into the columnar batch detectors take; [`events`]: outputs into events.
-//! * [`incidents`]: the router incident stage (anomalies into incidents with a probable cause).
+//! * [`incidents`]: the router incident stage (anomalies into incidents with a probable cause);
+//!   [`forecast`]: the forecast stage (trends into predicted incidents, before the damage).
 //! * [`source`] and [`sink`]: the seams; [`replay`]: the file source and file sinks.
 //! * [`registry`]: the plugins a host runs (hot reload, enable, configure, quarantine).
 //! * [`metrics`]: the Prometheus metrics; [`state`]: what a stream's saved state holds.
@@ -25,6 +26,7 @@ pub mod batch;
 pub mod contain;
 pub mod engine;
 pub mod events;
+pub mod forecast;
 pub mod incidents;
 pub mod metrics;
 pub mod reconcile;
@@ -38,6 +40,7 @@ pub mod state;
 
 pub use batch::{Input, Position, RawRecord, Rejected};
 pub use engine::{Engine, EngineConfig, PluginReport, Plugins, Poison, Processed, now_ms};
+pub use forecast::Forecast;
 pub use incidents::{Classifier, IncidentStage};
 pub use sink::{Delivery, Sink, SinkError, StepError};
 pub use slot::FixedPlugin;

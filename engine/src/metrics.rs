@@ -151,6 +151,23 @@ pub struct IncidentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A forecast metric and what happened to a predicted incident of it (bounded: the forecast
+/// targets, four changes).
+pub struct PredictionLabels {
+    /// The forecast metric.
+    pub metric: String,
+    /// `opened`, `updated`, `reached` or `withdrawn`.
+    pub change: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A forecast metric.
+pub struct MetricLabels {
+    /// The forecast metric.
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 /// A router.
 pub struct RouterLabels {
     /// The router's name.
@@ -257,6 +274,10 @@ pub struct Metrics {
     pub incidents_resolved: Counter,
     /// `routewatch_classifier_failures_total`: Classifier calls that failed (the incidents keep their previous cause).
     pub classifier_failures: Counter,
+    /// `routewatch_predictions_open`: Open predicted incidents held by this host's partitions, by metric.
+    pub predictions_open: Family<MetricLabels, Gauge>,
+    /// `routewatch_predictions_total`: Predicted incidents by metric and change (opened, updated, reached, withdrawn).
+    pub predictions: Family<PredictionLabels, Counter>,
     /// `routewatch_alertmanager_alerts_sent_total`: Incident alerts an Alertmanager accepted.
     pub alertmanager_sent: Counter,
     /// `routewatch_actions_total`: Self-healing action records, by policy and outcome (each change of an action counts once).
@@ -434,6 +455,18 @@ impl Default for Metrics {
             "Classifier calls that failed (the incidents keep their previous cause)",
             classifier_failures.clone(),
         );
+        let predictions_open = Family::<MetricLabels, Gauge>::default();
+        registry.register(
+            "predictions_open",
+            "Open predicted incidents held by this host's partitions, by metric",
+            predictions_open.clone(),
+        );
+        let predictions = Family::<PredictionLabels, Counter>::default();
+        registry.register(
+            "predictions",
+            "Predicted incidents by metric and change (opened, updated, reached, withdrawn)",
+            predictions.clone(),
+        );
         let actions = Family::<ActionLabels, Counter>::default();
         registry.register(
             "actions",
@@ -561,6 +594,8 @@ impl Default for Metrics {
             incidents_reopened,
             incidents_resolved,
             classifier_failures,
+            predictions_open,
+            predictions,
             alertmanager_sent,
             actions,
             action_refusals,

@@ -11,12 +11,17 @@
 //!
 //! | label | value |
 //! |---|---|
-//! | `alertname` | `RouterIncident` or `SiteIncident` |
+//! | `alertname` | `RouterIncident`, `SiteIncident`, or `RouterPrediction` (a predicted incident) |
 //! | `incident` | the incident's id |
 //! | `router` | the router (router incidents) |
 //! | `site` | the site (empty when the records do not say) |
 //! | `cause` | the classifier's verdict, `unknown`, or `unclassified` (site incidents: `upstream`) |
 //! | `severity` | `info`, `warning` or `critical` |
+//! | `metric` | predictions only: the metric forecast |
+//!
+//! A prediction's cause is `predicted`, its `summary` what is coming and when (`mem_util
+//! reaches 0.98 in about 2h10m (80%: 1h40m to 2h50m)`); it is resolved when withdrawn or
+//! reached (then the router incident, if any, takes over).
 //!
 //! Annotations: `summary`, `description` and `runbook_url` (`runbook_url` of the
 //! configuration, with `{cause}` replaced).
@@ -78,6 +83,9 @@ fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> 
 impl Alert {
     /// The alert of a router incident.
     pub fn router(incident: &Incident, runbook_url: &str, api: Option<&str>) -> Alert {
+        if let Some(prediction) = &incident.prediction {
+            return Alert::prediction(incident, prediction, runbook_url, api);
+        }
         let cause = incident.cause.as_deref().unwrap_or(routewatch_engine::incidents::UNCLASSIFIED);
         let site = incident.site.as_deref().unwrap_or("");
         let top = incident
@@ -108,6 +116,56 @@ impl Alert {
             ]),
             annotations: labels(&[
                 ("summary", &format!("{} at {}: {cause}", incident.router, if site.is_empty() { "?" } else { site })),
+                ("description", &description),
+                ("runbook_url", &runbook_url.replace("{cause}", cause)),
+            ]),
+            starts_at: rfc3339(incident.opened),
+            ends_at: (incident.state == State::Resolved)
+                .then(|| rfc3339(incident.resolved.unwrap_or(incident.last_anomaly))),
+            generator_url: api.map(|base| format!("{base}/api/v1/incidents/{}", incident.id)),
+        }
+    }
+
+    /// The alert of a predicted incident.
+    fn prediction(
+        incident: &Incident,
+        prediction: &routewatch_incidents::Prediction,
+        runbook_url: &str,
+        api: Option<&str>,
+    ) -> Alert {
+        let cause = "predicted";
+        let site = incident.site.as_deref().unwrap_or("");
+        let description = format!(
+            "{} trends at {:+.4} an hour from {:.4}; ETA {} (interval at {:.0}%: {} to {}). Acknowledge at /api/v1/incidents/{}.",
+            prediction.metric,
+            prediction.slope_per_hour,
+            prediction.level,
+            rfc3339(prediction.eta),
+            prediction.confidence * 100.0,
+            rfc3339(prediction.eta_earliest),
+            prediction.eta_latest.map_or_else(|| "never".to_owned(), rfc3339),
+            incident.id,
+        );
+        Alert {
+            labels: labels(&[
+                ("alertname", "RouterPrediction"),
+                ("incident", &incident.id),
+                ("router", &incident.router),
+                ("site", site),
+                ("cause", cause),
+                ("metric", &prediction.metric),
+                ("severity", incident.severity.name()),
+            ]),
+            annotations: labels(&[
+                (
+                    "summary",
+                    &format!(
+                        "{} at {}: {}",
+                        incident.router,
+                        if site.is_empty() { "?" } else { site },
+                        prediction.summary
+                    ),
+                ),
                 ("description", &description),
                 ("runbook_url", &runbook_url.replace("{cause}", cause)),
             ]),

@@ -101,6 +101,12 @@ pub struct HostConfig {
     pub feedback_topic: String,
     /// The router incident stage's settings (quiet period, reopen period, scores, caps).
     pub incident_config: routewatch_incidents::RouterConfig,
+    /// Raise predicted incidents (memory running out, a chassis heating up) before the
+    /// damage, with an ETA, beside the router incidents (needs `incidents`).
+    pub forecast: bool,
+    /// What the forecast stage watches and warns about (`[forecast_config]`, with
+    /// `[[forecast_config.targets]]`); its sampling interval is `incident_config`'s.
+    pub forecast_config: routewatch_incidents::ForecastConfig,
     /// A cause classifier component (`routewatch:classifier` world) that names each
     /// incident's probable causes; none: incidents carry no cause.
     pub classifier: Option<PathBuf>,
@@ -157,6 +163,8 @@ impl Default for HostConfig {
             incidents_topic: "router-incidents".into(),
             feedback_topic: "router-incident-feedback".into(),
             incident_config: routewatch_incidents::RouterConfig::default(),
+            forecast: true,
+            forecast_config: routewatch_incidents::ForecastConfig::default(),
             classifier: None,
             classifier_config: serde_json::json!({}),
             healing: routewatch_remediation::HealingConfig::default(),
@@ -208,8 +216,17 @@ impl HostConfig {
             );
         }
         self.incident_config.validate().map_err(|e| anyhow::anyhow!("incident_config: {e}"))?;
+        self.forecast_settings().validate().map_err(|e| anyhow::anyhow!("forecast_config: {e}"))?;
         crate::registry::TrustedKeys::parse(&self.trusted_keys).map_err(|e| anyhow::anyhow!("trusted_keys: {e}"))?;
         Ok(())
+    }
+
+    /// The forecast stage's settings, at the incident stage's sampling interval.
+    pub fn forecast_settings(&self) -> routewatch_incidents::ForecastConfig {
+        routewatch_incidents::ForecastConfig {
+            interval_ms: self.incident_config.interval_ms,
+            ..self.forecast_config.clone()
+        }
     }
 
     pub fn linger(&self) -> Duration {

@@ -129,6 +129,7 @@ fn incident_line(update: &IncidentUpdate) -> String {
     let i = &update.incident;
     let at = match update.change {
         Change::Resolved => i.resolved.unwrap_or(i.last_anomaly),
+        Change::Withdrawn => i.resolved.unwrap_or(i.last_anomaly),
         Change::Opened | Change::Reopened => i.opened,
         Change::Updated => i.last_anomaly,
     };
@@ -137,7 +138,12 @@ fn incident_line(update: &IncidentUpdate) -> String {
         Change::Updated => "updated",
         Change::Resolved => "resolved",
         Change::Reopened => "reopened",
+        Change::Withdrawn => "withdrawn",
     };
+    if let Some(p) = &i.prediction {
+        let site = i.site.as_deref().unwrap_or("-");
+        return format!("{:<24} {:<9} {:<12} {:<8} predicted  {}", format_ts(at), change, i.router, site, p.summary);
+    }
     let cause = match (i.cause.as_deref(), i.causes.first()) {
         (Some(verdict), Some(top)) => format!("{verdict} ({} {:.2})", top.cause, top.probability),
         (Some(verdict), None) => verdict.to_owned(),

@@ -2,7 +2,8 @@
 //! `cargo xtask test`), started with the shipped `deploy/alertmanager/alertmanager.yml`: the
 //! host's sender posts router incidents and a site incident; `GET /api/v2/alerts` shows them
 //! with the right labels and annotations, the site's router alerts inhibited by its site
-//! incident, grouped by site and cause, and then resolved by `endsAt`.
+//! incident, grouped by site and cause, and then resolved by `endsAt`. A predicted incident is
+//! an alert of its own (`RouterPrediction`), on its own route, resolved when withdrawn.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use routewatch_host::alertmanager::{AlertCounters, Alertmanager, AlertmanagerConfig};
-use routewatch_incidents::{Cause, Incident, IncidentUpdate, RouterConfig, RouterStage, SiteConfig, SiteStage};
+use routewatch_incidents::{
+    Cause, Change, ForecastConfig, ForecastStage, Incident, IncidentUpdate, RouterConfig, RouterStage, Sample,
+    SiteConfig, SiteStage,
+};
 use routewatch_telemetry::{AnomalyEvent, AnomalyKind};
 use serde_json::Value;
 
@@ -181,4 +185,72 @@ fn incidents_reach_alertmanager_grouped_inhibited_by_their_site_and_then_resolve
     sender.post(&resolved.iter().map(|u| &u.incident).collect::<Vec<_>>());
     sender.post_sites(&site_resolved.iter().map(|u| &u.incident).collect::<Vec<_>>());
     wait_for("every alert resolved", || alerts(&daemon).is_empty());
+}
+
+/// A router's memory, a minute a sample up to now: flat, then leaking 0.08 an hour from
+/// sample 1440, fixed (back to its baseline) at sample 1700.
+fn leaking_then_fixed() -> Vec<(i64, f64)> {
+    let start = routewatch_engine::now_ms() - 2000 * 60_000;
+    (0..2000)
+        .map(|i| {
+            let wobble = 0.002 * ((i * 7919 % 13) as f64 / 13.0 - 0.5);
+            let leaked = if (1440..1700).contains(&i) { 0.08 * (i - 1440) as f64 / 60.0 } else { 0.0 };
+            (start + i * 60_000, 0.5 + wobble + leaked)
+        })
+        .collect()
+}
+
+#[test]
+fn a_predicted_incident_is_an_alert_of_its_own_until_it_is_withdrawn() {
+    let daemon = start();
+    let sender = Alertmanager::start(
+        AlertmanagerConfig {
+            urls: vec![daemon.base.clone()],
+            runbook_url: "https://runbooks.example/{cause}".into(),
+            api: None,
+        },
+        AlertCounters::default(),
+    );
+    let mut stage = ForecastStage::new(ForecastConfig::default()).unwrap();
+    let target = stage.target("mem_util").unwrap();
+    let mut updates = Vec::new();
+    for (ts, value) in leaking_then_fixed() {
+        let sample = Sample { router: "r9", site: Some("lon1"), role: None, metric: "mem_util", ts, value };
+        updates.extend(stage.observe(target, sample));
+    }
+    let opened = updates.iter().find(|u| u.change == Change::Opened).expect("the leak is predicted").incident.clone();
+    let withdrawn = updates.iter().find(|u| u.change == Change::Withdrawn).expect("and withdrawn").incident.clone();
+    assert_eq!(opened.id, withdrawn.id);
+
+    sender.post(&[&opened]);
+    let mut seen = Vec::new();
+    wait_for("the prediction's alert", || {
+        seen = alerts(&daemon);
+        seen.len() == 1
+    });
+    let alert = &seen[0];
+    for (label, value) in [
+        ("alertname", "RouterPrediction"),
+        ("router", "r9"),
+        ("site", "lon1"),
+        ("cause", "predicted"),
+        ("metric", "mem_util"),
+        ("severity", "warning"),
+    ] {
+        assert_eq!(alert["labels"][label], value, "{label} of {alert}");
+    }
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("mem_util reaches 0.98 in about "), "{summary}");
+    assert_eq!(alert["status"]["state"], "active");
+    // Its own route: grouped by site and metric.
+    let groups = get(&daemon, "/api/v2/alerts/groups").unwrap();
+    let group = groups.as_array().unwrap().iter().find(|g| g["labels"]["alertname"] == "RouterPrediction").unwrap();
+    assert_eq!(
+        (&group["labels"]["site"], &group["labels"]["metric"]),
+        (&Value::from("lon1"), &Value::from("mem_util"))
+    );
+    assert_eq!(group["receiver"]["name"], "team");
+
+    sender.post(&[&withdrawn]);
+    wait_for("the withdrawn prediction resolved", || alerts(&daemon).is_empty());
 }

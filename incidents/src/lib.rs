@@ -9,7 +9,11 @@
 //! * [`SiteStage`] groups router incidents by site (or role): when several routers of one
 //!   site have incidents that start at about the same time, one [`SiteIncident`] names them,
 //!   since the likely cause is upstream.
-//! * Both stages serialise their whole state as a versioned, size-capped snapshot
+//! * [`ForecastStage`] sees slow faults coming: per router and watched metric, a robust
+//!   linear trend with a prediction interval raises a *predicted* incident (an [`Incident`]
+//!   with a [`Prediction`]: ETA and interval) before the metric reaches a level that hurts,
+//!   updates its ETA, and withdraws it when the trend goes away.
+//! * The stages serialise their whole state as a versioned, size-capped snapshot
 //!   ([`RouterStage::snapshot`], [`SiteStage::snapshot`]), so that a stage follows its
 //!   partition to a new owner and survives a crash the way detector state does.
 //!
@@ -28,6 +32,7 @@
 //! records ([`RouterStage::advance`]), never on a clock, so a replay gives the same incidents.
 
 mod features;
+mod forecast;
 mod router;
 mod site;
 mod snapshot;
@@ -35,6 +40,7 @@ mod snapshot;
 pub use features::{
     Evidence, FEATURE_COUNT, FEATURE_LAYOUT_VERSION, GLOBAL, MetricEvidence, PER_METRIC, feature_names,
 };
+pub use forecast::{FORECAST_DETECTOR, ForecastConfig, ForecastStage, ForecastTarget, Outcome, Prediction, Sample};
 pub use router::{Cause, Change, ConfigError, Incident, IncidentUpdate, RouterConfig, RouterStage, Severity, State};
 pub use site::{GroupBy, SiteChange, SiteConfig, SiteIncident, SiteStage, SiteUpdate};
 pub use snapshot::{MAX_SNAPSHOT_BYTES, SNAPSHOT_VERSION, SnapshotError};

@@ -180,6 +180,10 @@ pub struct Incident {
     /// Probable causes, most likely first, as the classifier last said; empty before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<Cause>,
+    /// Set on a *predicted* incident (raised by the forecast stage, [`crate::ForecastStage`],
+    /// before anything is wrong): what is coming and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::Prediction>,
 }
 
 /// What happened to an incident.
@@ -193,6 +197,8 @@ pub enum Change {
     Resolved,
     /// Back within the reopen period: the same incident, open again.
     Reopened,
+    /// A predicted incident whose trend went away before it got there (it is resolved).
+    Withdrawn,
 }
 
 /// One change to one incident, with the incident as it now is.
@@ -242,6 +248,7 @@ impl Tracked {
                 features_final: false,
                 cause: None,
                 causes: Vec::new(),
+                prediction: None,
             },
             evidence: Evidence::default(),
         }

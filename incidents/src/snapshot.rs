@@ -1,4 +1,4 @@
-//! The snapshot frame shared by both stages: magic, version, JSON body, size cap. JSON
+//! The snapshot frame shared by the stages: magic, version, JSON body, size cap. JSON
 //! rather than a binary format because the incident types leave absent fields out, which only
 //! a self-describing format reads back.
 
@@ -13,6 +13,7 @@ pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 pub(crate) const ROUTER_MAGIC: [u8; 4] = *b"RWIR";
 pub(crate) const SITE_MAGIC: [u8; 4] = *b"RWIS";
+pub(crate) const FORECAST_MAGIC: [u8; 4] = *b"RWIF";
 const HEADER: usize = 6;
 
 /// Why a snapshot was not written or not restored. A refused restore leaves nothing half

@@ -18,6 +18,7 @@ mod corpus;
 mod dataset;
 mod incident_score;
 mod incidents;
+mod predict;
 mod repair;
 mod report;
 mod score;
@@ -73,6 +74,9 @@ struct Cli {
 enum Task {
     /// Time to repair per fault kind, with self-healing off and in auto mode (closed loop).
     Repair(repair::RepairArgs),
+    /// Predictive alerts against the simulator's consequences: share predicted, lead time,
+    /// false predictions per router-day.
+    Predict(predict::PredictArgs),
     /// Simulate a labelled fleet, replay it through every detector, and score them per fault kind.
     Quality(QualityArgs),
     /// Score every detector on a folder of labelled single-series CSVs (event-level and NAB).
@@ -245,5 +249,6 @@ fn main() -> Result<()> {
         Task::IncidentQuality(args) => incident_score::run(&args),
         Task::Snapshots(args) => speed::snapshots(&args),
         Task::Repair(args) => repair::run(&args),
+        Task::Predict(args) => predict::run(&args),
     }
 }

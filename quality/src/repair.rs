@@ -83,11 +83,11 @@ fn guard_rails(policies: Vec<Policy>) -> HealingConfig {
     HealingConfig { blast_radius: 0.5, verify_secs: 3600, policies, ..HealingConfig::default() }
 }
 
-/// One tick's records, as a source.
-struct Tick {
-    records: Vec<Record>,
-    next: i64,
-    taken: bool,
+/// One tick's records, as a source (also the prediction run's).
+pub(crate) struct Tick {
+    pub(crate) records: Vec<Record>,
+    pub(crate) next: i64,
+    pub(crate) taken: bool,
 }
 
 impl Source for Tick {
@@ -105,7 +105,7 @@ impl Source for Tick {
 }
 
 /// Keeps the incident updates of each batch.
-struct Updates(Arc<Mutex<Vec<Incident>>>);
+pub(crate) struct Updates(pub(crate) Arc<Mutex<Vec<Incident>>>);
 
 impl Sink for Updates {
     fn name(&self) -> &'static str {

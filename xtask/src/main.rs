@@ -124,13 +124,14 @@ fn main() -> Result<()> {
         }
         Task::Quality { args } => {
             // Detection quality on a labelled fleet, then each detector's speed through Wasm, its
-            // snapshot size, and the time to repair with self-healing off and in auto mode.
+            // snapshot size, the predictive alerts against the consequences, and the time to repair with self-healing off and in auto mode.
             build()?;
             let report = root.join("BENCHMARKS.md");
             let quality = ["run", "--release", "--quiet", "-p", "routewatch-quality", "--"];
             run(cargo(&quality).args(["quality", "--write"]).arg(&report).args(&args))?;
             run(cargo(&quality).args(["speed", "--write"]).arg(&report))?;
             run(cargo(&quality).args(["snapshots", "--write"]).arg(&report))?;
+            run(cargo(&quality).args(["predict", "--write"]).arg(&report))?;
             run(cargo(&quality).args(["repair", "--routers", "400", "--days", "3", "--write"]).arg(&report))
         }
         Task::Fuzz { seconds, sanitizer, targets } => fuzz::run(&root, seconds, &sanitizer, &targets),

@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use routewatch_engine::{Classifier, Engine, EngineConfig, IncidentStage, Plugins, Pull, Sink, StepError};
+use routewatch_engine::{Classifier, Engine, EngineConfig, Forecast, IncidentStage, Plugins, Pull, Sink, StepError};
 use routewatch_telemetry::Metric;
 
 use super::source::PartitionSource;
@@ -201,6 +201,13 @@ impl Worker {
             )
             .expect("the configuration was validated at start");
             engine = engine.with_incidents(stage);
+            if shared.config.forecast {
+                let columns: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
+                let forecast =
+                    Forecast::new(shared.config.forecast_settings(), &columns, shared.metrics.clone(), partition)
+                        .expect("the configuration was validated at start");
+                engine = engine.with_forecast(forecast);
+            }
         }
         if let Some(state) = restored {
             engine.restore(state);

@@ -41,12 +41,13 @@ impl Sink for IncidentSink {
 
     fn deliver(&mut self, delivery: &Delivery<'_>) -> Result<(), SinkError> {
         let updates = &delivery.processed.incidents;
-        for update in updates {
+        // Predicted incidents are counted by the forecast stage (`routewatch_predictions_total`).
+        for update in updates.iter().filter(|u| u.incident.prediction.is_none()) {
             let counter = match update.change {
                 Change::Opened => &self.metrics.incidents_opened,
                 Change::Reopened => &self.metrics.incidents_reopened,
                 Change::Resolved => &self.metrics.incidents_resolved,
-                Change::Updated => continue,
+                Change::Updated | Change::Withdrawn => continue,
             };
             counter.inc();
         }
