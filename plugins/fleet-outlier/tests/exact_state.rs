@@ -1,8 +1,8 @@
 //! State that is exact after a crash: the fleet-outlier detector, whose state is every
 //! router's baseline across the fleet, restored at any timestamp scores the rest of the
 //! stream exactly as the uninterrupted one does (through warm-ups, routers that leave and
-//! join, an outlier accepted as the new normal), and batches cut at any timestamp change
-//! nothing.
+//! join, an outlier accepted as the new normal), and batches cut at any timestamps change
+//! nothing. A batch that ends inside a timestamp does change the scores (see the README).
 
 use routewatch_fleet_outlier::FleetOutlier;
 use routewatch_plugin_sdk::testing::{Batches, Rng, Stream, assert_batching_is_invisible, assert_restores_anywhere};
@@ -62,7 +62,8 @@ const CONFIGS: [&str; 3] = [
 #[test]
 fn a_fleet_restored_at_any_timestamp_scores_as_the_uninterrupted_one() {
     let (stream, ticks) = fleet(21);
-    // Batches of five ticks (a host cuts them at timestamps; see the README of the crate).
+    // Batches of five ticks: the detector is exact where batches end at a timestamp, and
+    // only there (a timestamp split across batches is judged in parts; see the crate's README).
     let every_fifth: Vec<usize> = ticks.iter().copied().step_by(5).collect();
     for config in CONFIGS {
         // Every 7 ticks, and every tick around the warm-up's end, the overheating's onset,
