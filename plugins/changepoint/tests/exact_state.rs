@@ -50,9 +50,9 @@ fn row_of(tick: usize) -> usize {
 #[test]
 fn a_series_restored_at_any_sample_scores_as_the_uninterrupted_one() {
     let stream = fleet();
-    // Every 11 rows (mid-tick too), every row during the warm-up's end and the first shift
+    // Every 23 rows (mid-tick too), every row during the warm-up's end and the first shift
     // (the gate open, BOCPD confirming), the plateau and the lone spike (rejections, cooldowns).
-    let mut cuts: Vec<usize> = (1..stream.len()).step_by(11).collect();
+    let mut cuts: Vec<usize> = (1..stream.len()).step_by(23).collect();
     for ticks in [55..65, 598..616, 698..735, 998..1015, 1198..1215] {
         cuts.extend(row_of(ticks.start)..row_of(ticks.end));
     }
