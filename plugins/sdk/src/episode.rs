@@ -253,6 +253,52 @@ mod tests {
         assert!(long.len() <= MAX_REASON_BYTES && long.is_char_boundary(long.len()));
     }
 
+    /// A judge (calibrator and episode) saved and restored at any sample, as detectors carry
+    /// it in their snapshots, judges the rest of its series exactly as the one that went on:
+    /// through its warm-up, threshold refreshes, held-out episodes, runs and adaptation.
+    #[test]
+    fn a_judge_restored_at_any_sample_judges_as_the_uninterrupted_one() {
+        // Heavy-ish noise (a product of uniforms), a spike, a burst, a shift that lasts
+        // beyond the adaptation, integers at the end, and gaps.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let values: Vec<f64> = (0..1500)
+            .map(|i| {
+                let noise = (uniform() - 0.5) * (1.0 + 4.0 * uniform() * uniform());
+                match i {
+                    _ if i % 97 == 13 => f64::NAN,
+                    400 => 30.0,
+                    600..=604 => 8.0 + noise,
+                    900..=1000 => 6.0 + noise,
+                    1200.. => (noise * 3.0).round(),
+                    _ => noise,
+                }
+            })
+            .collect();
+        let judge_all = |judge: &mut Judge, values: &[f64]| -> Vec<(u64, Option<Anomaly>)> {
+            values
+                .iter()
+                .map(|&v| judge.judge("cpu_util", v, 0.0, 0.0, 0.0))
+                .map(|j| (j.calibration.score.to_bits(), j.anomaly))
+                .collect()
+        };
+        let whole = judge_all(&mut Judge::default(), &values);
+        assert!(whole.iter().filter(|(_, a)| a.is_some()).count() >= 3, "departures to report");
+        for cut in (0..values.len()).step_by(7) {
+            let mut before = Judge::default();
+            let mut judged = judge_all(&mut before, &values[..cut]);
+            let bytes = postcard::to_allocvec(&before).unwrap();
+            let mut restored: Judge = postcard::from_bytes(&bytes).unwrap();
+            judged.extend(judge_all(&mut restored, &values[cut..]));
+            assert!(judged == whole, "restored at sample {cut}");
+        }
+    }
+
     #[test]
     fn truncation_keeps_utf8() {
         let mut s = "ab€€€".to_owned();

@@ -40,6 +40,8 @@ pub mod episode;
 mod score;
 mod series;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use calibrate::{Calibration, Calibrator};

@@ -94,6 +94,8 @@ impl Scale {
     fn to_model(self, v: f64) -> f64 {
         match self {
             Scale::Linear => v,
+            // A gap stays a gap (`f64::max` would make NaN the floor, and the gap a dip).
+            Scale::Log if v.is_nan() => v,
             Scale::Log => v.max(Self::LOG_FLOOR).ln(),
         }
     }
@@ -466,5 +468,19 @@ mod tests {
         assert_eq!((a.kind, a.observed), (AnomalyKind::Dip, 0.0));
         assert!((a.expected - 1e9).abs() < 2e7, "expected {} in bytes per second", a.expected);
         assert!(a.lower < a.expected && a.expected < a.upper && a.lower > 0.0);
+    }
+
+    #[test]
+    fn a_gap_in_a_log_series_is_a_gap_not_a_dip() {
+        let config = Config::parse(r#"{"period": 60, "window": 120, "refit_every": 60}"#).unwrap();
+        let mut series = Series::default();
+        for (i, v) in cycle(400, 60).into_iter().enumerate() {
+            let v = if i % 50 == 7 { f64::NAN } else { 1e9 * (v / 10.0) };
+            let verdict = series.observe(i as i64, v, "rx_bps", Some(Scale::Log), &config);
+            assert!(verdict.anomaly.is_none(), "sample {i}: {:?}", verdict.anomaly);
+            if v.is_nan() {
+                assert_eq!(verdict.score, 0.0, "sample {i}: a gap has no score");
+            }
+        }
     }
 }
