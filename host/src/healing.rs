@@ -27,6 +27,9 @@ use crate::metrics::{ActionLabels, Metrics, RefusalLabels};
 
 /// Actions waiting to be sent; past this, an action fails at once ("queue full").
 pub const QUEUE: usize = 256;
+/// Batches of audit records waiting for the broker; past this (a broker down for long), new
+/// ones are logged and dropped rather than held in memory without bound.
+const AUDIT_QUEUE: usize = 4096;
 /// How often executed actions are checked against their verification window.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -34,7 +37,9 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Healing {
     healer: Mutex<Healer>,
     queue: SyncSender<Execution>,
-    producer: FutureProducer,
+    /// The audit trail's one writer: records reach the topic in the order they were made, so
+    /// the compacted topic keeps each action's last state.
+    audit: SyncSender<Vec<Outgoing>>,
     topic: String,
     metrics: Arc<Metrics>,
 }
@@ -51,7 +56,17 @@ impl Healing {
     ) -> Result<Arc<Healing>, ConfigError> {
         let healer = Healer::new(config, causes)?;
         let (queue, pending) = mpsc::sync_channel(QUEUE);
-        let healing = Arc::new(Healing { healer: Mutex::new(healer), queue, producer, topic, metrics });
+        let (audit, trail) = mpsc::sync_channel::<Vec<Outgoing>>(AUDIT_QUEUE);
+        std::thread::Builder::new()
+            .name("healing-audit".into())
+            .spawn(move || {
+                // Ends when the last handle (and so the sender) is dropped.
+                for records in trail {
+                    broker::deliver(&producer, records);
+                }
+            })
+            .expect("spawning the healing audit writer");
+        let healing = Arc::new(Healing { healer: Mutex::new(healer), queue, audit, topic, metrics });
         let weak = Arc::downgrade(&healing);
         std::thread::Builder::new()
             .name("healing-sender".into())
@@ -148,9 +163,12 @@ impl Healing {
         tracing::warn!(dry_run = on, "self-healing dry run switched");
     }
 
-    /// Publishes records and queues executions (a full queue fails the action at once).
+    /// Publishes records, then queues executions (a full queue fails the action at once).
+    /// Publishing first keeps each action's trail in order: its execution's outcome cannot
+    /// be written before the record that sent it.
     fn apply(&self, effects: Effects) {
-        let mut records = effects.records;
+        self.publish(effects.records);
+        let mut records = Vec::new();
         for execution in effects.executions {
             if let Err(TrySendError::Full(execution) | TrySendError::Disconnected(execution)) =
                 self.queue.try_send(execution)
@@ -191,9 +209,10 @@ impl Healing {
             });
         }
         // The audit trail must not hold anything up: the broker's acknowledgement is awaited on
-        // a thread of its own, and a failure is logged.
-        let producer = self.producer.clone();
-        std::thread::spawn(move || broker::deliver(&producer, outgoing));
+        // the audit thread, and a failure is logged.
+        if self.audit.try_send(outgoing).is_err() {
+            tracing::error!(records = records.len(), "self-healing audit queue full: records not written to the topic");
+        }
     }
 }
 
