@@ -161,6 +161,10 @@ impl SiteStage {
     /// Takes one router incident update, from any partition or host, in any order.
     pub fn observe(&mut self, update: &IncidentUpdate) -> Vec<SiteUpdate> {
         let inc = &update.incident;
+        if inc.prediction.is_some() {
+            // A warning of what may come is not a router in trouble.
+            return Vec::new();
+        }
         let Some(key) = SiteStage::key(self.config.group_by, inc).filter(|k| k.len() <= MAX_ID_BYTES) else {
             return Vec::new();
         };
