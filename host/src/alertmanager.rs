@@ -72,6 +72,13 @@ pub struct Alert {
     pub generator_url: Option<String>,
 }
 
+/// What kind of router alert: its name, its `cause` label, and the metric of a prediction.
+struct Kind<'a> {
+    alertname: &'a str,
+    cause: &'a str,
+    metric: Option<&'a str>,
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -87,7 +94,6 @@ impl Alert {
             return Alert::prediction(incident, prediction, runbook_url, api);
         }
         let cause = incident.cause.as_deref().unwrap_or(routewatch_engine::incidents::UNCLASSIFIED);
-        let site = incident.site.as_deref().unwrap_or("");
         let top = incident
             .causes
             .first()
@@ -105,25 +111,8 @@ impl Alert {
             if incident.reopened > 0 { format!("; reopened {} times", incident.reopened) } else { String::new() },
             incident.id,
         );
-        Alert {
-            labels: labels(&[
-                ("alertname", "RouterIncident"),
-                ("incident", &incident.id),
-                ("router", &incident.router),
-                ("site", site),
-                ("cause", cause),
-                ("severity", incident.severity.name()),
-            ]),
-            annotations: labels(&[
-                ("summary", &format!("{} at {}: {cause}", incident.router, if site.is_empty() { "?" } else { site })),
-                ("description", &description),
-                ("runbook_url", &runbook_url.replace("{cause}", cause)),
-            ]),
-            starts_at: rfc3339(incident.opened),
-            ends_at: (incident.state == State::Resolved)
-                .then(|| rfc3339(incident.resolved.unwrap_or(incident.last_anomaly))),
-            generator_url: api.map(|base| format!("{base}/api/v1/incidents/{}", incident.id)),
-        }
+        let kind = Kind { alertname: "RouterIncident", cause, metric: None };
+        Alert::of_router(incident, kind, cause, description, runbook_url, api)
     }
 
     /// The alert of a predicted incident.
@@ -133,8 +122,6 @@ impl Alert {
         runbook_url: &str,
         api: Option<&str>,
     ) -> Alert {
-        let cause = "predicted";
-        let site = incident.site.as_deref().unwrap_or("");
         let description = format!(
             "{} trends at {:+.4} an hour from {:.4}; ETA {} (interval at {:.0}%: {} to {}). Acknowledge at /api/v1/incidents/{}.",
             prediction.metric,
@@ -146,28 +133,35 @@ impl Alert {
             prediction.eta_latest.map_or_else(|| "never".to_owned(), rfc3339),
             incident.id,
         );
+        let kind = Kind { alertname: "RouterPrediction", cause: "predicted", metric: Some(&prediction.metric) };
+        Alert::of_router(incident, kind, &prediction.summary, description, runbook_url, api)
+    }
+
+    /// A router's alert: its labels, annotations and times, as both kinds have them.
+    fn of_router(
+        incident: &Incident,
+        kind: Kind<'_>,
+        what: &str,
+        description: String,
+        runbook_url: &str,
+        api: Option<&str>,
+    ) -> Alert {
+        let site = incident.site.as_deref().unwrap_or("");
+        let mut pairs = vec![
+            ("alertname", kind.alertname),
+            ("incident", incident.id.as_str()),
+            ("router", incident.router.as_str()),
+            ("site", site),
+            ("cause", kind.cause),
+            ("severity", incident.severity.name()),
+        ];
+        pairs.extend(kind.metric.map(|m| ("metric", m)));
         Alert {
-            labels: labels(&[
-                ("alertname", "RouterPrediction"),
-                ("incident", &incident.id),
-                ("router", &incident.router),
-                ("site", site),
-                ("cause", cause),
-                ("metric", &prediction.metric),
-                ("severity", incident.severity.name()),
-            ]),
+            labels: labels(&pairs),
             annotations: labels(&[
-                (
-                    "summary",
-                    &format!(
-                        "{} at {}: {}",
-                        incident.router,
-                        if site.is_empty() { "?" } else { site },
-                        prediction.summary
-                    ),
-                ),
+                ("summary", &format!("{} at {}: {what}", incident.router, if site.is_empty() { "?" } else { site })),
                 ("description", &description),
-                ("runbook_url", &runbook_url.replace("{cause}", cause)),
+                ("runbook_url", &runbook_url.replace("{cause}", kind.cause)),
             ]),
             starts_at: rfc3339(incident.opened),
             ends_at: (incident.state == State::Resolved)
