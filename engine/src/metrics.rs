@@ -272,6 +272,14 @@ pub struct Metrics {
     pub incidents_reopened: Counter,
     /// `routewatch_incidents_resolved_total`: Router incidents resolved after their quiet period.
     pub incidents_resolved: Counter,
+    /// `routewatch_site_incidents_open`: Open site incidents held by this host's partitions of the site topic.
+    pub site_incidents_open: Gauge,
+    /// `routewatch_site_incidents_opened_total`: Site incidents opened.
+    pub site_incidents_opened: Counter,
+    /// `routewatch_site_incidents_resolved_total`: Site incidents resolved (every router incident in them resolved).
+    pub site_incidents_resolved: Counter,
+    /// `routewatch_site_records_rejected_total`: Records of the site topic that were not router incident updates, by reason (skipped).
+    pub site_records_rejected: Family<ReasonLabels, Counter>,
     /// `routewatch_classifier_failures_total`: Classifier calls that failed (the incidents keep their previous cause).
     pub classifier_failures: Counter,
     /// `routewatch_predictions_open`: Open predicted incidents held by this host's partitions, by metric.
@@ -449,6 +457,26 @@ impl Default for Metrics {
             "Router incidents resolved after their quiet period",
             incidents_resolved.clone(),
         );
+        let site_incidents_open = Gauge::default();
+        registry.register(
+            "site_incidents_open",
+            "Open site incidents held by this host's partitions of the site topic",
+            site_incidents_open.clone(),
+        );
+        let site_incidents_opened = Counter::default();
+        registry.register("site_incidents_opened", "Site incidents opened", site_incidents_opened.clone());
+        let site_incidents_resolved = Counter::default();
+        registry.register(
+            "site_incidents_resolved",
+            "Site incidents resolved (every router incident in them resolved)",
+            site_incidents_resolved.clone(),
+        );
+        let site_records_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "site_records_rejected",
+            "Records of the site topic that were not router incident updates, by reason (skipped)",
+            site_records_rejected.clone(),
+        );
         let classifier_failures = Counter::default();
         registry.register(
             "classifier_failures",
@@ -593,6 +621,10 @@ impl Default for Metrics {
             incidents_opened,
             incidents_reopened,
             incidents_resolved,
+            site_incidents_open,
+            site_incidents_opened,
+            site_incidents_resolved,
+            site_records_rejected,
             classifier_failures,
             predictions_open,
             predictions,

@@ -68,7 +68,7 @@ pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
         client_config(config, &[]).create().context("creating the admin client")?;
     let retention = (config.retention_hours * 3_600_000).to_string();
     let replication = || TopicReplication::Fixed(config.replication);
-    let topics = [
+    let mut topics = vec![
         NewTopic::new(&config.metrics_topic, config.partitions, replication()).set("retention.ms", &retention),
         NewTopic::new(&config.anomalies_topic, config.partitions, replication()).set("retention.ms", &retention),
         NewTopic::new(&config.dlq_topic, config.partitions, replication()).set("retention.ms", &retention),
@@ -86,6 +86,16 @@ pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
             .set("max.message.bytes", "67108864")
             .set("segment.ms", "3600000"),
     ];
+    if config.runs_sites() {
+        // Router incidents by site: a stream, kept like the metrics.
+        topics
+            .push(NewTopic::new(&config.site_topic, config.partitions, replication()).set("retention.ms", &retention));
+        // The latest state of each site incident, by id.
+        topics.push(
+            NewTopic::new(&config.site_incidents_topic, config.partitions, replication())
+                .set("cleanup.policy", "compact"),
+        );
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics(&topics, &options)).context("creating topics")?;
     for result in results {

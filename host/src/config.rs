@@ -107,6 +107,18 @@ pub struct HostConfig {
     /// What the forecast stage watches and warns about (`[forecast_config]`, with
     /// `[[forecast_config.targets]]`); its sampling interval is `incident_config`'s.
     pub forecast_config: routewatch_incidents::ForecastConfig,
+    /// Group router incidents of one site (or role) that start together into site incidents
+    /// (needs `incidents`): router incidents are re-keyed by site to `site_topic`, whose
+    /// consumer group (`GROUP-sites`) runs the site stage per partition.
+    pub sites: bool,
+    /// Router incident updates keyed by site (or role), so that every incident of a site
+    /// reaches one consumer whichever host found it.
+    pub site_topic: String,
+    /// Compacted topic of site incidents: JSON, keyed by site incident id, the latest state wins.
+    pub site_incidents_topic: String,
+    /// When router incidents make a site incident (`[site_config]`: `group_by`, `min_routers`,
+    /// `onset_window_samples`, caps); its sampling interval is `incident_config`'s.
+    pub site_config: routewatch_incidents::SiteConfig,
     /// A cause classifier component (`routewatch:classifier` world) that names each
     /// incident's probable causes; none: incidents carry no cause.
     pub classifier: Option<PathBuf>,
@@ -165,6 +177,10 @@ impl Default for HostConfig {
             incident_config: routewatch_incidents::RouterConfig::default(),
             forecast: true,
             forecast_config: routewatch_incidents::ForecastConfig::default(),
+            sites: true,
+            site_topic: "router-incidents-by-site".into(),
+            site_incidents_topic: "site-incidents".into(),
+            site_config: routewatch_incidents::SiteConfig::default(),
             classifier: None,
             classifier_config: serde_json::json!({}),
             healing: routewatch_remediation::HealingConfig::default(),
@@ -217,6 +233,7 @@ impl HostConfig {
         }
         self.incident_config.validate().map_err(|e| anyhow::anyhow!("incident_config: {e}"))?;
         self.forecast_settings().validate().map_err(|e| anyhow::anyhow!("forecast_config: {e}"))?;
+        self.site_settings().validate().map_err(|e| anyhow::anyhow!("site_config: {e}"))?;
         crate::registry::TrustedKeys::parse(&self.trusted_keys).map_err(|e| anyhow::anyhow!("trusted_keys: {e}"))?;
         Ok(())
     }
@@ -227,6 +244,16 @@ impl HostConfig {
             interval_ms: self.incident_config.interval_ms,
             ..self.forecast_config.clone()
         }
+    }
+
+    /// The site stage's settings, at the incident stage's sampling interval.
+    pub fn site_settings(&self) -> routewatch_incidents::SiteConfig {
+        routewatch_incidents::SiteConfig { interval_ms: self.incident_config.interval_ms, ..self.site_config.clone() }
+    }
+
+    /// Whether this host runs the site stage: incidents on and sites on.
+    pub fn runs_sites(&self) -> bool {
+        self.incidents && self.sites
     }
 
     pub fn linger(&self) -> Duration {

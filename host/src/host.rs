@@ -15,6 +15,7 @@ use crate::config::HostConfig;
 use crate::feed::AnomalyFeed;
 use crate::healing::Healing;
 use crate::incidents::IncidentBook;
+use crate::kafka::sites::{SiteOutputs, SiteService};
 use crate::kafka::{KafkaService, Outputs};
 use crate::metrics::Metrics;
 use crate::registry::watch::{self, DirWatcher};
@@ -27,6 +28,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A running host (`routewatch run`).
 pub struct Host {
     kafka: KafkaService,
+    sites: Option<SiteService>,
     metrics: Arc<Metrics>,
     feed: Arc<AnomalyFeed>,
     incidents: Arc<IncidentBook>,
@@ -97,6 +99,8 @@ impl Host {
                 AlertCounters::of(&metrics),
             ))
         });
+        let site_outputs =
+            SiteOutputs { metrics: metrics.clone(), book: incidents.clone(), alertmanager: alertmanager.clone() };
         let outputs = Outputs {
             feed: feed.clone(),
             incidents: incidents.clone(),
@@ -104,8 +108,11 @@ impl Host {
             alertmanager,
             healing: healing.clone(),
         };
+        let site_config = config.runs_sites().then(|| config.clone());
+        // Creates the topics, the site topic among them, before the site stage subscribes.
         let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), outputs, ready)?;
-        Ok(Host { kafka, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
+        let sites = site_config.map(|config| SiteService::start(&config, site_outputs)).transpose()?;
+        Ok(Host { kafka, sites, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
     }
 
     /// The plugins this host runs.
@@ -135,14 +142,18 @@ impl Host {
 
     /// Whether the Kafka service has stopped (by itself only on a fatal error).
     pub fn is_finished(&self) -> bool {
-        self.kafka.is_finished()
+        self.kafka.is_finished() || self.sites.as_ref().is_some_and(SiteService::is_finished)
     }
 
     /// Finishes in-flight batches, saves state, commits offsets and leaves the group. Gives
     /// up after [`SHUTDOWN_GRACE`] (a broker that is gone cannot acknowledge anything): the
     /// uncommitted records are then read again by the next owner.
     pub fn shutdown(self) -> anyhow::Result<()> {
-        self.kafka.shutdown(SHUTDOWN_GRACE)
+        // The partitions first: their last incident updates reach the site topic before the
+        // site stage saves and leaves.
+        let kafka = self.kafka.shutdown(SHUTDOWN_GRACE);
+        let sites = self.sites.map_or(Ok(()), |sites| sites.shutdown(SHUTDOWN_GRACE));
+        kafka.and(sites)
     }
 }
 

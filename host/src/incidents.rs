@@ -2,14 +2,17 @@
 //! of each (filled by the incidents sink, [`crate::sinks::incidents`], once a batch is
 //! acknowledged), operators' acknowledgements, and a live feed of every change.
 //!
-//! The book is a view, not the record: `router-incidents` (compacted, keyed by incident id)
-//! is. It holds at most [`MAX_INCIDENTS`], dropping the oldest resolved first, and forgets a
+//! It keeps the site incidents of the site-topic partitions this host holds
+//! ([`crate::kafka::sites`]) beside them, with the same bounds.
+//!
+//! The book is a view, not the record: `router-incidents` and `site-incidents` (compacted,
+//! keyed by incident id) are. It holds at most [`MAX_INCIDENTS`], dropping the oldest resolved first, and forgets a
 //! partition's open incidents when the partition leaves this host (its next owner reports them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use routewatch_incidents::{Incident, IncidentUpdate, State};
+use routewatch_incidents::{Incident, IncidentUpdate, SiteIncident, SiteUpdate, State};
 use serde::Serialize;
 
 /// Incidents the book keeps.
@@ -41,15 +44,30 @@ pub struct Entry {
     pub features: Vec<f64>,
 }
 
+/// One site incident as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteEntry {
+    /// Its latest state.
+    #[serde(flatten)]
+    pub incident: SiteIncident,
+    /// The partition of the site topic whose stage found it.
+    pub partition: i32,
+}
+
 /// The incidents of this host's partitions, and a live feed of their changes.
 pub struct IncidentBook {
     entries: Mutex<HashMap<String, Entry>>,
+    sites: Mutex<HashMap<String, SiteEntry>>,
     live: tokio::sync::broadcast::Sender<IncidentUpdate>,
 }
 
 impl Default for IncidentBook {
     fn default() -> IncidentBook {
-        IncidentBook { entries: Mutex::new(HashMap::new()), live: tokio::sync::broadcast::channel(4096).0 }
+        IncidentBook {
+            entries: Mutex::new(HashMap::new()),
+            sites: Mutex::new(HashMap::new()),
+            live: tokio::sync::broadcast::channel(4096).0,
+        }
     }
 }
 
@@ -117,6 +135,43 @@ impl IncidentBook {
         let entry = entries.get_mut(id)?;
         entry.acknowledged = Some(ack);
         Some(entry.clone())
+    }
+
+    fn lock_sites(&self) -> std::sync::MutexGuard<'_, HashMap<String, SiteEntry>> {
+        self.sites.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes site incident updates of a partition of the site topic (delivered to Kafka).
+    pub fn publish_sites(&self, partition: i32, updates: &[SiteUpdate]) {
+        let mut sites = self.lock_sites();
+        for update in updates {
+            let incident = update.incident.clone();
+            if !sites.contains_key(&incident.id) && sites.len() >= MAX_INCIDENTS {
+                let oldest = sites
+                    .values()
+                    .min_by_key(|e| (e.incident.state == State::Open, e.incident.resolved.unwrap_or(e.incident.opened)))
+                    .map(|e| e.incident.id.clone());
+                if let Some(id) = oldest {
+                    sites.remove(&id);
+                }
+            }
+            sites.insert(incident.id.clone(), SiteEntry { incident, partition });
+        }
+    }
+
+    /// A partition of the site topic left this host: its open site incidents are its next
+    /// owner's to report.
+    pub fn forget_site_partition(&self, partition: i32) {
+        self.lock_sites().retain(|_, e| e.partition != partition || e.incident.state == State::Resolved);
+    }
+
+    /// Site incidents that pass `filter`, most recently opened first, at most `limit`.
+    pub fn list_sites(&self, limit: usize, filter: impl Fn(&SiteEntry) -> bool) -> Vec<SiteEntry> {
+        let sites = self.lock_sites();
+        let mut found: Vec<SiteEntry> = sites.values().filter(|e| filter(e)).cloned().collect();
+        found.sort_by(|a, b| (b.incident.opened, &b.incident.id).cmp(&(a.incident.opened, &a.incident.id)));
+        found.truncate(limit);
+        found
     }
 
     /// Every change from now on.

@@ -88,6 +88,15 @@ struct RunArgs {
     /// Make no incidents (anomalies only).
     #[arg(long)]
     no_incidents: bool,
+    /// Router incidents re-keyed by site, for the site stage.
+    #[arg(long, env = "ROUTEWATCH_SITE_TOPIC")]
+    site_topic: Option<String>,
+    /// Compacted topic of site incidents (JSON, keyed by site incident id).
+    #[arg(long, env = "ROUTEWATCH_SITE_INCIDENTS_TOPIC")]
+    site_incidents_topic: Option<String>,
+    /// Make no site incidents (router incidents only).
+    #[arg(long)]
+    no_sites: bool,
     /// Cause classifier component (routewatch:classifier world) naming each incident's cause.
     #[arg(long, env = "ROUTEWATCH_CLASSIFIER")]
     classifier: Option<PathBuf>,
@@ -240,12 +249,15 @@ fn pipeline_config(args: RunArgs) -> Result<HostConfig> {
     set!(brokers, group_id, metrics_topic, anomalies_topic, dlq_topic, state_topic, partitions, retention_hours);
     set!(batch_records, linger_ms, snapshot_interval_secs, cpu_budget_ms, memory_mib, listen);
     set!(max_upload_mib, quarantine_failures, quarantine_backoff_secs, cache_max_mib, max_snapshot_mib);
-    set!(processing_guarantee, incidents_topic, actions_topic);
+    set!(processing_guarantee, incidents_topic, actions_topic, site_topic, site_incidents_topic);
     if args.healing_dry_run {
         config.healing.dry_run = true;
     }
     if args.no_incidents {
         config.incidents = false;
+    }
+    if args.no_sites {
+        config.sites = false;
     }
     if args.classifier.is_some() {
         config.classifier = args.classifier;

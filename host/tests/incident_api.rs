@@ -1,5 +1,5 @@
-//! The incident routes of the REST API: listing with filters, one incident, acknowledgement
-//! and feedback, and every refusal (bad filters, unknown ids, oversized or malformed bodies,
+//! The incident routes of the REST API: listing with filters (router and site incidents), one
+//! incident, acknowledgement and feedback, and every refusal (bad filters, unknown ids, oversized or malformed bodies,
 //! missing token). Feedback lands in the feedback topic of a real broker (Apache Kafka,
 //! `ROUTEWATCH_KAFKA_HOME`), read back as the training script reads it.
 
@@ -16,7 +16,7 @@ use routewatch_host::feed::AnomalyFeed;
 use routewatch_host::incidents::IncidentBook;
 use routewatch_host::metrics::Metrics;
 use routewatch_host::registry::{QuarantinePolicy, Registry};
-use routewatch_incidents::{Cause, RouterConfig, RouterStage};
+use routewatch_incidents::{Cause, RouterConfig, RouterStage, SiteConfig, SiteStage};
 use routewatch_telemetry::{AnomalyEvent, AnomalyKind};
 use routewatch_testkit::Broker;
 use serde_json::{Value, json};
@@ -63,6 +63,14 @@ fn book() -> Arc<IncidentBook> {
     updates.push(classified);
     let book = Arc::new(IncidentBook::default());
     book.publish(2, &updates);
+    // And a site incident of fra1 (three other routers at once), found by site partition 5.
+    let mut others = RouterStage::new(RouterConfig::default()).unwrap();
+    let together =
+        others.take(&[event("s1", "fra1", 40), event("s2", "fra1", 41), event("s3", "fra1", 41)], 41 * 60_000);
+    let mut sites = SiteStage::new(SiteConfig::default()).unwrap();
+    let site_updates: Vec<_> = together.iter().flat_map(|u| sites.observe(u)).collect();
+    assert_eq!(site_updates.len(), 1, "{site_updates:?}");
+    book.publish_sites(5, &site_updates);
     book
 }
 
@@ -142,6 +150,31 @@ fn incidents_are_listed_and_filtered_by_state_site_and_cause() {
     let long = "s".repeat(200);
     refused(call(&host, "GET", &format!("/api/v1/incidents?site={long}"), false, None), 400, "bad_request");
     refused(call(&host, "GET", "/api/v1/incidents/inc-nope-1", false, None), 404, "not_found");
+}
+
+#[test]
+fn site_incidents_are_listed_and_filtered_by_state_and_site() {
+    let host = host(None);
+    let keys = |path: &str| -> Vec<String> {
+        let (status, body) = call(&host, "GET", path, false, None);
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(keys("/api/v1/site-incidents"), ["fra1"]);
+    assert_eq!(keys("/api/v1/site-incidents?state=open&site=fra1&limit=5"), ["fra1"]);
+    assert!(keys("/api/v1/site-incidents?state=resolved").is_empty());
+    assert!(keys("/api/v1/site-incidents?site=ams2").is_empty());
+    let listed = call(&host, "GET", "/api/v1/site-incidents", false, None).1;
+    assert_eq!(listed[0]["routers"], json!(["s1", "s2", "s3"]));
+    assert_eq!((listed[0]["partition"].as_i64(), listed[0]["open"].as_i64()), (Some(5), Some(3)));
+    assert_eq!(listed[0]["state"], "open");
+
+    let reason = refused(call(&host, "GET", "/api/v1/site-incidents?state=closed", false, None), 400, "bad_request");
+    assert!(reason.contains("open or resolved"), "{reason}");
+    refused(call(&host, "GET", "/api/v1/site-incidents?cause=upstream", false, None), 400, "bad_request");
+    refused(call(&host, "GET", "/api/v1/site-incidents?limit=x", false, None), 400, "bad_request");
+    let long = "s".repeat(200);
+    refused(call(&host, "GET", &format!("/api/v1/site-incidents?site={long}"), false, None), 400, "bad_request");
 }
 
 #[test]

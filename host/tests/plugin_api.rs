@@ -245,6 +245,7 @@ fn reads_errors_and_the_openapi_document() {
         ("put", "/api/v1/plugins/{name}/config"),
         ("get", "/api/v1/incidents"),
         ("get", "/api/v1/incidents/{id}"),
+        ("get", "/api/v1/site-incidents"),
         ("post", "/api/v1/incidents/{id}/ack"),
         ("post", "/api/v1/incidents/{id}/feedback"),
         ("post", "/api/v1/incidents/{id}/approve"),

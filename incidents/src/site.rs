@@ -19,6 +19,7 @@ pub enum GroupBy {
 
 /// When router incidents make a site incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SiteConfig {
     pub group_by: GroupBy,
     /// Routers with open incidents, their onsets within `onset_window_samples` of each other,

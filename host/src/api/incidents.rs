@@ -57,12 +57,7 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let wanted = match query.state.as_deref() {
-        None => None,
-        Some("open") => Some(IncidentState::Open),
-        Some("resolved") => Some(IncidentState::Resolved),
-        Some(other) => return Err(ApiError::bad_request(format!("state {other:?}: open or resolved"))),
-    };
+    let wanted = state_filter(query.state.as_deref())?;
     for (what, value) in [("site", &query.site), ("cause", &query.cause), ("router", &query.router)] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_NAME_BYTES) {
             return Err(ApiError::bad_request(format!("{what} is over {MAX_NAME_BYTES} bytes")));
@@ -77,6 +72,43 @@ pub(super) async fn list(
             && query.router.as_ref().is_none_or(|r| &i.router == r)
     });
     Ok(Json(found).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SiteListQuery {
+    state: Option<String>,
+    site: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/site-incidents?state=open|resolved&site=S&limit=N`: the site incidents of the
+/// site-topic partitions this host holds, most recently opened first (default 100, at most
+/// [`MAX_LIMIT`]). `site` matches the site (or role) they group.
+pub(super) async fn list_sites(
+    State(state): State<ApiState>,
+    query: Result<Query<SiteListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wanted = state_filter(query.state.as_deref())?;
+    if query.site.as_ref().is_some_and(|v| v.len() > MAX_NAME_BYTES) {
+        return Err(ApiError::bad_request(format!("site is over {MAX_NAME_BYTES} bytes")));
+    }
+    let limit = query.limit.unwrap_or(100).min(MAX_LIMIT);
+    let found = state.incidents.list_sites(limit, |e| {
+        wanted.is_none_or(|s| e.incident.state == s) && query.site.as_ref().is_none_or(|s| &e.incident.key == s)
+    });
+    Ok(Json(found).into_response())
+}
+
+/// `state=` of a list: open, resolved, or none (both).
+fn state_filter(state: Option<&str>) -> Result<Option<IncidentState>, ApiError> {
+    match state {
+        None => Ok(None),
+        Some("open") => Ok(Some(IncidentState::Open)),
+        Some("resolved") => Ok(Some(IncidentState::Resolved)),
+        Some(other) => Err(ApiError::bad_request(format!("state {other:?}: open or resolved"))),
+    }
 }
 
 /// `GET /api/v1/incidents/{id}`, with its self-healing action (`action`) if it has one.

@@ -108,6 +108,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/site-incidents", get(incidents::list_sites))
         .route("/api/v1/actions", get(healing::list))
         .route("/api/v1/policies", get(healing::policies))
         .route("/api/v1/healing", get(healing::show))

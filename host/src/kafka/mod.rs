@@ -8,6 +8,7 @@
 //! they hold, save their state to the compacted state topic ([`state`]), and offsets are
 //! committed; on assign, state is read back before the first record is processed.
 
+pub mod sites;
 mod source;
 pub mod state;
 pub(crate) mod worker;

@@ -78,6 +78,8 @@ pub fn state_key(group_id: &str, metrics_topic: &str, partition: i32) -> String 
 /// Reads and writes partition states.
 pub struct StateStore {
     config: HostConfig,
+    /// The topic whose partitions' states this store keeps (part of every key).
+    topic: String,
     producer: FutureProducer,
     /// Per partition: the slot of the last complete state, and the chunks each slot last held
     /// (so that a smaller state can tombstone the rest).
@@ -88,12 +90,18 @@ impl StateStore {
     /// A store writing with its own producer, whose deliveries time out after
     /// [`SAVE_DEADLINE`] (the output producer waits for ever, by design).
     pub fn new(config: &HostConfig) -> anyhow::Result<StateStore> {
+        StateStore::for_topic(config, &config.metrics_topic)
+    }
+
+    /// A store of the states of another topic's partitions (the site stage's, of the site
+    /// topic), in the same state topic under keys of their own.
+    pub fn for_topic(config: &HostConfig, topic: &str) -> anyhow::Result<StateStore> {
         let producer = broker::state_producer(config, SAVE_DEADLINE)?;
-        Ok(StateStore { config: config.clone(), producer, slots: Mutex::new(HashMap::new()) })
+        Ok(StateStore { config: config.clone(), topic: topic.to_owned(), producer, slots: Mutex::new(HashMap::new()) })
     }
 
     fn key(&self, partition: i32) -> String {
-        state_key(&self.config.group_id, &self.config.metrics_topic, partition)
+        state_key(&self.config.group_id, &self.topic, partition)
     }
 
     /// Where exactly-once transactions write the partition's commit point.

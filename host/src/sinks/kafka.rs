@@ -1,5 +1,6 @@
 //! Kafka: anomalies to the anomalies topic, incident updates to the (compacted) incidents
-//! topic keyed by incident id, and dead letters (records that do not decode, and poison
+//! topic keyed by incident id and, for the site stage ([`crate::kafka::sites`]), to the site
+//! topic keyed by site (or role), and dead letters (records that do not decode, and poison
 //! records) to the dead-letter topic, acknowledged by the broker before the batch is;
 //! exactly-once, all in the partition's one transaction together with its next offset.
 
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use routewatch_engine::{Delivery, Position, Sink, SinkError};
+use routewatch_incidents::{GroupBy, IncidentUpdate, SiteStage};
 
 use super::SinkContext;
 use crate::broker::{Outgoing, PartitionOutput};
@@ -20,6 +22,8 @@ pub struct KafkaSink {
     dlq_topic: String,
     metrics_topic: String,
     incidents_topic: String,
+    /// The site topic and what it is keyed by, when this host runs the site stage.
+    sites: Option<(String, GroupBy)>,
     partition: i32,
 }
 
@@ -33,6 +37,7 @@ pub fn open(context: &SinkContext<'_>) -> Option<Box<dyn Sink>> {
         dlq_topic: config.dlq_topic.clone(),
         metrics_topic: config.metrics_topic.clone(),
         incidents_topic: config.incidents_topic.clone(),
+        sites: config.runs_sites().then(|| (config.site_topic.clone(), config.site_config.group_by)),
         partition: context.partition,
     }))
 }
@@ -91,6 +96,22 @@ impl Sink for KafkaSink {
             payload: Some(serde_json::to_vec(update).expect("an incident always serialises")),
             headers: None,
         }));
+        if let Some((topic, group_by)) = &self.sites {
+            // Predictions are no router in trouble, and an incident without a site has no group.
+            outgoing.extend(
+                delivery.processed.incidents.iter().filter(|u| u.incident.prediction.is_none()).filter_map(|update| {
+                    let key = SiteStage::key(*group_by, &update.incident)?;
+                    // The site stage needs no features (the incidents topic carries them).
+                    let update = IncidentUpdate::new(update.change, update.incident.clone());
+                    Some(Outgoing {
+                        topic: topic.clone(),
+                        key: Some(key.as_bytes().to_vec()),
+                        payload: Some(serde_json::to_vec(&update).expect("an incident always serialises")),
+                        headers: None,
+                    })
+                }),
+            );
+        }
         let next = delivery.input.end().expect("a delivered batch has records");
         if self.output.deliver(outgoing, next) {
             Ok(())

@@ -2,6 +2,7 @@
 //! feed them.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod alertmanager;
 pub mod fleet;
 
 use std::path::PathBuf;
