@@ -79,6 +79,8 @@ pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
         NewTopic::new(&config.incidents_topic, config.partitions, replication()).set("cleanup.policy", "compact"),
         // Training data: kept for good.
         NewTopic::new(&config.feedback_topic, 1, replication()).set("retention.ms", "-1"),
+        // Acknowledgements: the latest of each incident's.
+        NewTopic::new(&config.acks_topic, 1, replication()).set("cleanup.policy", "compact"),
         // The self-healing audit trail: kept for good, every change of every action.
         NewTopic::new(&config.actions_topic, 1, replication()).set("retention.ms", "-1"),
         NewTopic::new(&config.state_topic, 1, replication())

@@ -99,6 +99,10 @@ pub struct HostConfig {
     /// Operators' feedback on incidents (`POST /api/v1/incidents/{id}/feedback`), kept for
     /// good: the classifier's training script reads it back.
     pub feedback_topic: String,
+    /// Operators' acknowledgements of incidents (`POST /api/v1/incidents/{id}/ack`):
+    /// compacted, keyed by incident id; every host follows it, so an acknowledgement survives
+    /// restarts and follows its incident's partition.
+    pub acks_topic: String,
     /// The router incident stage's settings (quiet period, reopen period, scores, caps).
     pub incident_config: routewatch_incidents::RouterConfig,
     /// Raise predicted incidents (memory running out, a chassis heating up) before the
@@ -174,6 +178,7 @@ impl Default for HostConfig {
             incidents: true,
             incidents_topic: "router-incidents".into(),
             feedback_topic: "router-incident-feedback".into(),
+            acks_topic: "router-incident-acks".into(),
             incident_config: routewatch_incidents::RouterConfig::default(),
             forecast: true,
             forecast_config: routewatch_incidents::ForecastConfig::default(),

@@ -14,7 +14,7 @@ use crate::api::{self, ApiState};
 use crate::config::HostConfig;
 use crate::feed::AnomalyFeed;
 use crate::healing::Healing;
-use crate::incidents::IncidentBook;
+use crate::incidents::{AckFollower, IncidentBook};
 use crate::kafka::sites::{SiteOutputs, SiteService};
 use crate::kafka::{KafkaService, Outputs};
 use crate::metrics::Metrics;
@@ -29,6 +29,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Host {
     kafka: KafkaService,
     sites: Option<SiteService>,
+    _acks: AckFollower,
     metrics: Arc<Metrics>,
     feed: Arc<AnomalyFeed>,
     incidents: Arc<IncidentBook>,
@@ -71,9 +72,10 @@ impl Host {
         let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
         let feed = Arc::new(AnomalyFeed::default());
         let ready = Arc::new(AtomicBool::new(false));
-        let feedback = api::incidents::FeedbackTopic {
+        let topics = api::incidents::IncidentTopics {
             producer: crate::broker::producer(&config)?,
-            topic: config.feedback_topic.clone(),
+            feedback: config.feedback_topic.clone(),
+            acks: config.acks_topic.clone(),
         };
         let http = api::Server::start(
             config.listen,
@@ -85,7 +87,7 @@ impl Host {
                 token.into(),
                 config.max_upload_mib << 20,
             )
-            .with_incidents(incidents.clone(), Some(feedback))
+            .with_incidents(incidents.clone(), Some(topics))
             .with_healing(healing.clone()),
         )?;
         let http_addr = http.addr();
@@ -109,10 +111,23 @@ impl Host {
             healing: healing.clone(),
         };
         let site_config = config.runs_sites().then(|| config.clone());
+        let ack_config = config.clone();
         // Creates the topics, the site topic among them, before the site stage subscribes.
         let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), outputs, ready)?;
         let sites = site_config.map(|config| SiteService::start(&config, site_outputs)).transpose()?;
-        Ok(Host { kafka, sites, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
+        let acks = AckFollower::start(&ack_config, incidents.clone())?;
+        Ok(Host {
+            kafka,
+            sites,
+            _acks: acks,
+            metrics,
+            feed,
+            incidents,
+            registry,
+            http_addr,
+            _http: http,
+            _watcher: watcher,
+        })
     }
 
     /// The plugins this host runs.

@@ -5,15 +5,27 @@
 //! It keeps the site incidents of the site-topic partitions this host holds
 //! ([`crate::kafka::sites`]) beside them, with the same bounds.
 //!
+//! Acknowledgements are kept in the acks topic (`acks_topic`), which every host follows
+//! ([`AckFollower`]): the book remembers the latest acknowledgement of each incident, and an
+//! incident that arrives later (after a restart, or with a partition from another host) comes
+//! in acknowledged.
+//!
 //! The book is a view, not the record: `router-incidents` and `site-incidents` (compacted,
 //! keyed by incident id) are. It holds at most [`MAX_INCIDENTS`], dropping the oldest resolved first, and forgets a
 //! partition's open incidents when the partition leaves this host (its next owner reports them).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use routewatch_incidents::{Incident, IncidentUpdate, SiteIncident, SiteUpdate, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::config::HostConfig;
 
 /// Incidents the book keeps.
 pub const MAX_INCIDENTS: usize = 10_000;
@@ -25,6 +37,18 @@ pub struct Ack {
     pub at: i64,
     /// Who, as they said (at most `MAX_NAME_BYTES` of the API's incidents routes).
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// An acknowledgement as the acks topic keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRecord {
+    /// The incident acknowledged.
+    pub incident: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub at: i64,
+    /// Who, as they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
 }
 
@@ -57,6 +81,8 @@ pub struct SiteEntry {
 /// The incidents of this host's partitions, and a live feed of their changes.
 pub struct IncidentBook {
     entries: Mutex<HashMap<String, Entry>>,
+    /// The latest acknowledgement of each incident, held or not (at most [`MAX_INCIDENTS`]).
+    acks: Mutex<HashMap<String, Ack>>,
     sites: Mutex<HashMap<String, SiteEntry>>,
     live: tokio::sync::broadcast::Sender<IncidentUpdate>,
 }
@@ -65,6 +91,7 @@ impl Default for IncidentBook {
     fn default() -> IncidentBook {
         IncidentBook {
             entries: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
             sites: Mutex::new(HashMap::new()),
             live: tokio::sync::broadcast::channel(4096).0,
         }
@@ -99,7 +126,8 @@ impl IncidentBook {
                         evict(&mut entries);
                     }
                     let features = update.features.clone();
-                    entries.insert(incident.id.clone(), Entry { incident, partition, acknowledged: None, features });
+                    let acknowledged = self.lock_acks().get(&incident.id).cloned();
+                    entries.insert(incident.id.clone(), Entry { incident, partition, acknowledged, features });
                 }
             }
         }
@@ -133,8 +161,47 @@ impl IncidentBook {
     pub fn acknowledge(&self, id: &str, ack: Ack) -> Option<Entry> {
         let mut entries = self.lock();
         let entry = entries.get_mut(id)?;
-        entry.acknowledged = Some(ack);
+        entry.acknowledged = Some(ack.clone());
+        self.remember_ack(id, ack);
         Some(entry.clone())
+    }
+
+    /// Takes an acknowledgement from the acks topic: applied to the incident if the book holds
+    /// it, and remembered for when it arrives. The latest wins.
+    pub fn note_ack(&self, id: &str, ack: Ack) {
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(id)
+            && entry.acknowledged.as_ref().is_none_or(|a| a.at <= ack.at)
+        {
+            entry.acknowledged = Some(ack.clone());
+        }
+        self.remember_ack(id, ack);
+    }
+
+    /// Acknowledgements the book remembers, of incidents it holds or not.
+    pub fn remembered_acks(&self) -> usize {
+        self.lock_acks().len()
+    }
+
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ack>> {
+        self.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember_ack(&self, id: &str, ack: Ack) {
+        let mut acks = self.lock_acks();
+        if !acks.contains_key(id) && acks.len() >= MAX_INCIDENTS {
+            let oldest = acks.iter().min_by_key(|(_, a)| a.at).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                acks.remove(&oldest);
+            }
+        }
+        match acks.get_mut(id) {
+            Some(known) if known.at > ack.at => {}
+            Some(known) => *known = ack,
+            None => {
+                acks.insert(id.to_owned(), ack);
+            }
+        }
     }
 
     fn lock_sites(&self) -> std::sync::MutexGuard<'_, HashMap<String, SiteEntry>> {
@@ -177,6 +244,68 @@ impl IncidentBook {
     /// Every change from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<IncidentUpdate> {
         self.live.subscribe()
+    }
+}
+
+/// Follows the acks topic from its start for as long as it lives, and hands every
+/// acknowledgement to the book. It reads without a consumer group (no offsets to commit):
+/// each host reads the whole topic, which compaction keeps to one record per incident.
+pub struct AckFollower {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Largest record of the acks topic taken; larger ones are skipped.
+pub const MAX_ACK_RECORD_BYTES: usize = 4096;
+
+impl AckFollower {
+    /// Starts following `config.acks_topic` (which must exist: the host creates it first).
+    pub fn start(config: &HostConfig, book: Arc<IncidentBook>) -> Result<AckFollower, rdkafka::error::KafkaError> {
+        let group = format!("{}-acks", config.group_id);
+        let consumer: BaseConsumer = crate::broker::client_config(
+            config,
+            &[("group.id", group.as_str()), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")],
+        )
+        .create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&config.acks_topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("acks".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    match consumer.poll(Duration::from_millis(200)) {
+                        Some(Ok(message)) => match message.payload().filter(|p| p.len() <= MAX_ACK_RECORD_BYTES) {
+                            Some(payload) => match serde_json::from_slice::<AckRecord>(payload) {
+                                Ok(record) => book.note_ack(&record.incident, Ack { at: record.at, by: record.by }),
+                                Err(err) => tracing::warn!(
+                                    offset = message.offset(),
+                                    "skipping an unreadable acknowledgement: {err}"
+                                ),
+                            },
+                            None => tracing::warn!(
+                                offset = message.offset(),
+                                "skipping an empty or oversized acknowledgement"
+                            ),
+                        },
+                        Some(Err(err)) => tracing::warn!("acks topic: {err}"),
+                        None => {}
+                    }
+                }
+            })
+            .expect("spawning the acks follower");
+        Ok(AckFollower { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for AckFollower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

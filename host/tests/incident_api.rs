@@ -10,10 +10,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::TEST_TOKEN;
-use routewatch_host::api::incidents::{Feedback, FeedbackTopic, MAX_BODY_BYTES, Verdict};
+use routewatch_host::api::incidents::{Feedback, IncidentTopics, MAX_BODY_BYTES, Verdict};
 use routewatch_host::api::{ApiState, Server};
 use routewatch_host::feed::AnomalyFeed;
-use routewatch_host::incidents::IncidentBook;
+use routewatch_host::incidents::{AckFollower, AckRecord, IncidentBook};
 use routewatch_host::metrics::Metrics;
 use routewatch_host::registry::{QuarantinePolicy, Registry};
 use routewatch_incidents::{Cause, RouterConfig, RouterStage, SiteConfig, SiteStage};
@@ -22,9 +22,26 @@ use routewatch_testkit::Broker;
 use serde_json::{Value, json};
 
 const FEEDBACK_TOPIC: &str = "router-incident-feedback";
+const ACKS_TOPIC: &str = "router-incident-acks";
+
+/// The topics of a real broker, and a producer for them.
+fn topics(broker: &Broker) -> IncidentTopics {
+    broker.create_topics(&[(FEEDBACK_TOPIC, 1), (ACKS_TOPIC, 1)]);
+    let producer = routewatch_host::broker::producer(&broker_config(broker)).unwrap();
+    IncidentTopics { producer, feedback: FEEDBACK_TOPIC.into(), acks: ACKS_TOPIC.into() }
+}
+
+fn broker_config(broker: &Broker) -> routewatch_host::HostConfig {
+    routewatch_host::HostConfig {
+        brokers: broker.bootstrap(),
+        acks_topic: ACKS_TOPIC.into(),
+        ..routewatch_host::HostConfig::default()
+    }
+}
 
 struct Host {
     base: String,
+    book: Arc<IncidentBook>,
     _server: Server,
 }
 
@@ -51,6 +68,13 @@ fn event(router: &str, site: &str, minute: i64) -> AnomalyEvent {
 /// Three incidents: r1 (fra1, classified hardware-fan, open), r2 (fra1, unknown, resolved:
 /// its resolution carries the verdict), r3 (ams2, unclassified, open).
 fn book() -> Arc<IncidentBook> {
+    let book = Arc::new(IncidentBook::default());
+    fill(&book);
+    book
+}
+
+/// Publishes the incidents of [`book`] into `book`.
+fn fill(book: &IncidentBook) {
     let mut stage = RouterStage::new(RouterConfig::default()).unwrap();
     let mut updates = stage.take(&[event("r2", "fra1", 0)], 0);
     let r2 = updates[0].incident.id.clone();
@@ -61,7 +85,6 @@ fn book() -> Arc<IncidentBook> {
         stage.set_causes(&r1, "hardware-fan", vec![Cause { cause: "hardware-fan".into(), probability: 0.9 }]).unwrap();
     classified.features = stage.features_of("r1", &r1).unwrap();
     updates.push(classified);
-    let book = Arc::new(IncidentBook::default());
     book.publish(2, &updates);
     // And a site incident of fra1 (three other routers at once), found by site partition 5.
     let mut others = RouterStage::new(RouterConfig::default()).unwrap();
@@ -71,10 +94,10 @@ fn book() -> Arc<IncidentBook> {
     let site_updates: Vec<_> = together.iter().flat_map(|u| sites.observe(u)).collect();
     assert_eq!(site_updates.len(), 1, "{site_updates:?}");
     book.publish_sites(5, &site_updates);
-    book
 }
 
-fn host(feedback: Option<FeedbackTopic>) -> Host {
+fn host(topics: Option<IncidentTopics>) -> Host {
+    let book = book();
     let metrics = Arc::new(Metrics::default());
     let registry =
         Arc::new(Registry::new(common::runtime(), metrics.clone(), QuarantinePolicy::default(), None).unwrap());
@@ -86,9 +109,9 @@ fn host(feedback: Option<FeedbackTopic>) -> Host {
         TEST_TOKEN.into(),
         1 << 20,
     )
-    .with_incidents(book(), feedback);
+    .with_incidents(book.clone(), topics);
     let server = Server::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
-    Host { base: format!("http://{}", server.addr()), _server: server }
+    Host { base: format!("http://{}", server.addr()), book, _server: server }
 }
 
 /// One request; the status and the body as JSON.
@@ -200,15 +223,45 @@ fn acknowledging_needs_the_token_a_known_incident_and_a_small_well_formed_body()
 }
 
 #[test]
+fn an_acknowledgement_is_kept_in_the_acks_topic_and_follows_its_incident_to_other_books() {
+    let broker = Broker::start();
+    let host = host(Some(topics(&broker)));
+    let r1 = host.book.list(10, |e| e.incident.router == "r1")[0].incident.id.clone();
+    let (status, body) = call(&host, "POST", &format!("/api/v1/incidents/{r1}/ack"), true, Some(r#"{"by": "ana"}"#));
+    assert_eq!(status, 200, "{body}");
+    let stored = broker.read_all(ACKS_TOPIC, false);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].key.as_deref(), Some(r1.as_bytes()), "keyed by incident id");
+    let record: AckRecord = serde_json::from_slice(&stored[0].payload).unwrap();
+    assert_eq!((record.incident.as_str(), record.by.as_deref()), (r1.as_str(), Some("ana")));
+
+    // A book that holds the incident (another host's, after a rebalance) takes it...
+    let holding = book();
+    let _follows = AckFollower::start(&broker_config(&broker), holding.clone()).unwrap();
+    let acked = |book: &IncidentBook| book.get(&r1).and_then(|e| e.acknowledged).and_then(|a| a.by);
+    wait_for("the holding book to take the acknowledgement", || acked(&holding).as_deref() == Some("ana"));
+    // ... and one that gets the incident only later (a restarted host) has it acknowledged then.
+    let later = Arc::new(IncidentBook::default());
+    let _follows_too = AckFollower::start(&broker_config(&broker), later.clone()).unwrap();
+    wait_for("the empty book to remember the acknowledgement", || later.remembered_acks() == 1);
+    assert!(later.get(&r1).is_none());
+    fill(&later);
+    assert_eq!(acked(&later).as_deref(), Some("ana"), "it arrives acknowledged");
+    assert!(later.list(10, |e| e.incident.router != "r1").iter().all(|e| e.acknowledged.is_none()));
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn feedback_is_checked_then_kept_in_the_feedback_topic_with_its_features() {
     let broker = Broker::start();
-    broker.create_topics(&[(FEEDBACK_TOPIC, 1)]);
-    let producer = routewatch_host::broker::producer(&routewatch_host::HostConfig {
-        brokers: broker.bootstrap(),
-        ..routewatch_host::HostConfig::default()
-    })
-    .unwrap();
-    let host = host(Some(FeedbackTopic { producer, topic: FEEDBACK_TOPIC.into() }));
+    let host = host(Some(topics(&broker)));
     let listed = call(&host, "GET", "/api/v1/incidents", false, None).1;
     let id_of = |router: &str| {
         listed.as_array().unwrap().iter().find(|i| i["router"] == router).unwrap()["id"].as_str().unwrap().to_owned()

@@ -16,7 +16,7 @@ use routewatch_incidents::{Cause, Incident, State as IncidentState};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::incidents::Ack;
+use crate::incidents::{Ack, AckRecord};
 
 /// Largest body an acknowledgement or a feedback may have.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -31,12 +31,26 @@ pub const FEEDBACK_DEADLINE: Duration = Duration::from_secs(10);
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Where feedback goes: a topic of the host's broker.
-pub struct FeedbackTopic {
+/// Where feedback and acknowledgements go: topics of the host's broker.
+pub struct IncidentTopics {
     /// The producer.
     pub producer: FutureProducer,
-    /// The topic (`feedback_topic` of the configuration).
-    pub topic: String,
+    /// Feedback (`feedback_topic` of the configuration).
+    pub feedback: String,
+    /// Acknowledgements (`acks_topic`), compacted and keyed by incident id: every host follows
+    /// it ([`crate::incidents::AckFollower`]), so an acknowledgement outlives restarts and
+    /// follows the incident to its partition's next owner.
+    pub acks: String,
+}
+
+/// Sends one record and waits (at most [`FEEDBACK_DEADLINE`]) for the broker to take it.
+async fn store(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> Result<(), String> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
+    match tokio::time::timeout(FEEDBACK_DEADLINE, producer.send(record, FEEDBACK_DEADLINE)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((err, _))) => Err(err.to_string()),
+        Err(_) => Err(format!("no acknowledgement within {} s", FEEDBACK_DEADLINE.as_secs())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -136,8 +150,23 @@ pub(super) async fn ack(State(state): State<ApiState>, Path(id): Path<String>, r
     let body = super::plugins::capped_body(request, MAX_BODY_BYTES, "an acknowledgement").await?;
     let body: AckBody = if body.iter().all(u8::is_ascii_whitespace) { AckBody::default() } else { json(&body)? };
     let by = body.by.map(|b| checked_text("by", b, MAX_NAME_BYTES)).transpose()?;
-    let entry =
-        state.incidents.acknowledge(&id, Ack { at: routewatch_engine::now_ms(), by }).ok_or_else(|| unknown(&id))?;
+    if state.incidents.get(&id).is_none() {
+        return Err(unknown(&id));
+    }
+    let ack = Ack { at: routewatch_engine::now_ms(), by };
+    if let Some(topics) = &state.topics {
+        let record = AckRecord { incident: id.clone(), at: ack.at, by: ack.by.clone() };
+        let payload = serde_json::to_vec(&record).expect("acknowledgements serialise");
+        if let Err(err) = store(&topics.producer, &topics.acks, &id, &payload).await {
+            tracing::warn!(incident = %id, "acknowledgement not stored: {err}");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ack_not_stored",
+                format!("the acks topic did not take it: {err}"),
+            ));
+        }
+    }
+    let entry = state.incidents.acknowledge(&id, ack).ok_or_else(|| unknown(&id))?;
     tracing::info!(incident = %id, by = ?entry.acknowledged.as_ref().and_then(|a| a.by.as_deref()), "incident acknowledged");
     Ok(Json(entry).into_response())
 }
@@ -196,7 +225,7 @@ pub(super) async fn feedback(State(state): State<ApiState>, Path(id): Path<Strin
     }
     let by = body.by.map(|b| checked_text("by", b, MAX_NAME_BYTES)).transpose()?;
     let note = body.note.map(|n| checked_text("note", n, MAX_NOTE_BYTES)).transpose()?;
-    let Some(topic) = state.feedback.clone() else {
+    let Some(topics) = state.topics.clone() else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_feedback_topic", "this host keeps no feedback"));
     };
     let (entry, features) = state.incidents.with_features(&id).ok_or_else(|| unknown(&id))?;
@@ -216,14 +245,7 @@ pub(super) async fn feedback(State(state): State<ApiState>, Path(id): Path<Strin
         features,
     };
     let payload = serde_json::to_vec(&record).expect("feedback always serialises");
-    let record_out = FutureRecord::to(&topic.topic).key(&id).payload(&payload);
-    let sent = tokio::time::timeout(FEEDBACK_DEADLINE, topic.producer.send(record_out, FEEDBACK_DEADLINE)).await;
-    let failure = match sent {
-        Ok(Ok(_)) => None,
-        Ok(Err((err, _))) => Some(err.to_string()),
-        Err(_) => Some(format!("no acknowledgement within {} s", FEEDBACK_DEADLINE.as_secs())),
-    };
-    if let Some(err) = failure {
+    if let Err(err) = store(&topics.producer, &topics.feedback, &id, &payload).await {
         tracing::warn!(incident = %id, "feedback not stored: {err}");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

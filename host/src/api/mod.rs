@@ -49,8 +49,9 @@ pub struct ApiState {
     pub checks: Arc<tokio::sync::Semaphore>,
     /// Recent incidents.
     pub incidents: Arc<IncidentBook>,
-    /// Where incident feedback goes; none: feedback is refused with a 503.
-    pub feedback: Option<Arc<incidents::FeedbackTopic>>,
+    /// Where incident feedback and acknowledgements go; none: feedback is refused with a 503,
+    /// and acknowledgements are kept in memory only.
+    pub topics: Option<Arc<incidents::IncidentTopics>>,
     pub healing: Option<Arc<crate::healing::Healing>>,
 }
 
@@ -66,16 +67,16 @@ impl ApiState {
     ) -> ApiState {
         let checks = Arc::new(tokio::sync::Semaphore::new(CHECK_WORKERS));
         let incidents = Arc::new(IncidentBook::default());
-        ApiState { metrics, feed, ready, registry, token, max_upload, checks, incidents, feedback: None, healing: None }
+        ApiState { metrics, feed, ready, registry, token, max_upload, checks, incidents, topics: None, healing: None }
     }
 
     pub fn with_healing(self, healing: Option<Arc<crate::healing::Healing>>) -> ApiState {
         ApiState { healing, ..self }
     }
 
-    /// The state with the host's incident book and feedback topic.
-    pub fn with_incidents(self, incidents: Arc<IncidentBook>, feedback: Option<incidents::FeedbackTopic>) -> ApiState {
-        ApiState { incidents, feedback: feedback.map(Arc::new), ..self }
+    /// The state with the host's incident book and its feedback and acks topics.
+    pub fn with_incidents(self, incidents: Arc<IncidentBook>, topics: Option<incidents::IncidentTopics>) -> ApiState {
+        ApiState { incidents, topics: topics.map(Arc::new), ..self }
     }
 }
 
