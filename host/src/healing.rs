@@ -140,6 +140,19 @@ impl Healing {
         Ok(())
     }
 
+    /// Whether a classifier naming `causes` may take over: every policy's cause must be among
+    /// them, or the policy would never act again. (Policies set later are still checked
+    /// against the causes of the classifier live at start.)
+    pub fn accepts_causes(&self, causes: &[String]) -> Result<(), String> {
+        let missing: Vec<String> =
+            self.policies().into_iter().map(|s| s.policy.cause).filter(|c| !causes.contains(c)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("self-healing policies act on causes it does not name: {}", missing.join(", ")))
+        }
+    }
+
     /// Removes a policy.
     pub fn remove_policy(&self, name: &str) -> Result<(), PolicyError> {
         self.lock().remove_policy(name)?;
