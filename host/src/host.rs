@@ -50,8 +50,15 @@ impl Host {
             },
         })?;
         let metrics = Arc::new(Metrics::default());
-        let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
+        let registry = load_plugins(runtime, &config, &metrics)?;
         let healing = start_healing(&config, &registry, &metrics)?;
+        // Watched only once self-healing guards which classifier may take over.
+        let watcher = match &config.plugin_dir {
+            Some(dir) => {
+                Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
+            }
+            None => None,
+        };
         let incidents = Arc::new(IncidentBook::default());
         let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
         let feed = Arc::new(AnomalyFeed::default());
@@ -173,13 +180,8 @@ fn start_healing(
 
 /// Builds the registry: the configured files, detectors and classifier (any failure stops the
 /// start), then the plugin directory (a bad file there is reported and skipped; a classifier
-/// there takes over from the configured one, which comes back if it is removed), then starts
-/// watching it.
-fn load_plugins(
-    runtime: Runtime,
-    config: &HostConfig,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<Registry>, Option<DirWatcher>)> {
+/// there takes over from the configured one, which comes back if it is removed).
+fn load_plugins(runtime: Runtime, config: &HostConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Registry>> {
     if let Some(dir) = &config.plugin_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
     }
@@ -202,12 +204,11 @@ fn load_plugins(
             .with_context(|| format!("loading the classifier {}", path.display()))?;
         tracing::info!(classifier = %status.name, version = %status.version, sha256 = %status.sha256, "loaded classifier");
     }
-    let watcher = match &config.plugin_dir {
+    match &config.plugin_dir {
         Some(dir) => {
             let loaded = watch::load_dir(&registry, dir)
                 .with_context(|| format!("reading the plugin directory {}", dir.display()))?;
             tracing::info!(dir = %dir.display(), loaded, "loaded the plugin directory");
-            Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
         }
         None => {
             let names: Vec<String> = registry.list().into_iter().map(|s| s.name).collect();
@@ -217,8 +218,7 @@ fn load_plugins(
                     "plugin_config names {name}, which is not among the loaded plugins"
                 );
             }
-            None
         }
-    };
-    Ok((registry, watcher))
+    }
+    Ok(registry)
 }

@@ -8,19 +8,51 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::fleet::{PARTITIONS, T0, await_marked, keys, produce_paced, producer, topics};
+use common::fleet::{PARTITIONS, T0, await_marked, keys, produce, producer, topics};
 use common::{TEST_TOKEN, component, metric_samples, wait_for};
 use routewatch_host::{Host, HostConfig};
 use routewatch_testkit::Broker;
 use serde_json::{Value, json};
 
 const ROUTERS: usize = 8;
-const STEPS: i64 = 440;
+const STEPS: i64 = 460;
 /// Steps where every router's CPU jumps for three samples: an incident each. ARIMA has warmed up
 /// by the first.
-const WAVES: [i64; 3] = [160, 260, 360];
+const WAVES: [i64; 3] = [160, 300, 400];
+
+/// Sends one step of every router each 40 ms, up to the step the test let through so far: the
+/// records keep arriving while the test swaps classifiers, and each wave lands after the
+/// change it is meant to show.
+struct Sender {
+    until: Arc<(Mutex<i64>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sender {
+    fn start(broker: &Broker, records: Vec<(String, Vec<u8>)>) -> Sender {
+        let until = Arc::new((Mutex::new(0), Condvar::new()));
+        let producer = producer(broker);
+        let gate = until.clone();
+        let thread = std::thread::spawn(move || {
+            for (step, chunk) in records.chunks(ROUTERS).enumerate() {
+                let (lock, moved) = &*gate;
+                drop(moved.wait_while(lock.lock().unwrap(), |until| step as i64 >= *until).unwrap());
+                produce(&producer, chunk);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        Sender { until, thread }
+    }
+
+    /// Lets the steps before `step` through.
+    fn until(&self, step: i64) {
+        *self.until.0.lock().unwrap() = step;
+        self.until.1.notify_all();
+    }
+}
 
 fn records() -> Vec<(String, Vec<u8>)> {
     common::fleet::cpu_curves(ROUTERS, STEPS, 11, |step, _| {
@@ -94,7 +126,8 @@ fn classifiers_are_swapped_and_quarantined_while_records_flow() {
     let forest = host.registry().classifier().expect("the directory's classifier is live at start");
     assert_eq!(forest.name, "forest");
     let all = records();
-    let (fast, sender) = produce_paced(producer(&broker), all.clone());
+    let sender = Sender::start(&broker, all.clone());
+    sender.until(WAVES[0] + 70);
 
     // Wave 1: the forest's causes.
     let first = await_wave(&host, WAVES[0], |c| c.is_some());
@@ -104,10 +137,12 @@ fn classifiers_are_swapped_and_quarantined_while_records_flow() {
     }
 
     // Wave 2: the stub, dropped in while records keep arriving, names every incident.
+    sender.until(WAVES[1] - 10);
     std::fs::copy(component("routewatch_test_classifier"), dir.path().join("stub.wasm")).unwrap();
     wait_for("the stub to go live", Duration::from_secs(10), || {
         host.registry().classifier().is_some_and(|c| c.name == "stub")
     });
+    sender.until(WAVES[2] - 10);
     let second = await_wave(&host, WAVES[1], |c| c == Some("stub-cause"));
     assert_eq!(second.len(), ROUTERS);
     let (status, shown) = api(&host, "GET", "/api/v1/classifier", None);
@@ -121,13 +156,13 @@ fn classifiers_are_swapped_and_quarantined_while_records_flow() {
     // quarantined; the wave's incidents open without a cause and the records keep flowing.
     let (status, body) = api(&host, "PUT", "/api/v1/classifier/config", Some(json!({"mode": "loop"})));
     assert_eq!(status, 200, "{body}");
+    sender.until(STEPS);
     wait_for("the stub's quarantine", Duration::from_secs(120), || {
         api(&host, "GET", "/api/v1/classifier", None).1["state"] == "quarantined"
     });
     let third = await_wave(&host, WAVES[2], |_| true);
     assert!(third.values().all(Option::is_none), "no cause while the classifier is quarantined: {third:?}");
-    fast.store(true, std::sync::atomic::Ordering::Relaxed);
-    sender.join().unwrap();
+    sender.thread.join().unwrap();
     let expected: HashSet<(String, i64)> = keys(&all);
     await_marked(&broker, &expected, Duration::from_secs(120));
 
