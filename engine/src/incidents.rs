@@ -97,7 +97,8 @@ impl Classifier {
     fn classify(&mut self, features: &[Features], metrics: &Metrics) -> Answer {
         self.refresh();
         let Some(live) = self.live.as_ref().filter(|l| l.runnable) else { return Answer::Idle };
-        let labels = PluginLabels { plugin: live.plugin.info().name.clone(), version: live.plugin.info().version.clone() };
+        let labels =
+            PluginLabels { plugin: live.plugin.info().name.clone(), version: live.plugin.info().version.clone() };
         let result = classify_with(&mut self.instance, live, features, |stats| {
             metrics.plugin_invocations.get_or_create(&labels).inc();
             metrics.plugin_call_duration.get_or_create(&labels).observe(stats.duration.as_secs_f64());

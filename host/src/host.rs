@@ -91,12 +91,8 @@ impl Host {
                 AlertCounters::of(&metrics),
             ))
         });
-        let outputs = Outputs {
-            feed: feed.clone(),
-            incidents: incidents.clone(),
-            alertmanager,
-            healing: healing.clone(),
-        };
+        let outputs =
+            Outputs { feed: feed.clone(), incidents: incidents.clone(), alertmanager, healing: healing.clone() };
         let kafka = KafkaService::start(config, registry.clone(), metrics.clone(), outputs, ready)?;
         Ok(Host { kafka, metrics, feed, incidents, registry, http_addr, _http: http, _watcher: watcher })
     }

@@ -362,7 +362,9 @@ impl Registry {
         }
         let mut inner = self.lock();
         if inner.classifier.sha256() != Some(live.sha256()) {
-            return Err(RegistryError::Io("the classifier changed while its configuration was checked; try again".into()));
+            return Err(RegistryError::Io(
+                "the classifier changed while its configuration was checked; try again".into(),
+            ));
         }
         inner.settings.classifier_config = Some(config);
         self.save_settings(&inner)?;

@@ -521,7 +521,13 @@ impl Registry {
     /// second: the watcher then finds the file already running and does nothing. Written
     /// under a hidden name and renamed, so that it never sees half a file. The signature goes
     /// first, so a watcher that checks signatures finds it when the component arrives.
-    fn write_upload(&self, name: &str, path: &Path, bytes: &[u8], signature: Option<&str>) -> Result<(), RegistryError> {
+    fn write_upload(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        signature: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let write = |path: &Path, contents: &[u8]| {
             let tmp = path.with_file_name(format!(".{name}.upload"));
             std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path))

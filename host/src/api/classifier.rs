@@ -13,7 +13,9 @@ use super::{ApiError, ApiState};
 type ApiResult = Result<Response, ApiError>;
 
 fn none_live() -> ApiError {
-    ApiError::not_found("no classifier is live (give one with --classifier, the plugin directory or PUT /api/v1/classifier)")
+    ApiError::not_found(
+        "no classifier is live (give one with --classifier, the plugin directory or PUT /api/v1/classifier)",
+    )
 }
 
 /// `GET /api/v1/classifier`: the live classifier (404 when there is none).
@@ -52,9 +54,9 @@ pub async fn configure(State(state): State<ApiState>, request: Request) -> ApiRe
     let body = capped_body(request, crate::registry::MAX_CONFIG_BYTES, "a configuration").await?;
     let config: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?;
-    let status = blocking(&state, move |registry| registry.configure_classifier(config)).await.map_err(|e| {
-        if e.status == StatusCode::NOT_FOUND { none_live() } else { e }
-    })?;
+    let status = blocking(&state, move |registry| registry.configure_classifier(config))
+        .await
+        .map_err(|e| if e.status == StatusCode::NOT_FOUND { none_live() } else { e })?;
     Ok(Json(status).into_response())
 }
 

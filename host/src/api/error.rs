@@ -50,7 +50,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict { .. } | RegistryError::NameInUse { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", reason)
             }
-            RegistryError::Classifier(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", reason),
+            RegistryError::Classifier(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", reason)
+            }
             RegistryError::Signature(_) => ApiError::new(StatusCode::FORBIDDEN, "signature", reason),
             RegistryError::Load(LoadError::Read { .. } | LoadError::Cache(_)) | RegistryError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", reason)

@@ -24,8 +24,7 @@ enum Mode {
     Garbage,
 }
 
-const CONFIG_SCHEMA: &str =
-    r#"{"type":"object","additionalProperties":false,"properties":{"mode":{"enum":["answer","trap","loop","garbage"]}}}"#;
+const CONFIG_SCHEMA: &str = r#"{"type":"object","additionalProperties":false,"properties":{"mode":{"enum":["answer","trap","loop","garbage"]}}}"#;
 
 /// The one cause it names.
 const CAUSE: &str = "stub-cause";
