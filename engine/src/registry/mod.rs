@@ -161,7 +161,7 @@ impl std::fmt::Display for Source {
 #[derive(Debug, Clone)]
 pub enum Installed {
     /// A detector.
-    Detector(PluginStatus),
+    Detector(Box<PluginStatus>),
     /// The classifier, now live.
     Classifier(Box<ClassifierStatus>),
 }
@@ -418,13 +418,15 @@ impl Registry {
                 self.trusted.verify(&bytes, signature.as_deref())?;
                 let source = Source::File(path.to_owned());
                 if let Some(status) = self.same_as_running(&bytes, &source) {
-                    return Ok(Installed::Detector(status));
+                    return Ok(Installed::Detector(Box::new(status)));
                 }
                 if let Some(status) = self.same_as_classifier(&bytes) {
                     return Ok(Installed::Classifier(status));
                 }
                 match self.runtime.load_any(&bytes).map_err(classifier::load_error)? {
-                    Loaded::Detector(plugin) => self.install_plugin(plugin, source, false).map(Installed::Detector),
+                    Loaded::Detector(plugin) => {
+                        self.install_plugin(plugin, source, false).map(|s| Installed::Detector(Box::new(s)))
+                    }
                     Loaded::Classifier(plugin) => {
                         self.install_classifier(plugin, source, false).map(|s| Installed::Classifier(Box::new(s)))
                     }
