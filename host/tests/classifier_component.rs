@@ -111,7 +111,9 @@ fn a_failing_classifier_is_contained_and_quarantined_by_the_detectors_policy() {
     use routewatch_host::registry::{QuarantinePolicy, Registry};
     use std::time::Duration;
 
-    let stub = classifier::load_file(&common::runtime(), &common::component("routewatch_test_classifier")).unwrap();
+    // The runtime lives as long as its plugins: its epoch ticker is what stops a loop.
+    let runtime = common::runtime();
+    let stub = classifier::load_file(&runtime, &common::component("routewatch_test_classifier")).unwrap();
     let features = [Features { layout: 1, values: vec![0.0; 115] }];
     let mut instance = stub.instantiate().unwrap();
     instance.configure("{}").unwrap();
