@@ -322,11 +322,12 @@ impl Registry {
                 self.check_classifier_name(&inner, name)?;
                 inner.settings.classifier_config.clone().unwrap_or_else(|| serde_json::json!({}))
             };
-            check_classifier_config(plugin, &config)
-                .map_err(|reason| RegistryError::InvalidConfig { plugin: name.clone(), reason })?;
+            // The guard first: it runs no plugin code.
             if let Some(guard) = self.classifier_guard.lock().expect("classifier guard lock").as_ref() {
                 guard(plugin.info()).map_err(|reason| RegistryError::InvalidConfig { plugin: name.clone(), reason })?;
             }
+            check_classifier_config(plugin, &config)
+                .map_err(|reason| RegistryError::InvalidConfig { plugin: name.clone(), reason })?;
             let inner = self.lock();
             let now = inner.settings.classifier_config.clone().unwrap_or_else(|| serde_json::json!({}));
             if now == config {
