@@ -17,10 +17,16 @@ use std::sync::Arc;
 use routewatch_incidents::{
     Cause, ConfigError, FEATURE_LAYOUT_VERSION, IncidentUpdate, RouterConfig, RouterStage, SnapshotError,
 };
-use routewatch_runtime::classifier::{ClassifierInstance, ClassifierPlugin, Features, MAX_CLASSIFY_BATCH};
+use std::sync::atomic::Ordering;
+
+use routewatch_runtime::classifier::{
+    Classification, ClassifierInstance, ClassifierPlugin, Features, MAX_CLASSIFY_BATCH,
+};
+use routewatch_runtime::{CallError, CallStats};
 use routewatch_telemetry::AnomalyEvent;
 
-use crate::metrics::{IncidentLabels, Metrics};
+use crate::metrics::{IncidentLabels, Metrics, PluginLabels, TrapLabels};
+use crate::registry::{LiveClassifier, Registry};
 
 /// The name the stage's snapshot has among a stream's plugin states (`:` is in no plugin name).
 pub const STATE_NAME: &str = "stage:incidents";
@@ -28,47 +34,123 @@ pub const STATE_NAME: &str = "stage:incidents";
 /// The `cause` label of an incident the classifier has not named yet.
 pub const UNCLASSIFIED: &str = "unclassified";
 
-/// A classifier component and this stream's instance of it.
+/// The classifier of one stream's incident stage and this stream's instance of it: either one
+/// fixed component ([`Classifier::new`], for replays and the quality harness) or whatever the
+/// registry's classifier slot holds ([`Classifier::live`], for the host, where it is swapped,
+/// reconfigured and quarantined at run time).
 pub struct Classifier {
-    plugin: ClassifierPlugin,
-    config: String,
+    registry: Option<Arc<Registry>>,
+    /// The registry's classifier generation `live` comes from.
+    generation: u64,
+    live: Option<LiveClassifier>,
     instance: Option<ClassifierInstance>,
+}
+
+/// What became of one call of [`Classifier::classify`].
+enum Answer {
+    /// No classifier runs (none is live, or it is quarantined).
+    Idle,
+    /// One classification per feature vector.
+    Named(Vec<Classification>),
+    /// The call failed; the instance was dropped.
+    Failed(String),
 }
 
 impl Classifier {
     /// `plugin`, configured with `config` (JSON; `{}` for its defaults) in every instance.
     pub fn new(plugin: ClassifierPlugin, config: String) -> Classifier {
-        Classifier { plugin, config, instance: None }
+        let live = LiveClassifier { plugin, config, runnable: true, counters: Default::default() };
+        Classifier { registry: None, generation: 0, live: Some(live), instance: None }
     }
 
-    /// Its name and version.
-    pub fn label(&self) -> String {
-        format!("{}@{}", self.plugin.info().name, self.plugin.info().version)
+    /// The registry's live classifier, followed between batches: when it changes (another
+    /// component, configuration or state), the next call starts a fresh instance of it.
+    pub fn live(registry: Arc<Registry>) -> Classifier {
+        Classifier { registry: Some(registry), generation: 0, live: None, instance: None }
     }
 
-    /// Classifies `features`; a failure drops the instance (the next call starts a fresh one).
-    fn classify(
-        &mut self,
-        features: &[Features],
-    ) -> Result<Vec<routewatch_runtime::classifier::Classification>, String> {
-        if self.instance.is_none() {
-            let mut instance = self.plugin.instantiate().map_err(|e| format!("starting: {e}"))?;
-            instance.configure(&self.config).map_err(|e| format!("configuring: {e}"))?;
-            self.instance = Some(instance);
+    /// Its name and version, if one is live.
+    pub fn label(&self) -> Option<String> {
+        self.live.as_ref().map(|l| format!("{}@{}", l.plugin.info().name, l.plugin.info().version))
+    }
+
+    /// Takes the registry's latest classifier if it changed; only an atomic load otherwise.
+    fn refresh(&mut self) {
+        let Some(registry) = &self.registry else { return };
+        if registry.classifier_generation() == self.generation {
+            return;
         }
-        let instance = self.instance.as_mut().expect("started above");
-        let mut answers = Vec::with_capacity(features.len());
-        for chunk in features.chunks(MAX_CLASSIFY_BATCH) {
-            match instance.classify(chunk) {
-                Ok(more) => answers.extend(more),
-                Err(err) => {
-                    self.instance = None;
-                    return Err(err.to_string());
+        let view = registry.classifier_view();
+        let same = match (&self.live, &view.live) {
+            (Some(a), Some(b)) => a.plugin.sha256() == b.plugin.sha256() && a.config == b.config,
+            _ => false,
+        };
+        if !same {
+            self.instance = None;
+        }
+        self.generation = view.generation;
+        self.live = view.live.clone();
+    }
+
+    /// Classifies `features`; a failure drops the instance (the next call starts a fresh one)
+    /// and is reported to the registry, which quarantines a classifier that keeps failing.
+    fn classify(&mut self, features: &[Features], metrics: &Metrics) -> Answer {
+        self.refresh();
+        let Some(live) = self.live.as_ref().filter(|l| l.runnable) else { return Answer::Idle };
+        let labels =
+            PluginLabels { plugin: live.plugin.info().name.clone(), version: live.plugin.info().version.clone() };
+        let result = classify_with(&mut self.instance, live, features, |stats| {
+            metrics.plugin_invocations.get_or_create(&labels).inc();
+            metrics.plugin_call_duration.get_or_create(&labels).observe(stats.duration.as_secs_f64());
+            metrics.plugin_cpu.get_or_create(&labels).inc_by(stats.cpu.as_secs_f64());
+            metrics
+                .plugin_memory_high_water
+                .get_or_create(&labels)
+                .inner()
+                .fetch_max(i64::try_from(stats.memory_high_water).unwrap_or(i64::MAX), Ordering::Relaxed);
+            live.counters.calls.fetch_add(1, Ordering::Relaxed);
+        });
+        match result {
+            Ok(answers) => {
+                live.counters.incidents.fetch_add(answers.len() as u64, Ordering::Relaxed);
+                Answer::Named(answers)
+            }
+            Err(err) => {
+                self.instance = None;
+                let trap = TrapLabels { plugin: labels.plugin, version: labels.version, kind: err.kind_label().into() };
+                metrics.plugin_traps.get_or_create(&trap).inc();
+                live.counters.failures.fetch_add(1, Ordering::Relaxed);
+                let reason = err.to_string();
+                if let Some(registry) = &self.registry {
+                    registry.report_classifier_failure(live.plugin.sha256(), &reason);
                 }
+                Answer::Failed(reason)
             }
         }
-        Ok(answers)
     }
+}
+
+/// One classification of `features` with `live`, starting an instance if there is none;
+/// `observe` sees the cost of every call.
+fn classify_with(
+    instance: &mut Option<ClassifierInstance>,
+    live: &LiveClassifier,
+    features: &[Features],
+    observe: impl Fn(CallStats),
+) -> Result<Vec<Classification>, CallError> {
+    if instance.is_none() {
+        let mut fresh = live.plugin.instantiate()?;
+        fresh.configure(&live.config)?;
+        *instance = Some(fresh);
+    }
+    let instance = instance.as_mut().expect("started above");
+    let mut answers = Vec::with_capacity(features.len());
+    for chunk in features.chunks(MAX_CLASSIFY_BATCH) {
+        let result = instance.classify(chunk);
+        observe(instance.last_call());
+        answers.extend(result?);
+    }
+    Ok(answers)
 }
 
 /// One stream's router incidents.
@@ -151,13 +233,17 @@ impl IncidentStage {
         if features.is_empty() {
             return;
         }
-        let answers = match classifier.classify(&features) {
-            Ok(answers) => answers,
-            Err(err) => {
+        let answers = match classifier.classify(&features, &self.metrics) {
+            Answer::Named(answers) => answers,
+            Answer::Idle => {
+                updates.iter_mut().for_each(|u| u.features.clear());
+                return;
+            }
+            Answer::Failed(err) => {
                 self.metrics.classifier_failures.inc();
                 tracing::warn!(
                     stream = self.stream,
-                    classifier = %classifier.label(),
+                    classifier = classifier.label().unwrap_or_default(),
                     "classifying {} incidents failed; they keep their previous causes: {err}",
                     features.len()
                 );

@@ -132,12 +132,35 @@ impl Healing {
         self.lock().policies()
     }
 
-    /// Adds or replaces a policy, checked first.
-    pub fn set_policy(&self, policy: routewatch_remediation::Policy) -> Result<(), PolicyError> {
+    /// Adds or replaces a policy, checked first against `causes`, those of the classifier
+    /// live now (`None`: none is, and the last ones known stand).
+    pub fn set_policy(
+        &self,
+        policy: routewatch_remediation::Policy,
+        causes: Option<Vec<String>>,
+    ) -> Result<(), PolicyError> {
         let name = policy.name.clone();
-        self.lock().set_policy(policy)?;
+        let mut healer = self.lock();
+        if let Some(causes) = causes {
+            healer.set_causes(causes);
+        }
+        healer.set_policy(policy)?;
+        drop(healer);
         tracing::info!(policy = %name, "self-healing policy set");
         Ok(())
+    }
+
+    /// Whether a classifier naming `causes` may take over: every policy's cause must be among
+    /// them, or the policy would never act again. (Policies set later are checked when they
+    /// are set, against the causes of the classifier live then.)
+    pub fn accepts_causes(&self, causes: &[String]) -> Result<(), String> {
+        let missing: Vec<String> =
+            self.policies().into_iter().map(|s| s.policy.cause).filter(|c| !causes.contains(c)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("self-healing policies act on causes it does not name: {}", missing.join(", ")))
+        }
     }
 
     /// Removes a policy.

@@ -53,21 +53,15 @@ impl Host {
             },
         })?;
         let metrics = Arc::new(Metrics::default());
-        let classifier = match &config.classifier {
-            Some(path) => {
-                let plugin = crate::runtime::classifier::load_file(&runtime, path)
-                    .with_context(|| format!("loading the classifier {}", path.display()))?;
-                let mut probe = plugin.instantiate().context("starting the classifier")?;
-                probe
-                    .configure(&config.classifier_config.to_string())
-                    .context("the classifier refused classifier_config")?;
-                tracing::info!(classifier = %plugin.info().name, version = %plugin.info().version, "loaded classifier");
-                Some(plugin)
+        let registry = load_plugins(runtime, &config, &metrics)?;
+        let healing = start_healing(&config, &registry, &metrics)?;
+        // Watched only once self-healing guards which classifier may take over.
+        let watcher = match &config.plugin_dir {
+            Some(dir) => {
+                Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
             }
             None => None,
         };
-        let healing = start_healing(&config, classifier.as_ref(), &metrics)?;
-        let (registry, watcher) = load_plugins(runtime, &config, &metrics)?;
         let incidents = Arc::new(IncidentBook::default());
         let token = api::auth::resolve(config.api_token.as_deref(), config.api_token_file.as_deref())?;
         let feed = Arc::new(AnomalyFeed::default());
@@ -103,13 +97,8 @@ impl Host {
         });
         let site_outputs =
             SiteOutputs { metrics: metrics.clone(), book: incidents.clone(), alertmanager: alertmanager.clone() };
-        let outputs = Outputs {
-            feed: feed.clone(),
-            incidents: incidents.clone(),
-            classifier,
-            alertmanager,
-            healing: healing.clone(),
-        };
+        let outputs =
+            Outputs { feed: feed.clone(), incidents: incidents.clone(), alertmanager, healing: healing.clone() };
         let site_config = config.runs_sites().then(|| config.clone());
         let ack_config = config.clone();
         // Creates the topics, the site topic among them, before the site stage subscribes.
@@ -172,11 +161,12 @@ impl Host {
     }
 }
 
-/// Self-healing, when incidents are on: its policies are checked against the causes the
-/// classifier names (none without a classifier, so a policy then cannot load).
+/// Self-healing, when incidents are on: its policies are checked against the causes the live
+/// classifier names (none without a classifier, so a policy then cannot load). A classifier
+/// swapped in later must name every cause a policy acts on, or it is refused.
 fn start_healing(
     config: &HostConfig,
-    classifier: Option<&crate::runtime::classifier::ClassifierPlugin>,
+    registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<Arc<Healing>>> {
     if !config.incidents {
@@ -186,7 +176,8 @@ fn start_healing(
         );
         return Ok(None);
     }
-    let causes = classifier.map(|c| c.info().causes.clone()).unwrap_or_default();
+    let classifier = registry.classifier();
+    let causes = classifier.as_ref().map(|c| c.causes.clone()).unwrap_or_default();
     anyhow::ensure!(
         classifier.is_some() || config.healing.policies.is_empty(),
         "self-healing policies act on incident causes: give a classifier (--classifier)"
@@ -199,18 +190,20 @@ fn start_healing(
         metrics.clone(),
     )
     .context("healing")?;
+    let weak = Arc::downgrade(&healing);
+    registry.set_classifier_guard(Box::new(move |info| match weak.upgrade() {
+        Some(healing) => healing.accepts_causes(&info.causes),
+        None => Ok(()),
+    }));
     let policies = config.healing.policies.len();
     tracing::info!(policies, dry_run = config.healing.dry_run, "self-healing ready");
     Ok(Some(healing))
 }
 
-/// Builds the registry: the configured files (any failure stops the start), then the plugin
-/// directory (a bad file there is reported and skipped), then starts watching it.
-fn load_plugins(
-    runtime: Runtime,
-    config: &HostConfig,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<Registry>, Option<DirWatcher>)> {
+/// Builds the registry: the configured files, detectors and classifier (any failure stops the
+/// start), then the plugin directory (a bad file there is reported and skipped; a classifier
+/// there takes over from the configured one, which comes back if it is removed).
+fn load_plugins(runtime: Runtime, config: &HostConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Registry>> {
     if let Some(dir) = &config.plugin_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin directory {}", dir.display()))?;
     }
@@ -226,12 +219,18 @@ fn load_plugins(
         let status = registry.install_file(path).with_context(|| format!("loading plugin {}", path.display()))?;
         tracing::info!(plugin = %status.name, version = %status.version, sha256 = %status.sha256, "loaded plugin");
     }
-    let watcher = match &config.plugin_dir {
+    registry.set_initial_classifier_config(config.classifier_config.clone());
+    if let Some(path) = &config.classifier {
+        let status = registry
+            .install_classifier_file(path)
+            .with_context(|| format!("loading the classifier {}", path.display()))?;
+        tracing::info!(classifier = %status.name, version = %status.version, sha256 = %status.sha256, "loaded classifier");
+    }
+    match &config.plugin_dir {
         Some(dir) => {
             let loaded = watch::load_dir(&registry, dir)
                 .with_context(|| format!("reading the plugin directory {}", dir.display()))?;
             tracing::info!(dir = %dir.display(), loaded, "loaded the plugin directory");
-            Some(DirWatcher::start(registry.clone(), dir.clone()).context("watching the plugin directory")?)
         }
         None => {
             let names: Vec<String> = registry.list().into_iter().map(|s| s.name).collect();
@@ -241,8 +240,7 @@ fn load_plugins(
                     "plugin_config names {name}, which is not among the loaded plugins"
                 );
             }
-            None
         }
-    };
-    Ok((registry, watcher))
+    }
+    Ok(registry)
 }

@@ -97,7 +97,8 @@ struct RunArgs {
     /// Make no site incidents (router incidents only).
     #[arg(long)]
     no_sites: bool,
-    /// Cause classifier component (routewatch:classifier world) naming each incident's cause.
+    /// Cause classifier component (routewatch:classifier world) naming each incident's cause;
+    /// one in the plugin directory or from PUT /api/v1/classifier takes over while it is there.
     #[arg(long, env = "ROUTEWATCH_CLASSIFIER")]
     classifier: Option<PathBuf>,
     /// Topic of the self-healing audit trail (every change of every action).

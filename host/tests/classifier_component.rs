@@ -101,3 +101,66 @@ fn classifiers_and_detectors_are_told_apart() {
     assert!(matches!(not_a_detector, Err(LoadError::NotADetector(_))), "{not_a_detector:?}");
     assert!(matches!(classifier::load(&runtime, b"not wasm"), Err(ClassifierLoadError::Load(LoadError::NotWasm))));
 }
+
+/// The stub classifier, misbehaving on request: each misbehaviour is a typed failure (so the
+/// incident stage counts it under its kind), and the registry quarantines a classifier whose
+/// calls keep failing by the detectors' policy, then lets it run again when the backoff is over.
+#[test]
+fn a_failing_classifier_is_contained_and_quarantined_by_the_detectors_policy() {
+    use routewatch_host::metrics::Metrics;
+    use routewatch_host::registry::{QuarantinePolicy, Registry};
+    use std::time::Duration;
+
+    // The runtime lives as long as its plugins: its epoch ticker is what stops a loop.
+    let runtime = common::runtime();
+    let stub = classifier::load_file(&runtime, &common::component("routewatch_test_classifier")).unwrap();
+    let features = [Features { layout: 1, values: vec![0.0; 115] }];
+    let mut instance = stub.instantiate().unwrap();
+    instance.configure("{}").unwrap();
+    assert_eq!(instance.classify(&features).unwrap()[0].verdict, "stub-cause");
+    assert!(instance.configure(r#"{"mode": "nonsense"}"#).is_err(), "an unknown mode is refused");
+    let kinds = [("trap", "panic"), ("loop", "cpu_budget"), ("garbage", "invalid_output")];
+    for (mode, kind) in kinds {
+        let mut instance = stub.instantiate().unwrap();
+        instance.configure(&format!(r#"{{"mode": "{mode}"}}"#)).unwrap();
+        let err = instance.classify(&features).unwrap_err();
+        assert_eq!(err.kind_label(), kind, "{mode}: {err}");
+    }
+
+    let policy = QuarantinePolicy {
+        max_failures: 3,
+        window: Duration::from_secs(60),
+        backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_secs(60),
+    };
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let registry = Registry::new(common::runtime(), metrics.clone(), policy, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stub.wasm");
+    std::fs::copy(common::component("routewatch_test_classifier"), &path).unwrap();
+    let status = registry.install_classifier_file(&path).unwrap();
+    let generation = registry.classifier_generation();
+    for _ in 0..2 {
+        registry.report_classifier_failure(&status.sha256, "plugin trapped (panic)");
+    }
+    assert_eq!(registry.classifier().unwrap().state, "running", "two failures are not a pattern");
+    registry.report_classifier_failure("another-version", "plugin trapped (panic)");
+    assert_eq!(registry.classifier().unwrap().state, "running", "an old version's failures do not count");
+    registry.report_classifier_failure(&status.sha256, "plugin trapped (panic)");
+    let quarantined = registry.classifier().unwrap();
+    assert_eq!((quarantined.state.as_str(), quarantined.quarantines), ("quarantined", 1));
+    assert!(quarantined.quarantine.unwrap().reason.contains("panic"));
+    assert!(registry.classifier_generation() > generation, "the stages see it");
+    assert!(!registry.classifier_view().live.as_ref().unwrap().runnable);
+    let exposition = metrics.encode();
+    let state = |state: &str| {
+        common::metric_samples(&exposition, "routewatch_plugin_state", &[("plugin", "stub"), ("state", state)])
+    };
+    assert_eq!((state("quarantined"), state("running")), (vec![1.0], vec![0.0]));
+
+    common::wait_for("the backoff", Duration::from_secs(5), || {
+        registry.tick();
+        registry.classifier().unwrap().state == "running"
+    });
+    assert!(registry.classifier_view().live.as_ref().unwrap().runnable);
+}

@@ -305,6 +305,21 @@ fn an_unreachable_target_is_an_outcome_and_bad_policies_are_refused_with_their_r
         api.send("PUT", "/api/v1/policies/x", Some(r#"{"cause":"memory-leak","action":"reboot","target":"http://h"}"#));
     assert_eq!(status, 400, "{body}");
     assert!(body["reason"].as_str().unwrap().contains("unknown variant `reboot`"), "{body}");
+    // Nor does a classifier take over that cannot name the causes the policies act on.
+    let stub = std::fs::read(component("routewatch_test_classifier")).unwrap();
+    let mut response = api
+        .agent
+        .put(format!("{}/api/v1/classifier", api.base))
+        .header("authorization", &format!("Bearer {TEST_TOKEN}"))
+        .send(&stub[..])
+        .unwrap();
+    let body: Value = response.body_mut().read_json().unwrap();
+    assert_eq!(response.status().as_u16(), 422, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("self-healing policies act on causes it does not name"),
+        "{body}"
+    );
+    assert_eq!(host.registry().classifier().unwrap().name, "forest");
     let oversized = "x".repeat(routewatch_host::api::healing::MAX_BODY_BYTES + 1);
     let (status, _) = api.send("PUT", "/api/v1/policies/x", Some(&oversized));
     assert_eq!(status, 413);

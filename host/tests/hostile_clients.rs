@@ -204,6 +204,32 @@ fn signed_plugins_only_when_keys_are_set() {
 }
 
 #[test]
+fn a_classifier_is_signed_like_a_detector() {
+    let pair = KeyPair::generate().unwrap();
+    let h = host_with(TrustedKeys::parse(&[pair.public_hex()]).unwrap());
+    let stub = wasm("routewatch_test_classifier");
+    let (status, body) = send(&h, "PUT", "/api/v1/classifier", &[], Some(&stub));
+    assert_eq!((status, body["error"].as_str()), (403, Some("signature")), "{body}");
+    let other = KeyPair::generate().unwrap().sign_hex(&stub);
+    let (status, _) = send(&h, "PUT", "/api/v1/classifier", &[("X-Routewatch-Signature", &other)], Some(&stub));
+    assert_eq!(status, 403, "a signature by an untrusted key");
+    assert!(h.registry.classifier().is_none());
+    let good = pair.sign_hex(&stub);
+    let (status, body) = send(&h, "PUT", "/api/v1/classifier", &[("X-Routewatch-Signature", &good)], Some(&stub));
+    assert_eq!((status, body["name"].as_str()), (201, Some("stub")), "{body}");
+    let path = std::path::PathBuf::from(body["path"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(format!("{}.sig", path.display())).unwrap(), good);
+    // Neither a classifier file without its signature nor a `--classifier` one is taken.
+    let unsigned = path.with_file_name("unsigned.wasm");
+    std::fs::write(&unsigned, wasm("routewatch_classifier_forest")).unwrap();
+    let err = h.registry.install_component_file(&unsigned).unwrap_err().to_string();
+    assert!(err.contains("carries no signature"), "{err}");
+    let err = h.registry.install_classifier_file(&unsigned).unwrap_err().to_string();
+    assert!(err.contains("carries no signature"), "{err}");
+    assert_eq!(h.registry.classifier().unwrap().name, "stub");
+}
+
+#[test]
 fn an_oversized_chunked_upload_gets_its_413_not_a_reset() {
     let h = host();
     let mut stream = TcpStream::connect(&h.addr).unwrap();

@@ -1,5 +1,6 @@
 //! Plugin management without Kafka: the REST API route by route (success and every refusal),
-//! the `routewatch plugin` CLI over it, and the watched plugin directory.
+//! the `routewatch plugin` CLI over it, and the watched plugin directory; the same for the
+//! cause classifier (`/api/v1/classifier`, and a classifier dropped in the directory).
 
 mod common;
 
@@ -100,13 +101,18 @@ fn refused(answer: (u16, Value), status: u16, code: &str) -> String {
 /// must refuse an oversized body from its announced length, without buffering it. (Sending it
 /// whole races the refusal: the host may close the connection mid-body.)
 fn announce_upload(host: &Host, length: usize) -> (u16, Value) {
+    announce(host, "POST /api/v1/plugins", length)
+}
+
+/// [`announce_upload`] for any request line (`METHOD PATH`).
+fn announce(host: &Host, request: &str, length: usize) -> (u16, Value) {
     use std::io::{Read, Write};
     let addr = host.base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         stream,
-        "POST /api/v1/plugins HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
+        "{request} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
          Content-Type: application/wasm\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
@@ -243,6 +249,10 @@ fn reads_errors_and_the_openapi_document() {
         ("post", "/api/v1/plugins/{name}/start-fresh"),
         ("get", "/api/v1/plugins/{name}/config"),
         ("put", "/api/v1/plugins/{name}/config"),
+        ("get", "/api/v1/classifier"),
+        ("put", "/api/v1/classifier"),
+        ("delete", "/api/v1/classifier"),
+        ("put", "/api/v1/classifier/config"),
         ("get", "/api/v1/incidents"),
         ("get", "/api/v1/incidents/{id}"),
         ("get", "/api/v1/site-incidents"),
@@ -376,4 +386,148 @@ fn the_plugin_directory_is_watched() {
 
 fn file_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// A copy of a classifier component that says it was built against another version of the
+/// classifier package: every `routewatch:classifier/...@0.1.0` name becomes `@0.9.0` (the same
+/// length, so the binary stays well formed).
+fn other_classifier_version(component: &[u8]) -> Vec<u8> {
+    let (from, to) = (b"routewatch:classifier/classifier@0.1.0", b"routewatch:classifier/classifier@0.9.0");
+    let mut bytes = component.to_vec();
+    let mut patched = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            patched += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(patched > 0, "the component names its export");
+    bytes
+}
+
+#[test]
+fn the_classifier_is_uploaded_checked_reconfigured_and_removed_over_rest() {
+    let h = host();
+    let token = Some(TEST_TOKEN);
+    let forest = wasm("routewatch_classifier_forest");
+    let stub = wasm("routewatch_test_classifier");
+    let reason = refused(call(&h, "GET", "/api/v1/classifier", None, Body::None), 404, "not_found");
+    assert!(reason.contains("no classifier is live"), "{reason}");
+
+    // Every refusal, and none of them installs anything.
+    refused(call(&h, "PUT", "/api/v1/classifier", None, Body::Bytes(&forest)), 401, "unauthorized");
+    refused(
+        call(&h, "PUT", "/api/v1/classifier", Some("wrong-token-0123456789"), Body::Bytes(&forest)),
+        401,
+        "invalid_token",
+    );
+    let reason = refused(announce(&h, "PUT /api/v1/classifier", MAX_UPLOAD + 1), 413, "too_large");
+    assert!(reason.contains("capped"), "{reason}");
+    refused(call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(b"")), 400, "bad_request");
+    let reason = refused(
+        call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(b"MZ\x90\x00 not wasm")),
+        422,
+        "invalid_component",
+    );
+    assert!(reason.contains("not a WebAssembly file"), "{reason}");
+    let reason = refused(
+        call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(&wasm("routewatch_arima"))),
+        422,
+        "invalid_component",
+    );
+    assert!(reason.contains("detector") && reason.contains("POST /api/v1/plugins"), "{reason}");
+    let reason = refused(
+        call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(&other_classifier_version(&forest))),
+        422,
+        "invalid_component",
+    );
+    assert!(reason.contains("routewatch:classifier@0.9.0") && reason.contains("this host serves 0.1.0"), "{reason}");
+    // And a classifier is not a detector.
+    let reason = refused(call(&h, "POST", "/api/v1/plugins", token, Body::Bytes(&forest)), 422, "invalid_component");
+    assert!(reason.contains("PUT /api/v1/classifier"), "{reason}");
+    assert!(h.registry.classifier().is_none() && h.registry.list().is_empty(), "nothing refused was installed");
+
+    let (status, live) = call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(&forest));
+    assert_eq!(status, 201, "{live}");
+    assert_eq!((live["name"].as_str(), live["state"].as_str()), (Some("forest"), Some("running")));
+    assert!(live["causes"].as_array().unwrap().iter().any(|c| c == "hardware-fan"), "{live}");
+    assert!(h.dir.path().join("forest.wasm").is_file(), "an upload is kept in the plugin directory");
+    assert_eq!(call(&h, "GET", "/api/v1/classifier", None, Body::None).1["sha256"], live["sha256"]);
+    let generation = h.registry.classifier_generation();
+
+    // A configuration the classifier refuses is refused, and the live one keeps its own.
+    let config = "/api/v1/classifier/config";
+    refused(call(&h, "PUT", config, None, Body::Json(json!({"min_confidence": 0.7}))), 401, "unauthorized");
+    let reason =
+        refused(call(&h, "PUT", config, token, Body::Json(json!({"min_confidence": 7}))), 422, "invalid_config");
+    assert!(reason.contains("min_confidence"), "{reason}");
+    refused(call(&h, "PUT", config, token, Body::Text("{not json")), 400, "bad_request");
+    let (status, configured) = call(&h, "PUT", config, token, Body::Json(json!({"min_confidence": 0.7})));
+    assert_eq!((status, &configured["config"]), (200, &json!({"min_confidence": 0.7})));
+    assert!(h.registry.classifier_generation() > generation, "the stages see the change");
+    let settings: Value = serde_json::from_slice(&std::fs::read(h.dir.path().join(SETTINGS_FILE)).unwrap()).unwrap();
+    assert_eq!(settings["classifier_config"]["min_confidence"], 0.7, "kept for the next start");
+
+    // The stub refuses that configuration (it takes only `mode`): it does not go live.
+    let reason = refused(call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(&stub)), 422, "invalid_config");
+    assert!(reason.contains("min_confidence"), "{reason}");
+    let shown = call(&h, "GET", "/api/v1/classifier", None, Body::None).1;
+    assert_eq!(shown["name"], "forest", "the live classifier stays");
+    assert!(shown["last_error"].as_str().unwrap().contains("stub"), "{shown}");
+    // With a configuration both take, it replaces the forest, over the forest's file.
+    assert_eq!(call(&h, "PUT", config, token, Body::Json(json!({}))).0, 200);
+    let (status, swapped) = call(&h, "PUT", "/api/v1/classifier", token, Body::Bytes(&stub));
+    assert_eq!(status, 200, "{swapped}");
+    assert_eq!((swapped["name"].as_str(), swapped["counters"]["reloads"].as_u64()), (Some("stub"), Some(1)));
+    assert_eq!(std::fs::read(h.dir.path().join("forest.wasm")).unwrap(), stub);
+    let view = h.registry.classifier_view();
+    assert_eq!(view.live.as_ref().map(|l| l.plugin.info().name.as_str()), Some("stub"));
+
+    // Detectors and the classifier do not share names (nor metrics).
+    refused(call(&h, "DELETE", "/api/v1/classifier", None, Body::None), 401, "unauthorized");
+    assert_eq!(call(&h, "DELETE", "/api/v1/classifier", token, Body::None).0, 204);
+    assert!(!h.dir.path().join("forest.wasm").exists(), "its file is gone too");
+    assert!(h.registry.classifier_view().live.is_none());
+    refused(call(&h, "GET", "/api/v1/classifier", None, Body::None), 404, "not_found");
+    refused(call(&h, "DELETE", "/api/v1/classifier", token, Body::None), 404, "not_found");
+    refused(call(&h, "PUT", config, token, Body::Json(json!({}))), 404, "not_found");
+}
+
+#[test]
+fn a_classifier_in_the_plugin_directory_goes_live_and_its_removal_brings_back_the_one_given_at_start() {
+    let h = host();
+    let start = tempfile::tempdir().unwrap();
+    let given = start.path().join("stub.wasm");
+    std::fs::copy(component("routewatch_test_classifier"), &given).unwrap();
+    h.registry.install_classifier_file(&given).unwrap();
+    let _watcher = DirWatcher::start(h.registry.clone(), h.dir.path().into()).unwrap();
+    let live = |name: &str| h.registry.classifier().is_some_and(|c| c.name == name);
+    let forest = wasm("routewatch_classifier_forest");
+    let path = h.dir.path().join("causes.wasm");
+
+    std::fs::write(&path, &forest).unwrap();
+    let took = wait_for("a dropped classifier to go live", || live("forest"));
+    assert!(took < Duration::from_secs(5), "live in {took:?}");
+    let status = h.registry.classifier().unwrap();
+    assert_eq!((status.path.as_deref(), status.fallback.as_deref()), (Some(path.as_path()), Some("stub@0.1.0")));
+    assert!(h.registry.list().is_empty(), "a classifier is not a detector");
+
+    // A rebuilt one over the same file swaps it; a broken one leaves it live and says why.
+    std::fs::write(&path, rebuilt(&forest, "v2")).unwrap();
+    wait_for("the rebuilt classifier", || h.registry.classifier().is_some_and(|c| c.counters.reloads == 2));
+    let second = h.registry.classifier().unwrap().sha256;
+    std::fs::write(&path, b"garbage").unwrap();
+    wait_for("the refusal", || h.registry.classifier().is_some_and(|c| c.last_error.is_some()));
+    assert_eq!(h.registry.classifier().unwrap().sha256, second, "the rebuilt one is still live");
+
+    // Removed: the one given at start is live again.
+    std::fs::write(&path, &forest).unwrap();
+    wait_for("the forest again", || h.registry.classifier().is_some_and(|c| c.sha256 != second && c.name == "forest"));
+    std::fs::remove_file(&path).unwrap();
+    wait_for("the fallback", || live("stub"));
+    assert_eq!(h.registry.classifier().unwrap().path.as_deref(), Some(given.as_path()));
 }

@@ -253,6 +253,12 @@ impl Healer {
             .collect()
     }
 
+    /// The causes policies are checked against from now on: those of the classifier live now
+    /// (the host refuses a classifier that does not name every policy's cause).
+    pub fn set_causes(&mut self, causes: Vec<String>) {
+        self.causes = causes;
+    }
+
     /// Adds a policy, or replaces the one of that name (its breaker is kept); checked first.
     pub fn set_policy(&mut self, policy: Policy) -> Result<(), PolicyError> {
         let mut all: Vec<Policy> = self.policies.iter().map(|s| s.policy.clone()).collect();

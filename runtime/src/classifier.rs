@@ -16,9 +16,8 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::component::{HasSelf, Linker};
 
 use super::instance::{CallStats, HostState, LogLimiter, sandboxed_call, sandboxed_store};
 use super::{CallError, LoadError, Runtime};
@@ -263,21 +262,26 @@ pub fn load_file(runtime: &Runtime, path: &std::path::Path) -> Result<Classifier
 /// Compiles (or fetches from the runtime's cache), checks against the classifier world, and
 /// reads the classifier's info from a first instance.
 pub fn load(runtime: &Runtime, bytes: &[u8]) -> Result<ClassifierPlugin, ClassifierLoadError> {
-    super::plugin::check_header(bytes)?;
-    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    load_compiled(runtime, super::plugin::compile(runtime, bytes)?)
+}
+
+/// Whether a component's exports name the classifier interface, of any version (what tells a
+/// classifier from a detector before either world is checked).
+pub(super) fn exports_classifier(interfaces: &[String]) -> bool {
+    interfaces.iter().any(|name| name.split_once('@').map_or(name.as_str(), |(i, _)| i) == CLASSIFIER_INTERFACE)
+}
+
+pub(super) fn load_compiled(
+    runtime: &Runtime,
+    compiled: super::plugin::Compiled,
+) -> Result<ClassifierPlugin, ClassifierLoadError> {
     let engine = &runtime.engine;
-    let cached = runtime.cache.as_ref().and_then(|cache| cache.get(engine, &sha));
-    let from_cache = cached.is_some();
-    let component = match cached {
-        Some(component) => component,
-        None => Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?,
-    };
-    check_exports(&component, engine)?;
+    check_exports(&compiled.exported_interfaces(engine))?;
     let mut linker: Linker<HostState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
         .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&compiled.component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     let pre = ClassifierPluginPre::new(pre).map_err(|e| ClassifierLoadError::NotAClassifier(format!("{e:#}")))?;
     // The probe only reads the info, so it declares no causes.
     let mut probe =
@@ -285,20 +289,14 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Result<ClassifierPlugin, Classif
             .map_err(LoadError::Start)?;
     let info = probe.info().map_err(LoadError::Start)?;
     check_info(&info)?;
-    if let (Some(cache), false) = (&runtime.cache, from_cache) {
-        cache.put(&sha, &component)?;
-    }
+    compiled.keep(runtime)?;
     let log = runtime.log_limiter(&info.name);
-    Ok(ClassifierPlugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits, log }) })
+    Ok(ClassifierPlugin {
+        inner: Arc::new(Inner { info, sha256: hex::encode(compiled.sha), pre, limits: runtime.limits, log }),
+    })
 }
 
-fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(), ClassifierLoadError> {
-    let names: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
-        .map(|(name, _)| name.to_owned())
-        .collect();
+fn check_exports(names: &[String]) -> Result<(), ClassifierLoadError> {
     let found = names.iter().find_map(|name| {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         (interface == CLASSIFIER_INTERFACE).then_some(version)

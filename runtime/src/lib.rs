@@ -43,6 +43,16 @@ pub use instance::{CallStats, Instance, LOG_LINES_PER_SECOND, LogLimiter, escape
 pub use plugin::Plugin;
 
 use cache::ComponentCache;
+use classifier::{ClassifierLoadError, ClassifierPlugin};
+
+/// A component of either world, as [`Runtime::load_any`] found it.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// A detector (`routewatch:detector`).
+    Detector(Plugin),
+    /// A cause classifier (`routewatch:classifier`).
+    Classifier(ClassifierPlugin),
+}
 use instance::HostState;
 
 /// Longest reason an anomaly may carry, in bytes.
@@ -179,6 +189,18 @@ impl Runtime {
     /// plugin's info from a first instance.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
         plugin::load(self, bytes)
+    }
+
+    /// Loads a component of either world: a classifier if it exports the classifier interface
+    /// (of any version, so that a wrong version is told so), a detector otherwise. It is
+    /// compiled once whichever it is; the errors of a detector are [`ClassifierLoadError::Load`].
+    pub fn load_any(&self, bytes: &[u8]) -> Result<Loaded, ClassifierLoadError> {
+        let compiled = plugin::compile(self, bytes)?;
+        if classifier::exports_classifier(&compiled.exported_interfaces(&self.engine)) {
+            classifier::load_compiled(self, compiled).map(Loaded::Classifier)
+        } else {
+            Ok(Loaded::Detector(plugin::load_compiled(self, compiled)?))
+        }
     }
 
     /// The limits every call runs under.

@@ -65,6 +65,39 @@ impl std::fmt::Debug for Plugin {
 }
 
 pub(super) fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Plugin, LoadError> {
+    load_compiled(runtime, compile(runtime, bytes)?)
+}
+
+/// A component compiled (or fetched from the runtime's cache), not yet checked against a world.
+pub(super) struct Compiled {
+    pub(super) component: Component,
+    pub(super) sha: [u8; 32],
+    pub(super) from_cache: bool,
+}
+
+impl Compiled {
+    /// The names of the interfaces it exports (`package:name/interface@version`).
+    pub(super) fn exported_interfaces(&self, engine: &wasmtime::Engine) -> Vec<String> {
+        self.component
+            .component_type()
+            .exports(engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    /// Keeps the compiled component in the cache: only one that loaded is worth keeping (one
+    /// that fails to start would be fetched again and fail again).
+    pub(super) fn keep(&self, runtime: &Runtime) -> Result<(), LoadError> {
+        if let (Some(cache), false) = (&runtime.cache, self.from_cache) {
+            cache.put(&self.sha, &self.component)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the header, then compiles `bytes` or fetches them compiled from the cache.
+pub(super) fn compile(runtime: &Runtime, bytes: &[u8]) -> Result<Compiled, LoadError> {
     check_header(bytes)?;
     let sha: [u8; 32] = Sha256::digest(bytes).into();
     let engine = &runtime.engine;
@@ -74,21 +107,24 @@ pub(super) fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Plugin, LoadError>
         Some(component) => component,
         None => Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?,
     };
-    check_exports(&component, engine)?;
-    let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+    Ok(Compiled { component, sha, from_cache })
+}
+
+/// Checks a compiled component against the detector world and reads its info.
+pub(super) fn load_compiled(runtime: &Runtime, compiled: Compiled) -> Result<Plugin, LoadError> {
+    let engine = &runtime.engine;
+    let component = &compiled.component;
+    check_exports(&compiled.exported_interfaces(engine))?;
+    let pre = runtime.linker.instantiate_pre(component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
     let pre = DetectorPluginPre::new(pre).map_err(|e| LoadError::NotADetector(format!("{e:#}")))?;
 
     // A first instance tells us who the plugin says it is, and proves it can start.
     let mut probe = Instance::new(&pre, String::from("(loading)"), runtime.limits, runtime.log_limiter("(loading)"))?;
     let info = probe.info()?;
     check_info(&info)?;
-    // Only a component that loaded is worth keeping: one that fails to start would be
-    // fetched again and fail again.
-    if let (Some(cache), false) = (&runtime.cache, from_cache) {
-        cache.put(&sha, &component)?;
-    }
+    compiled.keep(runtime)?;
     let log = runtime.log_limiter(&info.name);
-    Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(sha), pre, limits: runtime.limits, log }) })
+    Ok(Plugin { inner: Arc::new(Inner { info, sha256: hex::encode(compiled.sha), pre, limits: runtime.limits, log }) })
 }
 
 pub(super) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
@@ -101,13 +137,7 @@ pub(super) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 
 /// Finds the detector export and checks its version before type-checking, so that a plugin
 /// built for another WIT version is told so, not handed a list of mismatched types.
-fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
-    let ty = component.component_type();
-    let names: Vec<String> = ty
-        .exports(engine)
-        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
-        .map(|(name, _)| name.to_owned())
-        .collect();
+fn check_exports(names: &[String]) -> Result<(), LoadError> {
     let detector = names.iter().find_map(|name| {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         (interface == DETECTOR_INTERFACE).then_some(version)

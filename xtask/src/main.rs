@@ -28,6 +28,7 @@ const PLUGINS: &[&str] = &[
     "routewatch-test-impostor",
     "routewatch-test-bloated",
     "routewatch-test-calibrate-only",
+    "routewatch-test-classifier",
     "routewatch-lstm",
     "routewatch-seasonal",
     "routewatch-fleet-outlier",

@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod classifier;
 mod quarantine;
 mod settings;
 pub mod signing;
@@ -34,13 +35,19 @@ use std::time::{Instant, SystemTime};
 use routewatch_telemetry::Metric;
 use serde::{Deserialize, Serialize};
 
+pub use classifier::{
+    CLASSIFIER_STATES, ClassifierCounters, ClassifierCountersView, ClassifierGuard, ClassifierStatus, ClassifierView,
+    LiveClassifier,
+};
 pub use quarantine::{Health, QuarantinePolicy};
 use settings::{PluginSettings, Settings};
 pub use signing::{SignatureError, TrustedKeys};
 
 use crate::metrics::Metrics;
 use crate::metrics::{NameLabels, PluginLabels, StateLabels};
-use routewatch_runtime::{LoadError, Plugin, Runtime};
+use classifier::ClassifierSlot;
+use routewatch_runtime::classifier::ClassifierLoadError;
+use routewatch_runtime::{LoadError, Loaded, Plugin, Runtime};
 
 /// The states a plugin can be in, as the API and the `routewatch_plugin_state` metric name them.
 /// `partial`: the current version runs on some partitions only, because others refused to hand
@@ -56,6 +63,18 @@ pub enum RegistryError {
     /// The component does not load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The component is not a classifier this host can run (or is a detector where a
+    /// classifier was expected).
+    #[error(transparent)]
+    Classifier(ClassifierLoadError),
+    /// Detectors and the classifier share one namespace (their metrics do).
+    #[error("the name {name:?} is taken by {by}; detectors and the classifier need names of their own")]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// What has it.
+        by: &'static str,
+    },
     /// No plugin has that name.
     #[error("no plugin is named {0:?}")]
     NotFound(String),
@@ -136,6 +155,15 @@ impl std::fmt::Display for Source {
             Source::Upload => f.write_str("an upload"),
         }
     }
+}
+
+/// What a component file turned out to be, once installed.
+#[derive(Debug, Clone)]
+pub enum Installed {
+    /// A detector.
+    Detector(Box<PluginStatus>),
+    /// The classifier, now live.
+    Classifier(Box<ClassifierStatus>),
 }
 
 /// What a partition worker needs of one plugin.
@@ -270,6 +298,8 @@ struct Inner {
     file_errors: BTreeMap<PathBuf, String>,
     /// What each partition runs, by plugin name then partition (reported by the workers).
     running: BTreeMap<String, BTreeMap<i32, Plugin>>,
+    /// The cause classifier.
+    classifier: ClassifierSlot,
 }
 
 /// The live set of plugins (see the module docs).
@@ -283,6 +313,9 @@ pub struct Registry {
     inner: Mutex<Inner>,
     view: Mutex<Arc<View>>,
     generation: AtomicU64,
+    classifier_view: Mutex<Arc<ClassifierView>>,
+    classifier_generation: AtomicU64,
+    classifier_guard: Mutex<Option<ClassifierGuard>>,
 }
 
 /// File in the plugin directory that keeps enable flags and configurations set over the API.
@@ -313,9 +346,13 @@ impl Registry {
                 config_rev: 0,
                 file_errors: BTreeMap::new(),
                 running: BTreeMap::new(),
+                classifier: ClassifierSlot::default(),
             }),
             view: Mutex::new(Arc::new(View { generation: 0, plugins: Vec::new() })),
             generation: AtomicU64::new(0),
+            classifier_view: Mutex::new(Arc::new(ClassifierView { generation: 0, live: None })),
+            classifier_generation: AtomicU64::new(0),
+            classifier_guard: Mutex::new(None),
         })
     }
 
@@ -363,6 +400,37 @@ impl Registry {
             .and_then(|bytes| {
                 let signature = self.signature_file(path)?;
                 self.install(&bytes, Source::File(path.to_owned()), signature.as_deref())
+            });
+        if let Err(err) = &result {
+            self.note_file_error(path, &err.to_string());
+        }
+        result
+    }
+
+    /// Loads a component of either world from a file (what the plugin directory holds): a
+    /// detector is installed as by [`Registry::install_file`], a classifier goes live in the
+    /// classifier slot (see [`classifier`]). Errors are kept as for detectors.
+    pub fn install_component_file(&self, path: &Path) -> Result<Installed, RegistryError> {
+        let result = std::fs::read(path)
+            .map_err(|source| RegistryError::Load(LoadError::Read { path: path.display().to_string(), source }))
+            .and_then(|bytes| {
+                let signature = self.signature_file(path)?;
+                self.trusted.verify(&bytes, signature.as_deref())?;
+                let source = Source::File(path.to_owned());
+                if let Some(status) = self.same_as_running(&bytes, &source) {
+                    return Ok(Installed::Detector(Box::new(status)));
+                }
+                if let Some(status) = self.same_as_classifier(&bytes) {
+                    return Ok(Installed::Classifier(status));
+                }
+                match self.runtime.load_any(&bytes).map_err(classifier::load_error)? {
+                    Loaded::Detector(plugin) => {
+                        self.install_plugin(plugin, source, false).map(|s| Installed::Detector(Box::new(s)))
+                    }
+                    Loaded::Classifier(plugin) => {
+                        self.install_classifier(plugin, source, false).map(|s| Installed::Classifier(Box::new(s)))
+                    }
+                }
             });
         if let Err(err) = &result {
             self.note_file_error(path, &err.to_string());
@@ -422,7 +490,15 @@ impl Registry {
         if let Some(status) = self.same_as_running(bytes, &Source::Upload) {
             return Ok((status, false));
         }
-        let plugin = self.runtime.load(bytes)?;
+        let plugin = match self.runtime.load_any(bytes).map_err(classifier::load_error)? {
+            Loaded::Detector(plugin) => plugin,
+            Loaded::Classifier(plugin) => {
+                return Err(RegistryError::Load(LoadError::NotADetector(format!(
+                    "it is the classifier {:?} (routewatch:classifier); a classifier is uploaded with PUT /api/v1/classifier",
+                    plugin.info().name
+                ))));
+            }
+        };
         let name = plugin.info().name.clone();
         let existing = self.get(&name);
         let source = match &self.dir {
@@ -438,25 +514,42 @@ impl Registry {
         };
         let status = self.install_plugin(plugin, source.clone(), replace)?;
         if let Source::File(path) = &source {
-            // Installed first, written second: the watcher then finds the file already
-            // running and does nothing. Written under a hidden name and renamed, so that it
-            // never sees half a file. The signature goes first, so a watcher that checks
-            // signatures finds it when the component arrives.
-            let write = |path: &Path, contents: &[u8]| {
-                let tmp = path.with_file_name(format!(".{name}.upload"));
-                std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path))
-            };
-            let mut sig_path = path.as_os_str().to_owned();
-            sig_path.push(".sig");
-            let written = match signature {
-                Some(signature) => write(Path::new(&sig_path), signature.trim().as_bytes()),
-                None => Ok(()),
-            }
-            .and_then(|()| write(path, bytes));
-            written
-                .map_err(|e| RegistryError::Io(format!("plugin runs, but writing {} failed: {e}", path.display())))?;
+            self.write_upload(&name, path, bytes, signature)?;
         }
         Ok((status, existing.is_none()))
+    }
+
+    /// Writes an installed upload to `path` in the plugin directory. Installed first, written
+    /// second: the watcher then finds the file already running and does nothing. Written
+    /// under a hidden name and renamed, so that it never sees half a file. The signature goes
+    /// first, so a watcher that checks signatures finds it when the component arrives.
+    fn write_upload(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        signature: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let write = |path: &Path, contents: &[u8]| {
+            let tmp = path.with_file_name(format!(".{name}.upload"));
+            std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path))
+        };
+        let mut sig_path = path.as_os_str().to_owned();
+        sig_path.push(".sig");
+        let written = match signature {
+            Some(signature) => write(Path::new(&sig_path), signature.trim().as_bytes()),
+            None => Ok(()),
+        }
+        .and_then(|()| write(path, bytes));
+        written.map_err(|e| RegistryError::Io(format!("plugin runs, but writing {} failed: {e}", path.display())))
+    }
+
+    /// The live classifier's status if `bytes` are exactly its component.
+    fn same_as_classifier(&self, bytes: &[u8]) -> Option<Box<ClassifierStatus>> {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        let live = self.lock().classifier.sha256().is_some_and(|s| s == sha);
+        if live { self.classifier().map(Box::new) } else { None }
     }
 
     /// The running plugin's status if `bytes` are exactly its component.
@@ -574,6 +667,9 @@ impl Registry {
 
     /// Refuses a component from another source than the running plugin's, unless `replace`.
     fn check_source(&self, inner: &Inner, name: &str, source: &Source, replace: bool) -> Result<(), RegistryError> {
+        if inner.classifier.name() == Some(name) {
+            return Err(RegistryError::NameInUse { name: name.to_owned(), by: "the classifier" });
+        }
         match inner.entries.get(name) {
             Some(entry) if entry.source != *source && !replace => Err(RegistryError::Conflict {
                 plugin: name.to_owned(),
@@ -588,6 +684,9 @@ impl Registry {
     pub fn remove_file(&self, path: &Path) -> Option<String> {
         let mut inner = self.lock();
         inner.file_errors.remove(path);
+        if self.remove_classifier_file(&mut inner, path) {
+            return Some("classifier".to_owned());
+        }
         let name = inner.entries.iter().find(|(_, e)| e.source == Source::File(path.to_owned()))?.0.clone();
         let entry = inner.entries.remove(&name).expect("found above");
         self.clear_state_metric(&name, &entry.plugin.info().version);
@@ -773,6 +872,10 @@ impl Registry {
         if released {
             self.publish(&mut inner);
         }
+        if inner.classifier.release_if_due(now) {
+            tracing::info!("classifier quarantine over: it names causes again");
+            self.publish_classifier(&mut inner);
+        }
     }
 
     /// Every plugin, by name.
@@ -795,6 +898,10 @@ impl Registry {
     fn note_file_error(&self, path: &Path, error: &str) {
         let mut inner = self.lock();
         tracing::error!(path = %path.display(), "plugin file not loaded, the running version stays: {error}");
+        if inner.classifier.note_file_error(path, error) {
+            self.metrics.plugin_load_failures.inc();
+            return;
+        }
         let behind = inner.entries.values_mut().find(|e| e.source == Source::File(path.to_owned()));
         match behind {
             Some(entry) => entry.last_error = Some(format!("{} not loaded: {error}", path.display())),
@@ -935,6 +1042,13 @@ fn compile_schema(plugin: &Plugin) -> Result<Arc<jsonschema::Validator>, Registr
 
 /// Checks a configuration against the plugin's schema, then with a fresh instance of it.
 fn check_config(plugin: &Plugin, schema: &jsonschema::Validator, config: &serde_json::Value) -> Result<(), String> {
+    check_schema(schema, config)?;
+    let mut instance = plugin.instantiate().map_err(|e| e.to_string())?;
+    instance.configure(&config.to_string()).map_err(|e| e.to_string())
+}
+
+/// Checks a configuration's size and its fit to a schema.
+fn check_schema(schema: &jsonschema::Validator, config: &serde_json::Value) -> Result<(), String> {
     let size = config.to_string().len();
     if size > MAX_CONFIG_BYTES {
         return Err(format!("it is {size} bytes of JSON, over the cap of {MAX_CONFIG_BYTES}"));
@@ -944,6 +1058,5 @@ fn check_config(plugin: &Plugin, schema: &jsonschema::Validator, config: &serde_
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let mut instance = plugin.instantiate().map_err(|e| e.to_string())?;
-    instance.configure(&config.to_string()).map_err(|e| e.to_string())
+    Ok(())
 }

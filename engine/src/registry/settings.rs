@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// The cause classifier's configuration, once set (absent from files written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_config: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

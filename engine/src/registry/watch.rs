@@ -1,5 +1,6 @@
-//! The plugin directory: every `*.wasm` in it is a plugin. A file written (closed after
-//! writing) or moved in is loaded; a file removed or moved out is unloaded.
+//! The plugin directory: every `*.wasm` in it is a plugin, a detector or the cause classifier
+//! (told apart by the world the component exports). A file written (closed after writing) or
+//! moved in is loaded; a file removed or moved out is unloaded.
 //!
 //! Reacting to close-after-write rather than to each write means a component being copied in
 //! is read once, whole, instead of as a series of truncated files.
@@ -28,7 +29,7 @@ pub fn load_dir(registry: &Registry, dir: &Path) -> std::io::Result<usize> {
     paths.sort();
     let mut loaded = 0;
     for path in paths {
-        if registry.install_file(&path).is_ok() {
+        if registry.install_component_file(&path).is_ok() {
             loaded += 1;
         }
     }
@@ -113,15 +114,16 @@ fn load(registry: &Registry, path: &Path) {
     // A file may be gone again by the time its event arrives (a temporary file, say).
     if path.is_file() {
         // Errors are logged and kept by the registry.
-        let _ = registry.install_file(path);
+        let _ = registry.install_component_file(path);
     }
 }
 
 /// After the kernel dropped events: load what is there, unload what is gone.
 fn rescan(registry: &Registry, dir: &Path) {
     tracing::warn!(dir = %dir.display(), "plugin directory events were lost; rescanning");
-    for status in registry.list() {
-        if let Some(path) = status.path.filter(|p| p.parent() == Some(dir) && !p.exists()) {
+    let classifier = registry.classifier().and_then(|c| c.path);
+    for path in registry.list().into_iter().filter_map(|s| s.path).chain(classifier) {
+        if path.parent() == Some(dir) && !path.exists() {
             registry.remove_file(&path);
         }
     }

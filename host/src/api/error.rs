@@ -47,7 +47,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidConfig { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", reason)
             }
-            RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", reason),
+            RegistryError::Conflict { .. } | RegistryError::NameInUse { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", reason)
+            }
+            RegistryError::Classifier(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", reason)
+            }
             RegistryError::Signature(_) => ApiError::new(StatusCode::FORBIDDEN, "signature", reason),
             RegistryError::Load(LoadError::Read { .. } | LoadError::Cache(_)) | RegistryError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", reason)

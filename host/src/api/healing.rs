@@ -128,7 +128,7 @@ pub(super) async fn put_policy(State(state): State<ApiState>, Path(name): Path<S
     let policy: Policy =
         serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("the policy: {e}")))?;
     let healing = healing(&state)?;
-    healing.set_policy(policy)?;
+    healing.set_policy(policy, state.registry.classifier().map(|c| c.causes))?;
     let status = healing.policies().into_iter().find(|p| p.policy.name == name).expect("the policy was just set");
     Ok(Json(status).into_response())
 }

@@ -1,10 +1,11 @@
 //! The host's HTTP API: health, Prometheus metrics, recent anomalies and incidents (with
-//! acknowledgement and feedback), and plugin management.
+//! acknowledgement and feedback), and plugin management (detectors and the cause classifier).
 //!
 //! Reads are open; every mutation needs the bearer token (see [`auth`]). Every error is JSON
 //! (see [`error`]). The OpenAPI document is served at `/api/v1/openapi.json`.
 
 pub mod auth;
+mod classifier;
 mod error;
 pub mod healing;
 pub mod incidents;
@@ -92,6 +93,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{name}/disable", post(plugins::disable))
         .route("/api/v1/plugins/{name}/start-fresh", post(plugins::start_fresh))
         .route("/api/v1/plugins/{name}/config", configure)
+        .route(
+            "/api/v1/classifier",
+            axum::routing::put(classifier::upload)
+                .delete(classifier::delete)
+                .layer(axum::extract::DefaultBodyLimit::max(state.max_upload)),
+        )
+        .route("/api/v1/classifier/config", axum::routing::put(classifier::configure))
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/feedback", post(incidents::feedback))
         .route("/api/v1/incidents/{id}/approve", post(healing::approve))
@@ -115,7 +123,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/healing", get(healing::show))
         .route("/api/v1/plugins", get(plugins::list))
         .route("/api/v1/plugins/{name}", get(plugins::show))
-        .route("/api/v1/plugins/{name}/config", get(plugins::show_config));
+        .route("/api/v1/plugins/{name}/config", get(plugins::show_config))
+        .route("/api/v1/classifier", get(classifier::show));
     reads
         .merge(mutations)
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })

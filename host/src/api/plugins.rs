@@ -27,7 +27,7 @@ fn checked(name: &str) -> Result<&str, ApiError> {
 
 /// Runs registry work that may execute plugin code off the async threads, if one of the
 /// pool's [`super::CHECK_WORKERS`] places is free; 503 otherwise.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -49,8 +49,6 @@ pub struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) feed: Arc<AnomalyFeed>,
     pub(crate) incidents: Arc<IncidentBook>,
-    /// The cause classifier every partition's incident stage runs.
-    pub(crate) classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
     pub(crate) alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
     pub(crate) healing: Option<Arc<crate::healing::Healing>>,
 }
@@ -61,14 +59,12 @@ impl Shared {
     }
 }
 
-/// What the partitions' outputs go to besides Kafka, and the classifier they run.
+/// What the partitions' outputs go to besides Kafka (the classifier they run is the registry's).
 pub struct Outputs {
     /// Recent anomalies.
     pub feed: Arc<AnomalyFeed>,
     /// Recent incidents.
     pub incidents: Arc<IncidentBook>,
-    /// The cause classifier of the incident stages.
-    pub classifier: Option<crate::runtime::classifier::ClassifierPlugin>,
     /// Where incidents are posted as alerts.
     pub alertmanager: Option<Arc<crate::alertmanager::Alertmanager>>,
     /// Self-healing, if configured.
@@ -104,7 +100,6 @@ impl KafkaService {
             metrics,
             feed: outputs.feed,
             incidents: outputs.incidents,
-            classifier: outputs.classifier,
             alertmanager: outputs.alertmanager,
             healing: outputs.healing,
         });

@@ -191,11 +191,9 @@ impl Worker {
         };
         let mut engine = Engine::new(config, Plugins::Registry(shared.registry.clone()), shared.metrics.clone());
         if shared.config.incidents {
-            let classifier =
-                shared.classifier.clone().map(|c| Classifier::new(c, shared.config.classifier_config.to_string()));
             let stage = IncidentStage::new(
                 shared.config.incident_config.clone(),
-                classifier,
+                Some(Classifier::live(shared.registry.clone())),
                 shared.metrics.clone(),
                 partition,
             )
