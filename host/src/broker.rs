@@ -30,6 +30,19 @@ pub fn client_config(config: &HostConfig, settings: &[(&str, &str)]) -> ClientCo
     client
 }
 
+/// A group consumer's settings, as [`client_config`]: under the consumer group protocol
+/// (KIP-848, `group.protocol=consumer` in the `kafka` table) the broker sets sessions and
+/// heartbeats, and librdkafka refuses a client that sets them, so they are left out then.
+pub fn group_consumer_config(config: &HostConfig, settings: &[(&str, &str)]) -> ClientConfig {
+    let classic = config.kafka.get("group.protocol").is_none_or(|p| p == "classic");
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .copied()
+        .filter(|(key, _)| classic || !matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms"))
+        .collect();
+    client_config(config, &settings)
+}
+
 /// The producer for anomalies, dead letters and state: idempotent, acknowledged by all
 /// replicas, and retrying for ever, so a broker outage delays output but never drops it.
 pub fn producer(config: &HostConfig) -> anyhow::Result<FutureProducer> {

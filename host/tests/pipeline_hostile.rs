@@ -192,14 +192,15 @@ fn a_slow_partition_does_not_hold_up_the_others() {
     // a second each; the rest is the consumer's own work on partition 0's records, fetching and
     // decoding them before it parks them, which the spinning thread does not do). A consumer
     // blocked behind the slow partition would wait for its backlog: tens of seconds, under 5%.
-    // So the bar is at a third, far below the noise and far above a stall.
+    // With other builds on the machine it fell to 25% once. So the bar is at a tenth: below
+    // the noise, and still twice a stall.
     let kept = alone.as_secs_f64() / loaded.as_secs_f64();
     eprintln!(
         "fast partitions: {alone:?} beside a busy core, {loaded:?} beside a slow partition ({:.0}% kept)",
         kept * 100.0
     );
     assert!(
-        kept >= 0.33,
+        kept >= 0.10,
         "the fast partitions kept {:.0}% of their throughput ({alone:?} vs {loaded:?})",
         kept * 100.0
     );

@@ -374,14 +374,9 @@ fn consume(shared: Arc<Shared>, stop: Arc<AtomicBool>, ready: Arc<AtomicBool>) -
         // default 500 ms when little data waits would add that to every anomaly.
         ("fetch.wait.max.ms", "10"),
     ];
-    // The consumer group protocol (KIP-848) has the broker set sessions and heartbeats.
-    let classic = config.kafka.get("group.protocol").is_none_or(|p| p == "classic");
-    let settings: Vec<(&str, &str)> = settings
-        .into_iter()
-        .filter(|(key, _)| classic || !matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms"))
-        .collect();
-    let consumer: BaseConsumer<HostContext> =
-        broker::client_config(config, &settings).create_with_context(context).context("creating the Kafka consumer")?;
+    let consumer: BaseConsumer<HostContext> = broker::group_consumer_config(config, &settings)
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.metrics_topic]).context("subscribing to the metrics topic")?;
     ready.store(true, Ordering::Release);
     tracing::info!(topic = %config.metrics_topic, group = %config.group_id, brokers = %config.brokers, "consuming");

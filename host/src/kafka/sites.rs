@@ -89,7 +89,7 @@ impl SiteService {
             ("heartbeat.interval.ms", "1000"),
             ("fetch.wait.max.ms", "50"),
         ];
-        let consumer: BaseConsumer<SiteContext> = broker::client_config(config, &settings)
+        let consumer: BaseConsumer<SiteContext> = broker::group_consumer_config(config, &settings)
             .create_with_context(context)
             .context("creating the site stage's consumer")?;
         consumer.subscribe(&[&config.site_topic]).context("subscribing to the site topic")?;
