@@ -55,8 +55,10 @@ fn host(broker: &Broker, group: &str, anomalies: &str, guarantee: &str) -> Child
     Command::new(env!("CARGO_BIN_EXE_routewatch"))
         .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
         .args(["--plugin", arima.to_str().unwrap(), "--anomalies-topic", anomalies])
-        // Six routers a partition: judged against five peers.
-        .args(["--plugin", fleet.to_str().unwrap(), "--plugin-config", r#"fleet-outlier={"min_peers":5}"#])
+        // Six routers a partition, judged against five peers, and sensitive enough to report
+        // the routers' own spikes on their daily curves (at the defaults it reports none here).
+        .args(["--plugin", fleet.to_str().unwrap()])
+        .args(["--plugin-config", r#"fleet-outlier={"min_peers":5,"threshold":2,"min_spread":0.5}"#])
         .args(["--plugin", evil.to_str().unwrap(), "--plugin-config", r#"evil={"mode":"mark"}"#])
         .args(["--partitions", &PARTITIONS.to_string(), "--snapshot-interval-secs", "1", "--batch-records", "100"])
         .args(["--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
@@ -148,7 +150,7 @@ fn killed_twice(guarantee: &str) {
     let arima = straight.keys().filter(|k| k.3 == "arima").count();
     let fleet = straight.keys().filter(|k| k.3 == "fleet-outlier").count();
     assert!(arima >= ROUTERS, "ARIMA finds anomalies to compare: {arima}");
-    assert!(fleet >= 10, "fleet-outlier finds anomalies to compare: {fleet}");
+    assert!(fleet >= 5, "fleet-outlier finds anomalies to compare: {fleet}");
     assert_eq!(straight.len() - arima - fleet, ROUTERS * STEPS as usize, "a mark for every record");
     assert!(straight.values().all(|&n| n == 1), "an uninterrupted host delivers each anomaly once");
     let missing: Vec<&Key> = straight.keys().filter(|k| !crashed.contains_key(*k)).collect();
