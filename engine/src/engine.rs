@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use routewatch_runtime::{Output, thread_cpu_time};
 use routewatch_telemetry::AnomalyEvent;
 
-use crate::batch::{Input, Position};
+use crate::batch::{Cut, HARD_CAP_FACTOR, Input, Position};
 use crate::events::{event, event_kind};
 use crate::forecast::{self, Forecast};
 use crate::incidents::{self, IncidentStage};
@@ -44,6 +44,9 @@ pub struct EngineConfig {
     /// Stamp events with the wall-clock time they were detected (a replay does not, so that
     /// its output depends on its input only).
     pub stamp_detection: bool,
+    /// Most records a source puts in one batch ([`crate::Intake::full`]); a batch of one
+    /// timestamp may grow to [`HARD_CAP_FACTOR`] times this (see [`crate::batch`]).
+    pub batch_records: usize,
 }
 
 /// A record a plugin could not get past: it made the plugin fail twice, alone.
@@ -117,8 +120,11 @@ pub struct Engine {
     pub(crate) generation: u64,
     /// Saved states of plugins not loaded yet, by name (they may come back).
     pub(crate) restored: HashMap<String, Vec<u8>>,
-    /// Reused for every batch.
+    /// The batch being filled: reused for every batch, and holding the records a cut held back
+    /// (see [`crate::batch`]) between steps.
     input: Input,
+    /// Where a cut puts the records it holds back (swapped with `input` after the step).
+    held: Input,
     /// The position after the last record every sink acknowledged.
     acknowledged: Option<Position>,
     /// Outputs of records before this position were delivered by a previous owner of the
@@ -137,6 +143,7 @@ impl Engine {
     /// every step when the registry changes); a fixed set is started at once.
     pub fn new(config: EngineConfig, plugins: Plugins, metrics: Arc<Metrics>) -> Engine {
         let input = Input::new(&config.columns);
+        let held = Input::new(&config.columns);
         let mut engine = Engine {
             config,
             registry: None,
@@ -146,6 +153,7 @@ impl Engine {
             generation: 0,
             restored: HashMap::new(),
             input,
+            held,
             acknowledged: None,
             suppress_before: None,
             plugin_cpu: Duration::ZERO,
@@ -280,20 +288,31 @@ impl Engine {
     /// batch and hands the outcome to every sink, in order. The batch counts as acknowledged
     /// (see [`Engine::acknowledged`]) only once every sink has taken it; a sink that fails
     /// stops the step, so the sinks after it do not see the batch.
+    ///
+    /// The batch ends at a timestamp: its trailing timestamp's records are held back for the
+    /// next step (see [`crate::batch`]), so a step may run less than its pull brought, or
+    /// nothing; they are not acknowledged until a later step runs them.
     pub fn step(&mut self, source: &mut dyn Source, sinks: &mut [Box<dyn Sink>]) -> Result<Pull, StepError> {
         let mut input = std::mem::replace(&mut self.input, Input::new(&[]));
-        input.clear();
         let cpu_started = thread_cpu_time();
-        let mut intake = Intake::new(&mut input, &mut self.routers);
+        let batch_records = self.config.batch_records.max(1);
+        let hard_cap = batch_records.saturating_mul(HARD_CAP_FACTOR);
+        // Held records count toward the batch; a held batch of one timestamp may grow on.
+        let limit = if input.records() >= batch_records { hard_cap } else { batch_records };
+        let mut intake = Intake::new(&mut input, &mut self.routers, limit);
         let pulled = source.pull(&mut intake);
         let decoding = intake.decoding();
+        let cut = match pulled {
+            Ok(pull) => input.cut(pull == Pull::More, hard_cap, &mut self.held),
+            Err(_) => Cut::Hold,
+        };
         let cpu_pulled = thread_cpu_time();
         self.plugin_cpu = Duration::ZERO;
         let started = Instant::now();
         self.reconcile();
         let outcome = match pulled {
             Err(err) => Err(StepError::Source(err)),
-            Ok(pull) if input.is_empty() => Ok(pull),
+            Ok(pull) if input.is_empty() || cut == Cut::Hold => Ok(pull),
             Ok(pull) => {
                 let processed = self.process(&input);
                 if let Some(before) = self.suppress_before {
@@ -315,6 +334,12 @@ impl Engine {
                 })
             }
         };
+        if cut != Cut::Hold {
+            // What was run is done with (acknowledged, or left for the next owner); what the cut
+            // held back is the next batch's start.
+            std::mem::swap(&mut input, &mut self.held);
+            self.held.clear();
+        }
         self.input = input;
         let cpu_done = thread_cpu_time();
         // Decode is timed inside the pull, by the wall clock: never more than the pull's CPU.

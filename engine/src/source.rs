@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use crate::batch::{Input, Position, RawRecord, Rejected};
 use crate::routers::RouterTable;
 
-/// What a pull found.
+/// What a pull found. It decides where the engine cuts the batch (see [`crate::batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pull {
-    /// There may be more right away.
+    /// There may be more right away (the batch is full, or it lingered while records kept
+    /// coming): the engine holds the batch's trailing timestamp back for the next batch.
     More,
-    /// Nothing more for now (a live source that waited its linger in vain).
+    /// Nothing more for now (a live source that waited its linger in vain, or one that hands
+    /// out whole timestamps): the engine runs everything it holds.
     Idle,
     /// The input is over; a driver stops after this batch.
     End,
@@ -35,8 +37,9 @@ pub enum SourceError {
 
 /// A source of telemetry rows.
 pub trait Source {
-    /// Adds the next records to `intake`: as many as the source batches (its own batch size
-    /// and linger), possibly none.
+    /// Adds the next records to `intake`: until [`Intake::full`], or fewer (a live source's
+    /// linger), possibly none. Where the batch ends is the engine's business (see
+    /// [`crate::batch`]): a source only says whether more may follow right away.
     fn pull(&mut self, intake: &mut Intake<'_>) -> Result<Pull, SourceError>;
 }
 
@@ -44,13 +47,26 @@ pub trait Source {
 pub struct Intake<'a> {
     input: &'a mut Input,
     routers: &'a mut RouterTable,
+    /// Records the batch takes in all (records held from the last batch count).
+    limit: usize,
     /// Time spent in [`Intake::decode`].
     decoding: Duration,
 }
 
 impl<'a> Intake<'a> {
-    pub(crate) fn new(input: &'a mut Input, routers: &'a mut RouterTable) -> Intake<'a> {
-        Intake { input, routers, decoding: Duration::ZERO }
+    pub(crate) fn new(input: &'a mut Input, routers: &'a mut RouterTable, limit: usize) -> Intake<'a> {
+        Intake { input, routers, limit, decoding: Duration::ZERO }
+    }
+
+    /// The batch has its records ([`crate::EngineConfig::batch_records`], counting the records
+    /// held back from the last batch): a source stops adding.
+    pub fn full(&self) -> bool {
+        self.input.records() >= self.limit
+    }
+
+    /// How many more records the batch takes.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.input.records())
     }
 
     /// Runs a source's decoding of one record, timing it: the `decode` stage of

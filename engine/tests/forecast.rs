@@ -29,7 +29,7 @@ fn records() -> Vec<(i64, &'static str, i64, [f64; 2])> {
     rows
 }
 
-/// Hands out rows 100 at a time.
+/// Hands out rows as a batch takes them (100 at a time).
 struct Rows {
     rows: Vec<(i64, &'static str, i64, [f64; 2])>,
     next: usize,
@@ -37,7 +37,7 @@ struct Rows {
 
 impl Source for Rows {
     fn pull(&mut self, intake: &mut Intake<'_>) -> Result<Pull, SourceError> {
-        let end = (self.next + 100).min(self.rows.len());
+        let end = (self.next + intake.room()).min(self.rows.len());
         for &(position, router, ts, values) in &self.rows[self.next..end] {
             intake.row(position, router, Some("lon1"), None, ts, values);
         }
@@ -62,17 +62,30 @@ fn engine() -> Engine {
     let metrics = Arc::new(Metrics::default());
     let columns: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
     let forecast = Forecast::new(ForecastConfig::default(), &columns, metrics.clone(), 0).unwrap();
-    let config = EngineConfig { stream: 0, columns, max_snapshot_bytes: 1 << 20, stamp_detection: false };
+    let config =
+        EngineConfig { stream: 0, columns, max_snapshot_bytes: 1 << 20, stamp_detection: false, batch_records: 100 };
     Engine::new(config, Plugins::Fixed(Vec::new()), metrics).with_forecast(forecast)
 }
 
-/// Steps `engine` over `source` until it is drained or `until` rows were taken.
+/// A stream that pauses: nothing more for now.
+struct Paused;
+
+impl Source for Paused {
+    fn pull(&mut self, _: &mut Intake<'_>) -> Result<Pull, SourceError> {
+        Ok(Pull::Idle)
+    }
+}
+
+/// Steps `engine` over `source` until it is drained or `until` rows were taken, then pauses
+/// (the engine runs the timestamp it held back).
 fn drain(engine: &mut Engine, source: &mut Rows, until: usize) -> Vec<IncidentUpdate> {
     let kept = Arc::new(Mutex::new(Vec::new()));
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Kept(kept.clone()))];
     while source.next < until.min(source.rows.len()) {
         engine.step(source, &mut sinks).unwrap();
     }
+    engine.step(&mut Paused, &mut sinks).unwrap();
+    assert_eq!(engine.acknowledged(), Some(source.rows[source.next - 1].0 + 1), "every row taken was run");
     std::mem::take(&mut *kept.lock().unwrap())
 }
 

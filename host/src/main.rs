@@ -122,7 +122,8 @@ struct RunArgs {
     /// Most records in one batch.
     #[arg(long, env = "ROUTEWATCH_BATCH_RECORDS")]
     batch_records: Option<usize>,
-    /// Longest a record waits for its batch to fill, in milliseconds.
+    /// Longest a record waits for its batch to fill, in milliseconds; a batch's last timestamp
+    /// waits for its other records until none came for as long.
     #[arg(long, env = "ROUTEWATCH_LINGER_MS")]
     linger_ms: Option<u64>,
     /// at-least-once (default) or exactly-once (transactions; see the README).
@@ -190,8 +191,9 @@ struct ReplayArgs {
     /// Write anomalies as JSON lines; `-` for standard output.
     #[arg(long)]
     anomalies: Option<PathBuf>,
-    /// Rows per batch handed to the plugins.
-    #[arg(long, default_value_t = 4096)]
+    /// Rows per batch handed to the plugins; a batch ends at a timestamp, so the size changes
+    /// no score.
+    #[arg(long, alias = "batch-records", default_value_t = 4096)]
     batch_rows: usize,
     /// Router name given to the rows of a CSV input.
     #[arg(long, default_value = "series")]

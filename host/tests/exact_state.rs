@@ -7,6 +7,10 @@
 //! Under both guarantees: at-least-once may deliver again what the last commit before a kill
 //! did not cover; exactly-once, read `read_committed`, delivers nothing twice.
 //!
+//! The detectors include fleet-outlier, whose scores depend on where batches end: the hosts
+//! cut their batches where their records happened to arrive (live, then a backlog after each
+//! restart), and the engine ends every batch at a timestamp.
+//!
 //! Run on Apache Kafka (`ROUTEWATCH_KAFKA_HOME`, as the other broker tests).
 
 mod common;
@@ -40,14 +44,21 @@ fn records() -> Vec<(String, Vec<u8>)> {
     })
 }
 
-/// A `routewatch run` process running ARIMA, and the evil plugin in `mark` mode (an anomaly
-/// for every record: how far a host got, whatever ARIMA finds), its anomalies to `anomalies`.
+/// A `routewatch run` process running ARIMA, fleet-outlier (which compares the routers of a
+/// timestamp within a batch: exact only because batches end at timestamps, however a host
+/// cuts them), and the evil plugin in `mark` mode (an anomaly for every record: how far a host
+/// got, whatever the others find), its anomalies to `anomalies`.
 fn host(broker: &Broker, group: &str, anomalies: &str, guarantee: &str) -> Child {
     let arima = component("routewatch_arima");
+    let fleet = component("routewatch_fleet_outlier");
     let evil = component("routewatch_test_evil");
     Command::new(env!("CARGO_BIN_EXE_routewatch"))
         .args(["run", "--brokers", &broker.bootstrap(), "--group-id", group, "--listen", "127.0.0.1:0"])
         .args(["--plugin", arima.to_str().unwrap(), "--anomalies-topic", anomalies])
+        // Six routers a partition, judged against five peers, and sensitive enough to report
+        // the routers' own spikes on their daily curves (at the defaults it reports none here).
+        .args(["--plugin", fleet.to_str().unwrap()])
+        .args(["--plugin-config", r#"fleet-outlier={"min_peers":5,"threshold":2,"min_spread":0.5}"#])
         .args(["--plugin", evil.to_str().unwrap(), "--plugin-config", r#"evil={"mode":"mark"}"#])
         .args(["--partitions", &PARTITIONS.to_string(), "--snapshot-interval-secs", "1", "--batch-records", "100"])
         .args(["--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=500"])
@@ -137,15 +148,17 @@ fn killed_twice(guarantee: &str) {
 
     let (crashed, straight) = (anomalies(&broker, crashed), anomalies(&broker, straight));
     let arima = straight.keys().filter(|k| k.3 == "arima").count();
+    let fleet = straight.keys().filter(|k| k.3 == "fleet-outlier").count();
     assert!(arima >= ROUTERS, "ARIMA finds anomalies to compare: {arima}");
-    assert_eq!(straight.len() - arima, ROUTERS * STEPS as usize, "a mark for every record");
+    assert!(fleet >= 5, "fleet-outlier finds anomalies to compare: {fleet}");
+    assert_eq!(straight.len() - arima - fleet, ROUTERS * STEPS as usize, "a mark for every record");
     assert!(straight.values().all(|&n| n == 1), "an uninterrupted host delivers each anomaly once");
     let missing: Vec<&Key> = straight.keys().filter(|k| !crashed.contains_key(*k)).collect();
     let extra: Vec<&Key> = crashed.keys().filter(|k| !straight.contains_key(*k)).collect();
     assert!(missing.is_empty() && extra.is_empty(), "missing after the crashes: {missing:?}\nonly after: {extra:?}");
     let repeated: usize = crashed.values().map(|n| n - 1).sum();
     eprintln!(
-        "{} anomalies ({arima} of ARIMA), the same in both runs; {repeated} delivered twice across the two kills",
+        "{} anomalies ({arima} of ARIMA, {fleet} of fleet-outlier), the same in both runs; {repeated} delivered twice across the two kills",
         straight.len()
     );
     // Twice is possible only for outputs delivered after the last commit that reached the broker

@@ -136,6 +136,76 @@ fn a_bad_row_stops_the_replay_with_its_line_unless_skipped() {
     assert_eq!(scores.lines().count(), 1 + 800 * 10, "every good row still scored");
 }
 
+/// Every default detector, by component name.
+const DETECTORS: [&str; 5] = [
+    "routewatch_arima",
+    "routewatch_seasonal",
+    "routewatch_fleet_outlier",
+    "routewatch_changepoint",
+    "routewatch_lstm",
+];
+
+#[test]
+fn batch_sizes_change_nothing_every_detector_scores_alike() {
+    // Forty routers a tick (fleet-outlier's cross-sections) on a daily curve, one overheating
+    // for ten ticks.
+    let dir = tempfile::tempdir().unwrap();
+    let mut noise = common::Noise::new(3);
+    let mut lines = Vec::new();
+    for step in 0..300 {
+        for r in 0..40 {
+            let cpu = 0.4 + 0.1 * (step as f64 * std::f64::consts::TAU / 288.0 + r as f64 * 0.3).sin();
+            let hot = if r == 7 && (200..210).contains(&step) { 15.0 } else { 0.0 };
+            let metrics = Metrics {
+                cpu_util: cpu + 0.01 * noise.gaussian(),
+                mem_util: 0.5,
+                temp_c: 40.0 + f64::from(r % 5) + 0.5 * noise.gaussian() + hot,
+                fan_rpm: 6000.0,
+                bgp_up: 4.0,
+                ..Default::default()
+            };
+            let record = Record {
+                schema: SCHEMA_VERSION,
+                router: format!("rtr-{r:02}"),
+                site: "fra1".into(),
+                region: "eu-central".into(),
+                role: Role::Edge,
+                vendor: "acme".into(),
+                ts: 1_764_000_000_000 + step * 60_000,
+                metrics,
+            };
+            lines.push(String::from_utf8(record.encode()).unwrap());
+        }
+    }
+    std::fs::write(dir.path().join("fleet.jsonl"), lines.join("\n") + "\n").unwrap();
+    let plugins: Vec<String> = DETECTORS.iter().map(|d| component(d).display().to_string()).collect();
+    let run = |batch: &str| {
+        let (scores, anomalies) = (format!("scores-{batch}.csv"), format!("anomalies-{batch}.jsonl"));
+        let mut args = vec!["replay", "-i", "fleet.jsonl", "--scores", &scores, "--anomalies", &anomalies];
+        args.extend(["--batch-rows", batch]);
+        for plugin in &plugins {
+            args.extend(["-p", plugin.as_str()]);
+        }
+        let out = routewatch(&args, dir.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut events: Vec<String> =
+            std::fs::read_to_string(dir.path().join(anomalies)).unwrap().lines().map(str::to_owned).collect();
+        // Each batch lists its anomalies plugin by plugin: the order, not the set, follows the cuts.
+        events.sort();
+        (std::fs::read_to_string(dir.path().join(scores)).unwrap(), events)
+    };
+    let (scores, anomalies) = run("4096");
+    let outliers =
+        anomalies.iter().filter(|a| a.contains(r#""plugin":"fleet-outlier""#) && a.contains("rtr-07")).count();
+    assert!(outliers >= 1, "fleet-outlier finds the hot router: {anomalies:?}");
+    for batch in ["150", "61", "40"] {
+        let (cut_scores, cut_anomalies) = run(batch);
+        let differ = scores.lines().zip(cut_scores.lines()).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "--batch-rows {batch}: {differ} score rows differ");
+        assert_eq!(cut_anomalies, anomalies, "--batch-rows {batch}");
+    }
+}
+
 #[test]
 fn csv_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,7 +88,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let columns: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
     let forecast_config = ForecastConfig { interval_ms, ..ForecastConfig::default() };
     let forecast = Forecast::new(forecast_config.clone(), &columns, metrics.clone(), 0)?;
-    let engine_config = EngineConfig { stream: 0, columns, max_snapshot_bytes: 64 << 20, stamp_detection: false };
+    let engine_config = EngineConfig {
+        stream: 0,
+        columns,
+        max_snapshot_bytes: 64 << 20,
+        stamp_detection: false,
+        batch_records: args.routers as usize,
+    };
     let mut engine = Engine::new(engine_config, Plugins::Fixed(Vec::new()), metrics).with_forecast(forecast);
     let updates = Arc::new(Mutex::new(Vec::new()));
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Updates(updates.clone()))];

@@ -100,7 +100,8 @@ impl Source for Tick {
             intake.row(self.next, &record.router, Some(&record.site), Some(record.role.name()), record.ts, values);
             self.next += 1;
         }
-        Ok(Pull::More)
+        // A whole tick, and nothing more until the next: run it now.
+        Ok(Pull::Idle)
     }
 }
 
@@ -157,7 +158,13 @@ fn simulate(args: &RepairArgs, heal: bool, runtime: &Runtime, dir: &std::path::P
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let columns = Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
-    let engine_config = EngineConfig { stream: 0, columns, max_snapshot_bytes: 64 << 20, stamp_detection: false };
+    let engine_config = EngineConfig {
+        stream: 0,
+        columns,
+        max_snapshot_bytes: 64 << 20,
+        stamp_detection: false,
+        batch_records: args.routers as usize,
+    };
     let mut engine = Engine::new(engine_config, Plugins::Fixed(plugins), metrics).with_incidents(stage);
     let policies = FaultKind::ALL
         .into_iter()

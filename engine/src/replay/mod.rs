@@ -35,7 +35,7 @@ pub struct ReplayOptions {
     pub scores: Option<PathBuf>,
     /// Anomalies (JSON lines); `-` for standard output.
     pub anomalies: Option<PathBuf>,
-    /// Rows per batch handed to the plugins.
+    /// Rows per batch handed to the plugins (cut at a timestamp: see [`crate::batch`]).
     pub batch_rows: usize,
     /// Router name for the rows of a CSV input.
     pub csv_router: String,
@@ -127,11 +127,11 @@ pub enum ReplayError {
     Finish(#[from] SinkError),
 }
 
-/// A recorded file as a [`Source`]: rows in order, in batches of a fixed size. A row that does
-/// not parse stops the replay, or (with `skip_invalid`) is logged, counted and skipped.
+/// A recorded file as a [`Source`]: rows in order, as many as a batch takes (the engine's
+/// `batch_records`; it cuts them at a timestamp). A row that does not parse stops the replay,
+/// or (with `skip_invalid`) is logged, counted and skipped.
 pub struct FileSource {
     reader: RowReader,
-    batch_rows: usize,
     skip_invalid: bool,
     /// The next row's number (rows and bad rows alike).
     next: Position,
@@ -140,9 +140,9 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Reads `reader` in batches of `batch_rows` rows.
-    pub fn new(reader: RowReader, batch_rows: usize, skip_invalid: bool) -> FileSource {
-        FileSource { reader, batch_rows, skip_invalid, next: 0, rows: 0, skipped: 0 }
+    /// Reads `reader`.
+    pub fn new(reader: RowReader, skip_invalid: bool) -> FileSource {
+        FileSource { reader, skip_invalid, next: 0, rows: 0, skipped: 0 }
     }
 
     /// Rows read so far.
@@ -158,8 +158,7 @@ impl FileSource {
 
 impl Source for FileSource {
     fn pull(&mut self, intake: &mut Intake<'_>) -> Result<Pull, SourceError> {
-        let mut taken = 0;
-        while taken < self.batch_rows {
+        while !intake.full() {
             let position = self.next;
             self.next += 1;
             match intake.decode(|| self.reader.next_row()) {
@@ -168,7 +167,6 @@ impl Source for FileSource {
                     let Row { router, site, role, ts, values } = row;
                     intake.row(position, &router, site.as_deref(), role.as_deref(), ts, values);
                     self.rows += 1;
-                    taken += 1;
                 }
                 Some(Err(bad)) if self.skip_invalid => {
                     tracing::warn!("skipping {bad}");
@@ -193,8 +191,13 @@ pub fn replay(plugins: Vec<ReplayPlugin>, options: &ReplayOptions) -> Result<Sum
     let started = Instant::now();
     let reader = RowReader::open(&options.input, options.format, &options.csv_router)?;
     let columns = reader.columns(&options.csv_metric);
-    let config =
-        EngineConfig { stream: 0, columns: columns.clone(), max_snapshot_bytes: usize::MAX, stamp_detection: false };
+    let config = EngineConfig {
+        stream: 0,
+        columns: columns.clone(),
+        max_snapshot_bytes: usize::MAX,
+        stamp_detection: false,
+        batch_records: options.batch_rows,
+    };
     let mut engine = Engine::new(config, Plugins::Fixed(plugins), Arc::new(Metrics::default()));
     let ignored: Vec<Vec<String>> =
         engine.components().map(|p| p.ignored(columns.iter().map(String::as_str))).collect();
@@ -217,7 +220,7 @@ pub fn replay(plugins: Vec<ReplayPlugin>, options: &ReplayOptions) -> Result<Sum
         sinks.push(Box::new(AnomalyWriter::new(output::create(path)?)));
     }
     let progress = progress_bar(options);
-    let mut source = FileSource::new(reader, options.batch_rows, options.skip_invalid);
+    let mut source = FileSource::new(reader, options.skip_invalid);
     while engine.step(&mut source, &mut sinks)? != Pull::End {
         progress.set_position(source.rows());
     }

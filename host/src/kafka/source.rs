@@ -16,14 +16,18 @@ use crate::metrics::{Metrics, ReasonLabels};
 /// How long an idle worker waits for a record before it looks at the registry again.
 const IDLE_TICK: Duration = Duration::from_millis(10);
 
-/// The partition's records, from the consumer thread, as a [`Source`]: a batch is full at
-/// `batch_records` or once its first record has waited `linger_ms`.
+/// The partition's records, from the consumer thread, as a [`Source`]: a pull ends when the
+/// batch is full (`batch_records`) or once its first record has waited `linger_ms`. It says
+/// [`Pull::Idle`] once no record came for `linger_ms`: then the engine runs the timestamp it
+/// held back (see `routewatch_engine::batch`), so a timestamp's records may arrive over a
+/// burst of any length, and the last one waits at most `linger_ms` more.
 pub struct PartitionSource {
     pub(super) rx: Receiver<Incoming>,
     pub(super) queued: Arc<AtomicUsize>,
     pub(super) stop: Arc<AtomicBool>,
-    pub(super) max: usize,
     pub(super) linger: Duration,
+    /// When the last record came off the queue.
+    pub(super) last_record: Instant,
     pub(super) metrics: Arc<Metrics>,
     /// Once fenced, records are taken off the queue and dropped.
     pub(super) output: Option<Arc<PartitionOutput>>,
@@ -72,12 +76,15 @@ impl PartitionSource {
 impl Source for PartitionSource {
     fn pull(&mut self, intake: &mut Intake<'_>) -> Result<Pull, SourceError> {
         let fenced = self.output.as_ref().is_some_and(|o| o.fenced());
+        // What the batch takes, counting records dropped here (fenced, or in the state already).
+        let room = intake.room();
         let mut taken = 0;
         let mut disconnected = false;
         // Short, so that an idle partition still takes up a new plugin version promptly.
         match self.rx.recv_timeout(IDLE_TICK) {
             Ok(record) => {
                 taken += 1;
+                self.last_record = Instant::now();
                 if !fenced {
                     self.take(record, intake);
                 }
@@ -87,10 +94,11 @@ impl Source for PartitionSource {
         }
         // Fill the batch until it is full or the first record has waited `linger`.
         let deadline = Instant::now() + self.linger;
-        while taken > 0 && taken < self.max && !self.stop.load(Ordering::Acquire) {
+        while taken > 0 && taken < room && !self.stop.load(Ordering::Acquire) {
             match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(record) => {
                     taken += 1;
+                    self.last_record = Instant::now();
                     if !fenced {
                         self.take(record, intake);
                     }
@@ -101,7 +109,7 @@ impl Source for PartitionSource {
         self.queued.fetch_sub(taken, Ordering::AcqRel);
         Ok(if disconnected {
             Pull::End
-        } else if taken == 0 {
+        } else if taken == 0 && self.last_record.elapsed() >= self.linger {
             Pull::Idle
         } else {
             Pull::More

@@ -87,8 +87,8 @@ impl WorkerHandle {
                     rx,
                     queued: taken,
                     stop: stopping.clone(),
-                    max: shared.config.batch_records,
                     linger: shared.config.linger(),
+                    last_record: Instant::now(),
                     metrics: shared.metrics.clone(),
                     output: None,
                     skip_before,
@@ -188,6 +188,7 @@ impl Worker {
             columns: Metric::ALL.iter().map(|m| m.name().to_owned()).collect(),
             max_snapshot_bytes: shared.config.max_snapshot_mib << 20,
             stamp_detection: true,
+            batch_records: shared.config.batch_records,
         };
         let mut engine = Engine::new(config, Plugins::Registry(shared.registry.clone()), shared.metrics.clone());
         if shared.config.incidents {
