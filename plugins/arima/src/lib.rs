@@ -20,18 +20,22 @@ mod config;
 pub mod model;
 mod optimize;
 mod series;
+mod window;
 
 use routewatch_plugin_sdk::{Batch, Detector, Info, Output};
 
 pub use config::Config;
-use series::Series;
+use series::{Series, SeriesV4};
 
 routewatch_plugin_sdk::export_detector!(Arima);
 
 /// Snapshot layout version; bump when [`State`] changes shape. 2: series carry the SDK's
 /// calibrator and episode instead of their own scale. 4: series carry their window (in single
-/// precision), so that a restored series refits as the uninterrupted one would.
-const SNAPSHOT_VERSION: u8 = 4;
+/// precision), so that a restored series refits as the uninterrupted one would. 5: the window
+/// on a 16-bit grid (see `window`), half the bytes; version 4 is still read.
+const SNAPSHOT_VERSION: u8 = 5;
+/// The last version with the window in single precision.
+const SNAPSHOT_VERSION_F32: u8 = 4;
 
 /// Largest router id accepted; ids index arrays, so an absurd one must not allocate gigabytes.
 const MAX_ROUTER_ID: u32 = (1 << 24) - 1;
@@ -146,24 +150,28 @@ impl Detector for Arima {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match bytes.split_first() {
-            Some((&SNAPSHOT_VERSION, body)) => {
-                let (config, metrics, series): (Config, Vec<String>, Vec<(u32, u32, Series)>) =
-                    postcard::from_bytes(body).map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
-                // A snapshot's configuration passes the checks `configure` makes.
-                config.check().map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
-                if series.iter().any(|(router, metric, _)| *router > MAX_ROUTER_ID || *metric as usize >= metrics.len())
-                {
-                    return Err("corrupt ARIMA snapshot: a series refers to an unknown router or metric".into());
-                }
-                self.state = State { config, metrics, series, index: Vec::new() };
-                self.state.rebuild_index();
-                Ok(())
+        let corrupt = |e: postcard::Error| format!("corrupt ARIMA snapshot: {e}");
+        let (config, metrics, series): (Config, Vec<String>, Vec<(u32, u32, Series)>) = match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, body)) => postcard::from_bytes(body).map_err(corrupt)?,
+            Some((&SNAPSHOT_VERSION_F32, body)) => {
+                let (config, metrics, series): (Config, Vec<String>, Vec<(u32, u32, SeriesV4)>) =
+                    postcard::from_bytes(body).map_err(corrupt)?;
+                (config, metrics, series.into_iter().map(|(router, metric, s)| (router, metric, s.into())).collect())
             }
             Some((version, _)) => {
-                Err(format!("ARIMA snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION})"))
+                return Err(format!(
+                    "ARIMA snapshot version {version} is not supported (this build reads {SNAPSHOT_VERSION_F32} and {SNAPSHOT_VERSION})"
+                ));
             }
-            None => Err("empty ARIMA snapshot".into()),
+            None => return Err("empty ARIMA snapshot".into()),
+        };
+        // A snapshot's configuration passes the checks `configure` makes.
+        config.check().map_err(|e| format!("corrupt ARIMA snapshot: {e}"))?;
+        if series.iter().any(|(router, metric, _)| *router > MAX_ROUTER_ID || *metric as usize >= metrics.len()) {
+            return Err("corrupt ARIMA snapshot: a series refers to an unknown router or metric".into());
         }
+        self.state = State { config, metrics, series, index: Vec::new() };
+        self.state.rebuild_index();
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::model::{Filter, Fit, Order, Precision, auto_fit, css, difference, fit_order};
+use crate::window::Window;
 
 /// For Gaussian residuals, `E|r| * sqrt(pi / 2)` is the standard deviation.
 const MEAN_ABS_TO_SD: f64 = 1.253_314_137_315_500_3;
@@ -47,13 +48,11 @@ struct Run {
 pub struct Series {
     last_ts: i64,
     /// Recent values in model space (observed minus `offset`), anomalies replaced by their
-    /// forecasts so that one bad sample does not bend the next fit.
-    ///
-    /// Kept, and snapshotted, in single precision: a refit reads exactly what a restored
-    /// series would, so a series restored from a snapshot refits as the uninterrupted one
-    /// does (a refit on a shorter window after a restore changed every score after it), at
-    /// 4 bytes a sample. Seven significant digits are far finer than any metric's noise.
-    history: VecDeque<f32>,
+    /// forecasts so that one bad sample does not bend the next fit. Kept, and snapshotted,
+    /// in one form (see [`Window`]): a restored series refits on exactly the numbers the
+    /// uninterrupted one does (a refit on a shorter window after a restore once changed every
+    /// score after it).
+    window: Window,
     model: Option<Model>,
     /// Accumulated level shifts: the model follows `value - offset`.
     offset: f64,
@@ -69,7 +68,7 @@ impl Default for Series {
     fn default() -> Series {
         Series {
             last_ts: i64::MIN,
-            history: VecDeque::new(),
+            window: Window::default(),
             model: None,
             offset: 0.0,
             judge: Judge::default(),
@@ -77,6 +76,27 @@ impl Default for Series {
             since_fit: 0,
             run: Run::default(),
         }
+    }
+}
+
+/// A series as snapshot version 4 wrote it: its window in single precision, before any grid.
+#[derive(Deserialize)]
+pub struct SeriesV4 {
+    last_ts: i64,
+    history: VecDeque<f32>,
+    model: Option<Model>,
+    offset: f64,
+    judge: Judge,
+    spread: f64,
+    since_fit: usize,
+    run: Run,
+}
+
+impl From<SeriesV4> for Series {
+    /// The window stays raw until the next fit puts it on a grid.
+    fn from(old: SeriesV4) -> Series {
+        let SeriesV4 { last_ts, history, model, offset, judge, spread, since_fit, run } = old;
+        Series { last_ts, window: Window::Raw(history), model, offset, judge, spread, since_fit, run }
     }
 }
 
@@ -92,7 +112,7 @@ impl Series {
         let Some(model) = &mut self.model else {
             self.judge.calibrator.learn_value(value);
             self.remember(value, config);
-            if self.history.len() >= config.warmup {
+            if self.window.len() >= config.warmup {
                 self.refit(config, None);
             }
             return Verdict::unscored();
@@ -121,8 +141,7 @@ impl Series {
             self.run.residual_sum += residual;
             // Learn the forecast instead of the outlier.
             model.filter.push(forecast.w, 0.0, forecast.y);
-            self.history.push_back(forecast.y as f32);
-            self.trim(config);
+            self.window.push(forecast.y, config.window);
             if self.run.len >= config.level_shift_after {
                 // A lasting move: the model follows the new level from here.
                 let shift = self.run.residual_sum / self.run.len as f64;
@@ -151,40 +170,26 @@ impl Series {
     }
 
     fn remember(&mut self, value: f64, config: &Config) {
-        self.history.push_back((value - self.offset) as f32);
-        self.trim(config);
-    }
-
-    fn trim(&mut self, config: &Config) {
-        // Once full, the window drops one sample per sample; only a smaller `window` from
-        // `configure` drops more. No loop on the per-point path.
-        if self.history.len() > config.window {
-            let excess = self.history.len() - config.window;
-            if excess == 1 {
-                self.history.pop_front();
-            } else {
-                self.history.drain(..excess);
-            }
-        }
+        self.window.push(value - self.offset, config.window);
     }
 
     /// Refits on the history (choosing the order again unless one is given), then re-runs
     /// the filter over the history to reach the present.
     fn refit(&mut self, config: &Config, order: Option<Order>) {
-        if self.model.is_some() && self.history.len() < config.warmup {
+        if self.model.is_some() && self.window.len() < config.warmup {
             // A new configuration asks for a longer warm-up: keep the model until the window holds it.
             return;
         }
         self.since_fit = 0;
-        let history: Vec<f64> = self.history.iter().map(|&v| f64::from(v)).collect();
+        let spread = standard_deviation(&self.window.values());
+        let history = self.window.regrid(spread);
         let history = &history[..];
         let fit = match order {
             Some(order) => fit_order(history, order, Precision::Online),
             None => auto_fit(history, config.max_p, config.max_d, config.max_q),
         };
         let Some(fit) = fit else { return };
-        let mean = history.iter().sum::<f64>() / history.len() as f64;
-        self.spread = (history.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / history.len() as f64).sqrt();
+        self.spread = spread;
         let filter = Filter::warm(&fit, history.iter().copied());
         if self.model.is_none() {
             self.judge.calibrator.seed(robust_scale(&fit, history));
@@ -198,6 +203,12 @@ impl Series {
 #[inline(always)]
 fn max(a: f64, b: f64) -> f64 {
     if a < b || a.is_nan() { b } else { a }
+}
+
+fn standard_deviation(values: &[f64]) -> f64 {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
 
 /// The scale a fresh model starts from: MAD of its residuals, or their mean absolute value
