@@ -16,6 +16,9 @@ const MAX_DETECTORS: usize = 16;
 /// Causes a classifier may attach.
 const MAX_CAUSES: usize = 8;
 
+/// The default [`RouterConfig::recall_samples`].
+const RECALL_SAMPLES: u32 = 480;
+
 /// How the router stage groups and ends incidents. Times are in samples of `interval_ms`, so
 /// the defaults read the same at any sampling rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,14 @@ pub struct RouterConfig {
     /// An anomaly this many samples or fewer after an incident resolved reopens that incident
     /// (same id) instead of opening a new one.
     pub reopen_samples: u32,
+    /// Later than that but this many samples or fewer after it resolved, an anomaly still
+    /// reopens the incident if it undoes the incident's lead: on the metric of its first
+    /// anomaly, the other way, back toward the level before it. A detector follows a fault's
+    /// new level within minutes, so the incident resolves while the fault goes on; when the
+    /// fault ends hours later (memory freed after a leak, a fan back to speed), the return
+    /// is flagged too, and would otherwise page as a second incident. 0 turns it off. See
+    /// `quality/README.md`, "Incidents", for how the default was chosen.
+    pub recall_samples: u32,
     /// After this many reopenings an incident is flapping: it stays open through its flaps,
     /// its quiet period multiplied by `flap_quiet_factor`, instead of resolving and reopening.
     pub flap_reopens: u32,
@@ -56,6 +67,7 @@ impl Default for RouterConfig {
             open_score: 0.8,
             quiet_samples: 10,
             reopen_samples: 20,
+            recall_samples: RECALL_SAMPLES,
             flap_reopens: 3,
             flap_quiet_factor: 3,
             feature_window_samples: 10,
@@ -168,7 +180,8 @@ pub struct Incident {
     pub detectors: Vec<String>,
     pub anomalies: u64,
     pub max_score: f64,
-    /// Times the incident resolved and came back within the reopen period.
+    /// Times the incident resolved and came back: within the reopen period, or undoing its
+    /// lead (the fault ending) within the recall period.
     pub reopened: u32,
     pub flapping: bool,
     /// Whether the feature window has closed: the features, and so the cause, are final.
@@ -195,7 +208,8 @@ pub enum Change {
     /// the features became final, another cause.
     Updated,
     Resolved,
-    /// Back within the reopen period: the same incident, open again.
+    /// Back within the reopen period, or undoing its lead (the fault ending) within the
+    /// recall period: the same incident, open again.
     Reopened,
     /// A predicted incident whose trend went away before it got there (it is resolved).
     Withdrawn,
@@ -224,6 +238,44 @@ impl IncidentUpdate {
 struct Tracked {
     incident: Incident,
     evidence: Evidence,
+    /// The incident's first anomaly: its metric, whether it rose (observed above expected)
+    /// and the level expected then. Absent in snapshots from before it was kept, and for a
+    /// first anomaly with no direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lead: Option<Lead>,
+}
+
+/// Where an incident began: what a later anomaly must undo to be the same fault ending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Lead {
+    metric: String,
+    rises: bool,
+    /// The forecast at the first anomaly: the level the metric had before the fault.
+    baseline: f64,
+}
+
+impl Lead {
+    fn of(event: &AnomalyEvent) -> Option<Lead> {
+        let delta = event.value - event.expected;
+        (delta.is_finite() && delta != 0.0 && event.expected.is_finite()).then(|| Lead {
+            metric: event.metric.clone(),
+            rises: delta > 0.0,
+            baseline: event.expected,
+        })
+    }
+
+    /// Whether `event` undoes this lead: on the same metric, the other way, and back toward
+    /// the baseline from where the detector now expects the metric. That is a fault ending
+    /// after the detector had followed the faulty level (memory freed after a leak, a fan back
+    /// to speed), not a new fault. (Counting a departure the same way again as well was tried:
+    /// it merged a few more splits but absorbed more faults into an earlier one.)
+    fn undone_by(&self, event: &AnomalyEvent) -> bool {
+        Lead::of(event).is_some_and(|now| {
+            now.metric == self.metric
+                && now.rises != self.rises
+                && (event.value - self.baseline).abs() < (event.expected - self.baseline).abs()
+        })
+    }
 }
 
 impl Tracked {
@@ -251,7 +303,14 @@ impl Tracked {
                 prediction: None,
             },
             evidence: Evidence::default(),
+            lead: Lead::of(event),
         }
+    }
+
+    /// Whether `event`, coming after this incident resolved, is its fault ending (see
+    /// [`Lead::undone_by`]).
+    fn undone_by(&self, event: &AnomalyEvent) -> bool {
+        self.lead.as_ref().is_some_and(|lead| lead.undone_by(event))
     }
 
     /// Adds an anomaly; whether the change is worth an update.
@@ -309,7 +368,7 @@ pub struct RouterStage {
     config: RouterConfig,
     /// Open incidents by router.
     open: BTreeMap<String, Tracked>,
-    /// Incidents resolved within the last reopen period, by router.
+    /// Incidents resolved within the last reopen or recall period, by router.
     recent: BTreeMap<String, Tracked>,
     /// Latest event time seen.
     watermark: i64,
@@ -385,9 +444,13 @@ impl RouterStage {
             return updates;
         }
         let reopen = self.config.samples(self.config.reopen_samples);
-        // A resolved incident past its reopen period is dropped here either way.
+        let recall = self.config.samples(self.config.recall_samples);
+        // A resolved incident that this anomaly does not reopen is dropped here either way:
+        // a router has one incident at a time.
         if let Some(mut t) = self.recent.remove(&event.router)
-            && t.incident.resolved.is_some_and(|r| event.ts <= r + reopen)
+            && t.incident.resolved.is_some_and(|r| {
+                event.ts <= r + reopen || (event.ts <= r + recall && t.undone_by(event))
+            })
         {
             t.incident.state = State::Open;
             t.incident.resolved = None;
@@ -419,7 +482,7 @@ impl RouterStage {
 
     /// Moves event time to `ts` (the latest record timestamp of a batch): incidents quiet for
     /// their period resolve, feature windows that have passed close, and resolved incidents
-    /// past their reopen period are forgotten.
+    /// past their reopen and recall periods are forgotten.
     pub fn advance(&mut self, ts: i64) -> Vec<IncidentUpdate> {
         self.watermark = self.watermark.max(ts);
         let now = self.watermark;
@@ -441,8 +504,8 @@ impl RouterStage {
             let at = t.incident.last_anomaly + t.quiet_ms(&self.config);
             updates.push(self.resolve(&router, at));
         }
-        let reopen = self.config.samples(self.config.reopen_samples);
-        self.recent.retain(|_, t| t.incident.resolved.is_some_and(|r| now <= r + reopen));
+        let kept = self.config.samples(self.config.reopen_samples.max(self.config.recall_samples));
+        self.recent.retain(|_, t| t.incident.resolved.is_some_and(|r| now <= r + kept));
         updates
     }
 
@@ -694,13 +757,76 @@ mod tests {
         assert!(s.advance((minute + 10) * M).iter().all(|u| u.change != Change::Resolved));
         assert!(s.advance((minute + 29) * M).is_empty());
         assert_eq!(changes(&s.advance((minute + 30) * M)), [Change::Resolved]);
-        // Past the reopen period a new anomaly is a new incident.
+        // Past the reopen period an anomaly that does not undo the lead is a new incident.
         let later = minute + 30 + 21;
         s.advance(later * M);
         let u = s.observe(&ev("r1", "bgp_up", later));
         assert_eq!(changes(&u), [Change::Opened]);
         assert_ne!(u[0].incident.id, id);
         assert_eq!(u[0].incident.severity, Severity::Critical, "BGP sessions are traffic");
+    }
+
+    #[test]
+    fn a_fault_ending_hours_after_its_incident_resolved_reopens_it() {
+        // The lead: memory rose to 0.9 where 0.4 was expected.
+        let back = |minute: i64, value: f64, expected: f64| AnomalyEvent { value, expected, ..ev("r1", "mem_util", minute) };
+        let mut s = stage();
+        let id = s.observe(&ev("r1", "mem_util", 0))[0].incident.id.clone();
+        assert_eq!(changes(&s.advance(10 * M)), [Change::Resolved]);
+        // Hours later, past the reopen period (20) but within the recall period (480): the
+        // detector expects the leaked level, memory falls back. The same incident.
+        let u = s.observe(&back(300, 0.42, 0.9));
+        assert_eq!(changes(&u), [Change::Reopened]);
+        assert_eq!((u[0].incident.id.as_str(), u[0].incident.reopened), (id.as_str(), 1));
+        assert_eq!(changes(&s.advance(310 * M)), [Change::Resolved]);
+        // Held through the recall period, and only that long.
+        s.advance((310 + 480) * M);
+        assert!(s.features_of("r1", &id).is_some(), "kept to 310 + 480 samples");
+        s.advance((310 + 481) * M);
+        assert!(s.features_of("r1", &id).is_none(), "forgotten after the recall period");
+
+        for (what, event) in [
+            // The same way again is a new fault.
+            ("the same way", ev("r1", "mem_util", 300)),
+            // A fall from where the detector already expects the old level is no return.
+            ("a fall below the old level", back(300, 0.1, 0.4)),
+            // Another metric returning is not this lead.
+            ("another metric", AnomalyEvent { value: 0.4, expected: 0.9, ..ev("r1", "cpu_util", 300) }),
+            // Past the recall period.
+            ("too late", back(10 + 481, 0.42, 0.9)),
+        ] {
+            let mut s = stage();
+            s.observe(&ev("r1", "mem_util", 0));
+            s.advance(10 * M);
+            assert_eq!(changes(&s.observe(&event)), [Change::Opened], "{what}");
+        }
+        // And with recall off, the return is a new incident.
+        let mut s = RouterStage::new(RouterConfig { recall_samples: 0, ..RouterConfig::default() }).unwrap();
+        s.observe(&ev("r1", "mem_util", 0));
+        s.advance(10 * M);
+        assert_eq!(changes(&s.observe(&back(300, 0.42, 0.9))), [Change::Opened]);
+    }
+
+    #[test]
+    fn a_snapshot_from_before_leads_were_kept_restores_and_recalls_nothing() {
+        let mut s = stage();
+        s.observe(&ev("r1", "mem_util", 0));
+        s.advance(10 * M);
+        let bytes = s.snapshot().unwrap();
+        let mut body: serde_json::Value = serde_json::from_slice(&bytes[6..]).unwrap();
+        let recent = body["recent"].as_array_mut().unwrap();
+        assert!(recent[0].as_object_mut().unwrap().remove("lead").is_some(), "the lead is in the snapshot");
+        let mut old = bytes[..6].to_vec();
+        old.extend(serde_json::to_vec(&body).unwrap());
+        let mut restored = RouterStage::restore(RouterConfig::default(), &old).unwrap();
+        let back = AnomalyEvent { value: 0.42, expected: 0.9, ..ev("r1", "mem_util", 100) };
+        assert_eq!(changes(&restored.observe(&back)), [Change::Opened]);
+        // With its lead, the restored stage recalls the incident as the original would.
+        let mut restored = RouterStage::restore(RouterConfig::default(), &bytes).unwrap();
+        assert_eq!(changes(&restored.observe(&back)), [Change::Reopened]);
+        // Without, within the reopen period it reopens as it always did.
+        let mut restored = RouterStage::restore(RouterConfig::default(), &old).unwrap();
+        assert_eq!(changes(&restored.observe(&ev("r1", "mem_util", 25))), [Change::Reopened]);
     }
 
     #[test]

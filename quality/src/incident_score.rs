@@ -171,7 +171,7 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
          Machine: {}  \n\
          Data: the simulator's engine, `{}` profile, {} routers x {} days at {} s, seed {} (not used for training: the model is \
          trained on seed 1, see `plugins/classifier-forest/README.md`), {} random faults per router per day; {} ({}) anomalies \
-         grouped by `routewatch-incidents` (default configuration: quiet period {} samples, reopen {} samples, feature window {} \
+         grouped by `routewatch-incidents` (quiet period {} samples, reopen {} samples, recall {} samples, feature window {} \
          samples), classified by the `{classifier_name}` component with its default configuration. Scored: the last {} day(s), \
          {} faults start there, {} incidents open there.  \n\
          Matching and figures: see `quality/README.md`, \"Incidents\".\n",
@@ -187,6 +187,7 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
         args.run.detectors.join(" + "),
         run.config.quiet_samples,
         run.config.reopen_samples,
+        run.config.recall_samples,
         run.config.feature_window_samples,
         args.run.eval_days,
         total.faults,

@@ -56,6 +56,9 @@ pub struct IncidentArgs {
     /// Reopen period of the router stage, samples (`RouterConfig::reopen_samples`).
     #[arg(long, default_value_t = RouterConfig::default().reopen_samples)]
     pub reopen_samples: u32,
+    /// Recall period of the router stage, samples (`RouterConfig::recall_samples`; 0 off).
+    #[arg(long, default_value_t = RouterConfig::default().recall_samples)]
+    pub recall_samples: u32,
     /// Detectors whose anomalies make the incidents; by default the default set
     /// (`deploy/default-detectors.txt`). The shipped classifier was trained on `arima,lstm`.
     #[arg(long, value_delimiter = ',', default_values_t = crate::default_set_names().into_iter().map(String::from).collect::<Vec<_>>())]
@@ -123,8 +126,12 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
         std::fs::write(&stamp, &data_stamp)?;
     }
     let events = read_events(&anomalies_path)?;
-    let config =
-        RouterConfig { interval_ms: data.interval_ms, reopen_samples: args.reopen_samples, ..RouterConfig::default() };
+    let config = RouterConfig {
+        interval_ms: data.interval_ms,
+        reopen_samples: args.reopen_samples,
+        recall_samples: args.recall_samples,
+        ..RouterConfig::default()
+    };
     let from = data.end - i64::from(args.eval_days) * 86_400_000;
     let incidents = group(&config, &events, dataset::START_MS, data.end)?;
     let grace_ms = args.grace * data.interval_ms;
