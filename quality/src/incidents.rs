@@ -60,7 +60,7 @@ pub struct IncidentArgs {
     #[arg(long, default_value_t = RouterConfig::default().recall_samples)]
     pub recall_samples: u32,
     /// Detectors whose anomalies make the incidents; by default the default set
-    /// (`deploy/default-detectors.txt`). The shipped classifier was trained on `arima,lstm`.
+    /// (`deploy/default-detectors.txt`), which the shipped classifier was trained on.
     #[arg(long, value_delimiter = ',', default_values_t = crate::default_set_names().into_iter().map(String::from).collect::<Vec<_>>())]
     pub detectors: Vec<String>,
     /// Directory of the components; default `<target>/wasm32-wasip2/plugin`.
