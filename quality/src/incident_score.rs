@@ -169,7 +169,7 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
         out,
         "Command: `routewatch-quality {}` (crate `quality/`, after `cargo xtask build`)  \n\
          Machine: {}  \n\
-         Data: the simulator's engine, `{}` profile, {} routers x {} days at {} s, seed {} (not used for training: the model is \
+         Data: the simulator's engine, `{}` profile, {} routers x {} days at {} s, seed {} ({}: the shipped model is \
          trained on seed 1, see `plugins/classifier-forest/README.md`), {} random faults per router per day; {} ({}) anomalies \
          grouped by `routewatch-incidents` (quiet period {} samples, reopen {} samples, recall {} samples, feature window {} \
          samples), classified by the `{classifier_name}` component with its default configuration. Scored: the last {} day(s), \
@@ -182,6 +182,7 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
         args.run.days,
         args.run.interval_s,
         args.run.seed,
+        if args.run.seed == 1 { "the training seed" } else { "not used for training" },
         args.run.fault_rate,
         run.anomalies,
         args.run.detectors.join(" + "),
