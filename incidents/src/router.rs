@@ -448,9 +448,9 @@ impl RouterStage {
         // A resolved incident that this anomaly does not reopen is dropped here either way:
         // a router has one incident at a time.
         if let Some(mut t) = self.recent.remove(&event.router)
-            && t.incident.resolved.is_some_and(|r| {
-                event.ts <= r + reopen || (event.ts <= r + recall && t.undone_by(event))
-            })
+            && t.incident
+                .resolved
+                .is_some_and(|r| event.ts <= r + reopen || (event.ts <= r + recall && t.undone_by(event)))
         {
             t.incident.state = State::Open;
             t.incident.resolved = None;
@@ -769,7 +769,8 @@ mod tests {
     #[test]
     fn a_fault_ending_hours_after_its_incident_resolved_reopens_it() {
         // The lead: memory rose to 0.9 where 0.4 was expected.
-        let back = |minute: i64, value: f64, expected: f64| AnomalyEvent { value, expected, ..ev("r1", "mem_util", minute) };
+        let back =
+            |minute: i64, value: f64, expected: f64| AnomalyEvent { value, expected, ..ev("r1", "mem_util", minute) };
         let mut s = stage();
         let id = s.observe(&ev("r1", "mem_util", 0))[0].incident.id.clone();
         assert_eq!(changes(&s.advance(10 * M)), [Change::Resolved]);

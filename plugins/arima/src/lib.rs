@@ -170,6 +170,9 @@ impl Detector for Arima {
         if series.iter().any(|(router, metric, _)| *router > MAX_ROUTER_ID || *metric as usize >= metrics.len()) {
             return Err("corrupt ARIMA snapshot: a series refers to an unknown router or metric".into());
         }
+        if !series.iter().all(|(_, _, s)| s.is_sound()) {
+            return Err("corrupt ARIMA snapshot: a series' window or level is not finite".into());
+        }
         self.state = State { config, metrics, series, index: Vec::new() };
         self.state.rebuild_index();
         Ok(())

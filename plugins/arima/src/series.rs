@@ -101,6 +101,11 @@ impl From<SeriesV4> for Series {
 }
 
 impl Series {
+    /// Whether a restored series is one the detector could have built (see [`Window::is_sound`]).
+    pub fn is_sound(&self) -> bool {
+        self.window.is_sound() && self.offset.is_finite()
+    }
+
     /// Scores one sample and learns from it. A departure smaller than `min_deviation` (in the
     /// metric's units) is never anomalous, whatever its z-score.
     pub fn observe(&mut self, ts: i64, value: f64, config: &Config, metric: &str, min_deviation: f64) -> Verdict {

@@ -39,6 +39,17 @@ impl Default for Window {
 }
 
 impl Window {
+    /// Whether the window could have been built by [`Window::push`] and [`Window::regrid`]:
+    /// no NaN, a finite base and a positive, finite step. A snapshot is checked with it.
+    pub fn is_sound(&self) -> bool {
+        match self {
+            // Version 4 kept values beyond single precision's range as infinities; a fit
+            // re-grids them. No push makes a NaN.
+            Window::Raw(values) => values.iter().all(|v| !v.is_nan()),
+            Window::Grid { base, step, .. } => base.is_finite() && *step > 0.0 && step.is_finite(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Window::Raw(values) => values.len(),
@@ -120,7 +131,10 @@ impl Window {
         while half / step > REACH && (step * 2.0).is_finite() {
             step *= 2.0;
         }
-        let steps = values.iter().map(|&v| on_grid(v, base, step).unwrap_or(if v > base { i16::MAX } else { i16::MIN })).collect();
+        let steps = values
+            .iter()
+            .map(|&v| on_grid(v, base, step).unwrap_or(if v > base { i16::MAX } else { i16::MIN }))
+            .collect();
         Window::Grid { base, step, steps }
     }
 }
@@ -225,5 +239,18 @@ mod tests {
         let back: Window = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, window);
         assert!(postcard::from_bytes::<Window>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(back.is_sound());
+    }
+
+    #[test]
+    fn a_window_no_push_could_make_is_unsound() {
+        let grid = |base: f64, step: f64| Window::Grid { base, step, steps: VecDeque::from([0, 1]) };
+        assert!(grid(1.0, 0.5).is_sound());
+        for bad in [grid(f64::NAN, 0.5), grid(f64::INFINITY, 0.5), grid(1.0, 0.0), grid(1.0, -0.5), grid(1.0, f64::NAN)]
+        {
+            assert!(!bad.is_sound(), "{bad:?}");
+        }
+        assert!(!Window::Raw(VecDeque::from([1.0, f32::NAN])).is_sound());
+        assert!(Window::Raw(VecDeque::from([f32::INFINITY])).is_sound(), "version 4 wrote these");
     }
 }

@@ -28,3 +28,46 @@ fn a_snapshot_configuration_is_checked_like_configure() {
     }
     assert_eq!(detector.snapshot(), before, "a refused snapshot changed the state");
 }
+
+/// Every byte of a real snapshot overwritten, in turn, with a few values: restore refuses it
+/// and keeps its state, or gives a detector that runs on and scores in [0, 1]. (A grid of NaN
+/// base or zero step in the window is refused by name.)
+#[test]
+fn any_corrupted_byte_of_a_snapshot_is_refused_or_harmless() {
+    use routewatch_plugin_sdk::{Batch, Output};
+    let feed = |detector: &mut Arima, from: usize, n: usize| {
+        let values: Vec<f64> = (from..from + n).map(|t| 10.0 + (t as f64 * 0.3).sin()).collect();
+        let ts: Vec<i64> = (from..from + n).map(|t| t as i64 * 60_000).collect();
+        let routers = vec![1; n];
+        let mut out = Output::default();
+        detector.process(&Batch::new(&routers, &ts, vec![("cpu_util", &values[..])]), &mut out).map(|_| out)
+    };
+    let mut original = Arima::default();
+    feed(&mut original, 0, 300).unwrap();
+    let good = original.snapshot();
+    let mut refused = 0;
+    for at in 1..good.len() {
+        for value in [0x00, 0xFF, 0x7F, good[at] ^ 0x01] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            let mut detector = Arima::default();
+            let before = detector.snapshot();
+            match detector.restore(&bad) {
+                Err(_) => {
+                    refused += 1;
+                    assert_eq!(detector.snapshot(), before, "a refused snapshot changed the state");
+                }
+                Ok(()) => {
+                    if let Ok(out) = feed(&mut detector, 300, 20) {
+                        assert!(
+                            out.scores.iter().all(|s| (0.0..=1.0).contains(s)),
+                            "byte {at} = {value}: {:?}",
+                            out.scores
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(refused > 0);
+}
