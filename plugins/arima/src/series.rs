@@ -44,15 +44,17 @@ struct Run {
     residual_sum: f64,
 }
 
+/// One series, with its refit window of type `W`: a [`Window`] now, single precision in
+/// snapshot version 4 ([`SeriesV4`]); the rest of the layout is the same in both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Series {
+pub struct SeriesOf<W> {
     last_ts: i64,
     /// Recent values in model space (observed minus `offset`), anomalies replaced by their
     /// forecasts so that one bad sample does not bend the next fit. Kept, and snapshotted,
     /// in one form (see [`Window`]): a restored series refits on exactly the numbers the
     /// uninterrupted one does (a refit on a shorter window after a restore once changed every
     /// score after it).
-    window: Window,
+    window: W,
     model: Option<Model>,
     /// Accumulated level shifts: the model follows `value - offset`.
     offset: f64,
@@ -79,24 +81,16 @@ impl Default for Series {
     }
 }
 
+/// A series as the detector keeps it.
+pub type Series = SeriesOf<Window>;
 /// A series as snapshot version 4 wrote it: its window in single precision, before any grid.
-#[derive(Deserialize)]
-pub struct SeriesV4 {
-    last_ts: i64,
-    history: VecDeque<f32>,
-    model: Option<Model>,
-    offset: f64,
-    judge: Judge,
-    spread: f64,
-    since_fit: usize,
-    run: Run,
-}
+pub type SeriesV4 = SeriesOf<VecDeque<f32>>;
 
 impl From<SeriesV4> for Series {
     /// The window stays raw until the next fit puts it on a grid.
     fn from(old: SeriesV4) -> Series {
-        let SeriesV4 { last_ts, history, model, offset, judge, spread, since_fit, run } = old;
-        Series { last_ts, window: Window::Raw(history), model, offset, judge, spread, since_fit, run }
+        let SeriesOf { last_ts, window, model, offset, judge, spread, since_fit, run } = old;
+        Series { last_ts, window: Window::Raw(window), model, offset, judge, spread, since_fit, run }
     }
 }
 
@@ -186,8 +180,7 @@ impl Series {
             return;
         }
         self.since_fit = 0;
-        let spread = standard_deviation(&self.window.values());
-        let history = self.window.regrid(spread);
+        let (history, spread) = self.window.regrid();
         let history = &history[..];
         let fit = match order {
             Some(order) => fit_order(history, order, Precision::Online),
@@ -208,12 +201,6 @@ impl Series {
 #[inline(always)]
 fn max(a: f64, b: f64) -> f64 {
     if a < b || a.is_nan() { b } else { a }
-}
-
-fn standard_deviation(values: &[f64]) -> f64 {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
 
 /// The scale a fresh model starts from: MAD of its residuals, or their mean absolute value

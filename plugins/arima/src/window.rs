@@ -107,15 +107,17 @@ impl Window {
         }
     }
 
-    /// Re-grids the window for a fit on data of this spread (centred on its mean), and
-    /// returns the samples the fit is to read.
-    pub fn regrid(&mut self, spread: f64) -> Vec<f64> {
+    /// Re-grids the window for a fit, by the spread (standard deviation) of its samples, and
+    /// returns the samples the fit is to read, with that spread.
+    pub fn regrid(&mut self) -> (Vec<f64>, f64) {
         let values = self.values();
-        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let spread = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         let scale = if spread > 0.0 && spread.is_finite() { spread } else { mean.abs() };
         let step = if scale > 0.0 && scale.is_finite() { power_of_two_below(scale / STEPS_PER_SPREAD) } else { 1.0 };
         *self = Window::fitted(&values, step);
-        self.values()
+        (self.values(), spread)
     }
 
     /// A grid holding `values`, with a step of at least `step` (doubled until every value is
@@ -189,8 +191,8 @@ mod tests {
         for &v in &raw {
             window.push(v, 240);
         }
-        let spread = 3.0 / 2f64.sqrt();
-        let gridded = window.regrid(spread);
+        let (gridded, spread) = window.regrid();
+        assert!((spread - 3.0 / 2f64.sqrt()).abs() < 0.1, "{spread}");
         for (a, b) in raw.iter().zip(&gridded) {
             assert!((a - b).abs() <= spread / STEPS_PER_SPREAD, "{a} became {b}");
         }
@@ -203,7 +205,7 @@ mod tests {
         for i in 0..100 {
             window.push(f64::from(i % 7), 100);
         }
-        window.regrid(2.0);
+        window.regrid();
         window.push(1e9, 100);
         let values = window.values();
         assert_eq!(values.len(), 100);
@@ -218,7 +220,7 @@ mod tests {
             for _ in 0..50 {
                 window.push(value, 50);
             }
-            let values = window.regrid(0.0);
+            let (values, _) = window.regrid();
             assert!(values.iter().all(|v| v.is_finite()), "{value}: {values:?}");
             window.push(f64::NAN, 50);
             window.push(-value, 50);
@@ -233,7 +235,7 @@ mod tests {
         for i in 0..240 {
             window.push(f64::from(i) * 0.1, 240);
         }
-        window.regrid(6.9);
+        window.regrid();
         let bytes = postcard::to_allocvec(&window).unwrap();
         assert!(bytes.len() <= 2 * 240 + 20, "{} bytes", bytes.len());
         let back: Window = postcard::from_bytes(&bytes).unwrap();

@@ -30,8 +30,8 @@ fn a_snapshot_configuration_is_checked_like_configure() {
 }
 
 /// Every byte of a real snapshot overwritten, in turn, with a few values: restore refuses it
-/// and keeps its state, or gives a detector that runs on and scores in [0, 1]. (A grid of NaN
-/// base or zero step in the window is refused by name.)
+/// and keeps its state, or gives a detector that runs on without panicking and scores in
+/// [0, 1]. (Which windows are refused is `window.rs`'s unit tests' business.)
 #[test]
 fn any_corrupted_byte_of_a_snapshot_is_refused_or_harmless() {
     use routewatch_plugin_sdk::{Batch, Output};
