@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/consequences", get(list_consequences))
         .route("/faults", get(list_faults).post(inject_fault))
         .route("/faults/{id}", get(get_fault).delete(clear_fault))
+        .route("/sites/{site}/faults", post(inject_site_fault))
         .route("/changes", get(list_changes))
         .route("/config", get(get_config).patch(patch_config))
         .fallback(not_found)
@@ -76,9 +77,10 @@ pub enum ApiError {
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::UnknownRouter(_) | EngineError::UnknownFault(_) | EngineError::UnknownActionId(_) => {
-                ApiError::NotFound(err.to_string())
-            }
+            EngineError::UnknownRouter(_)
+            | EngineError::UnknownFault(_)
+            | EngineError::UnknownSite { .. }
+            | EngineError::UnknownActionId(_) => ApiError::NotFound(err.to_string()),
             EngineError::FaultEnded(_) | EngineError::Busy { .. } => ApiError::Conflict(err.to_string()),
             EngineError::UnknownAction { .. } => ApiError::UnknownAction(err.to_string()),
             EngineError::Invalid { .. } => ApiError::BadRequest(err.to_string()),
@@ -383,6 +385,17 @@ async fn inject_fault(
 ) -> ApiResult<(StatusCode, Json<FaultView>)> {
     let view = lock(&s.engine).inject(&req)?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `POST /sites/{site}/faults`: the same fault on every router of a site (no `router` in the
+/// body); one fault each, all in the ground truth.
+async fn inject_site_fault(
+    State(s): State<AppState>,
+    ApiPath(site): ApiPath<String>,
+    ApiJson(req): ApiJson<FaultRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let faults = lock(&s.engine).inject_site(&site, &req)?;
+    Ok((StatusCode::CREATED, Json(json!({ "site": site, "faults": faults }))))
 }
 
 async fn get_fault(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<FaultView>> {

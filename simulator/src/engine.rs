@@ -80,6 +80,8 @@ pub enum EngineError {
     UnknownRouter(String),
     #[error("fault {0:?} does not exist")]
     UnknownFault(String),
+    #[error("site {given:?} has no routers in this fleet (its sites: {sites})")]
+    UnknownSite { given: String, sites: String },
     #[error("fault {0} has already ended")]
     FaultEnded(String),
     #[error("{field} is invalid: {reason}")]
@@ -95,6 +97,30 @@ pub enum EngineError {
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
     EngineError::Invalid { field, reason: reason.into() }
+}
+
+/// A requested fault's length (ms) and magnitude, the kind's defaults where absent.
+fn checked_strength(req: &FaultRequest) -> Result<(i64, f64), EngineError> {
+    let spec = faults::spec(req.kind);
+    let duration_s = match req.duration_s {
+        Some(d) if !d.is_finite() || d <= 0.0 => {
+            return Err(invalid("duration_s", format!("{d} must be a positive number of seconds")));
+        }
+        Some(d) if d > 7.0 * 86_400.0 => {
+            return Err(invalid("duration_s", format!("{d} is over 7 days")));
+        }
+        Some(d) => d,
+        None => (spec.random_duration_s.0 + spec.random_duration_s.1) / 2.0,
+    };
+    let magnitude = req.magnitude.unwrap_or(spec.default_magnitude);
+    let (lo, hi) = spec.magnitude_limits;
+    if !(magnitude.is_finite() && magnitude > lo && magnitude <= hi) {
+        return Err(invalid(
+            "magnitude",
+            format!("{magnitude} is outside ({lo}, {hi}] for {} ({})", req.kind.name(), spec.magnitude_unit),
+        ));
+    }
+    Ok(((duration_s * 1000.0) as i64, magnitude))
 }
 
 impl RuntimeConfig {
@@ -374,39 +400,43 @@ impl Engine {
 
     /// Injects a fault that starts with the next sample.
     pub fn inject(&mut self, req: &FaultRequest) -> Result<FaultView, EngineError> {
-        let spec = faults::spec(req.kind);
         let index = match &req.router {
             Some(id) => self.lookup(id)?,
             None => self.rng.random_range(0..self.config.routers),
         };
-        let duration_s = match req.duration_s {
-            Some(d) if !d.is_finite() || d <= 0.0 => {
-                return Err(invalid("duration_s", format!("{d} must be a positive number of seconds")));
-            }
-            Some(d) if d > 7.0 * 86_400.0 => {
-                return Err(invalid("duration_s", format!("{d} is over 7 days")));
-            }
-            Some(d) => d,
-            None => (spec.random_duration_s.0 + spec.random_duration_s.1) / 2.0,
-        };
-        let magnitude = req.magnitude.unwrap_or(spec.default_magnitude);
-        let (lo, hi) = spec.magnitude_limits;
-        if !(magnitude.is_finite() && magnitude > lo && magnitude <= hi) {
-            return Err(invalid(
-                "magnitude",
-                format!("{magnitude} is outside ({lo}, {hi}] for {} ({})", req.kind.name(), spec.magnitude_unit),
-            ));
+        let (duration_ms, magnitude) = checked_strength(req)?;
+        Ok(self.start_api_fault(req.kind, index, duration_ms, magnitude))
+    }
+
+    /// Injects the same fault on every router of `site`, all starting with the next sample:
+    /// what a problem the routers share (an upstream link, the site's power or cooling) looks
+    /// like. `req.router` must be absent.
+    pub fn inject_site(&mut self, site: &str, req: &FaultRequest) -> Result<Vec<FaultView>, EngineError> {
+        if req.router.is_some() {
+            return Err(invalid("router", "a site fault goes to every router of the site: leave router out"));
         }
+        let routers: Vec<u32> = self.fleet.profiles().iter().filter(|p| p.site == site).map(|p| p.index).collect();
+        if routers.is_empty() {
+            let mut sites: Vec<&str> = self.fleet.profiles().iter().map(|p| p.site).collect();
+            sites.sort_unstable();
+            sites.dedup();
+            return Err(EngineError::UnknownSite { given: site.chars().take(64).collect(), sites: sites.join(", ") });
+        }
+        let (duration_ms, magnitude) = checked_strength(req)?;
+        Ok(routers.into_iter().map(|index| self.start_api_fault(req.kind, index, duration_ms, magnitude)).collect())
+    }
+
+    fn start_api_fault(&mut self, kind: FaultKind, index: u32, duration_ms: i64, magnitude: f64) -> FaultView {
         let start = self.next_ts();
-        Ok(self.faults.start(NewFault {
-            kind: req.kind,
+        self.faults.start(NewFault {
+            kind,
             router_index: index,
             router: &self.fleet.profiles()[index as usize].id,
             start,
-            duration_ms: (duration_s * 1000.0) as i64,
+            duration_ms,
             magnitude,
             source: Source::Api,
-        }))
+        })
     }
 
     /// Ends a fault: the next sample is free of it.

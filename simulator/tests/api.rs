@@ -181,6 +181,43 @@ async fn inject_list_get_and_clear_faults() {
 }
 
 #[tokio::test]
+async fn a_site_fault_starts_on_every_router_of_the_site_and_bad_ones_are_refused() {
+    let s = sim(200, 2000);
+    let site = lock(&s.engine).profile("rtr-000007").unwrap().site;
+    let members: Vec<String> = (0..200)
+        .map(|i| format!("rtr-{i:06}"))
+        .filter(|id| lock(&s.engine).profile(id).unwrap().site == site)
+        .collect();
+    assert!(members.len() >= 2, "a 200-router fleet has several routers at {site}");
+
+    let body = json!({"kind": "packet-loss", "duration_s": 120});
+    let (status, v) = s.call(Method::POST, &format!("/sites/{site}/faults"), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["site"], site);
+    let faults: Vec<FaultEvent> = serde_json::from_value(v["faults"].clone()).unwrap();
+    let mut routers: Vec<String> = faults.iter().map(|f| f.router.clone()).collect();
+    routers.sort();
+    assert_eq!(routers, members, "one fault on each router of the site, none elsewhere");
+    assert!(faults.iter().all(|f| f.start == START + 1000 && f.end == START + 1000 + 120_000), "all start together");
+    let (_, list) = s.get("/faults?active=true&kind=packet-loss").await;
+    assert_eq!(list["total"], members.len(), "each one is in the ground truth");
+
+    let post = |uri: &'static str, body: Value, status, needle: &'static str| {
+        let s = &s;
+        async move { s.expect_error(Method::POST, uri, Some(body), status, needle).await }
+    };
+    post("/sites/atlantis/faults", json!({"kind": "packet-loss"}), StatusCode::NOT_FOUND, "no routers").await;
+    post("/sites/atlantis/faults", json!({"kind": "packet-loss"}), StatusCode::NOT_FOUND, site).await;
+    let bad = json!({"kind": "packet-loss", "router": "rtr-000001"});
+    post("/sites/fra1/faults", bad, StatusCode::BAD_REQUEST, "leave router out").await;
+    post("/sites/fra1/faults", json!({"kind": "packet-loss", "magnitude": 3.0}), StatusCode::BAD_REQUEST, "magnitude")
+        .await;
+    post("/sites/fra1/faults", json!({"kind": "meteor-strike"}), StatusCode::BAD_REQUEST, "meteor-strike").await;
+    let (_, list) = s.get("/faults?active=true").await;
+    assert_eq!(list["total"], members.len(), "a refused request starts nothing");
+}
+
+#[tokio::test]
 async fn bad_fault_requests_are_refused_with_reasons() {
     let s = sim(20, 2000);
     let post = |body: Value, status, needle: &'static str| {
