@@ -75,42 +75,71 @@ pub fn state_producer(config: &HostConfig, timeout: Duration) -> anyhow::Result<
     client.create().context("creating the Kafka state producer")
 }
 
-/// Creates the topics this host uses if they are missing.
-pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(config, &[]).create().context("creating the admin client")?;
+/// A topic this host uses: its name, partition count and topic-level settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub settings: Vec<(&'static str, String)>,
+}
+
+impl TopicSpec {
+    fn new(name: &str, partitions: i32) -> TopicSpec {
+        TopicSpec { name: name.to_owned(), partitions, settings: Vec::new() }
+    }
+
+    fn set(mut self, key: &'static str, value: impl Into<String>) -> TopicSpec {
+        self.settings.push((key, value.into()));
+        self
+    }
+}
+
+/// Every topic `config` makes this host read or write: the one list that topic creation
+/// (here) and the demo's in-process cluster both take.
+pub fn topics(config: &HostConfig) -> Vec<TopicSpec> {
     let retention = (config.retention_hours * 3_600_000).to_string();
-    let replication = || TopicReplication::Fixed(config.replication);
+    let stream = |name: &str| TopicSpec::new(name, config.partitions).set("retention.ms", &retention);
     let mut topics = vec![
-        NewTopic::new(&config.metrics_topic, config.partitions, replication()).set("retention.ms", &retention),
-        NewTopic::new(&config.anomalies_topic, config.partitions, replication()).set("retention.ms", &retention),
-        NewTopic::new(&config.dlq_topic, config.partitions, replication()).set("retention.ms", &retention),
+        stream(&config.metrics_topic),
+        stream(&config.anomalies_topic),
+        stream(&config.dlq_topic),
+        // The latest state of each incident, by id: compaction keeps it and drops the rest.
+        TopicSpec::new(&config.incidents_topic, config.partitions).set("cleanup.policy", "compact"),
+        // Training data: kept for good.
+        TopicSpec::new(&config.feedback_topic, 1).set("retention.ms", "-1"),
+        // Acknowledgements: the latest of each incident's.
+        TopicSpec::new(&config.acks_topic, 1).set("cleanup.policy", "compact"),
+        // The self-healing audit trail: kept for good, every change of every action.
+        TopicSpec::new(&config.actions_topic, 1).set("retention.ms", "-1"),
         // One compacted record per partition, possibly large (a partition's detector state).
         // Hourly segments, so that compaction (which never touches the active segment) keeps
         // the topic near one record per partition rather than a week of snapshots.
-        // The latest state of each incident, by id: compaction keeps it and drops the rest.
-        NewTopic::new(&config.incidents_topic, config.partitions, replication()).set("cleanup.policy", "compact"),
-        // Training data: kept for good.
-        NewTopic::new(&config.feedback_topic, 1, replication()).set("retention.ms", "-1"),
-        // Acknowledgements: the latest of each incident's.
-        NewTopic::new(&config.acks_topic, 1, replication()).set("cleanup.policy", "compact"),
-        // The self-healing audit trail: kept for good, every change of every action.
-        NewTopic::new(&config.actions_topic, 1, replication()).set("retention.ms", "-1"),
-        NewTopic::new(&config.state_topic, 1, replication())
+        TopicSpec::new(&config.state_topic, 1)
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", "67108864")
             .set("segment.ms", "3600000"),
     ];
     if config.runs_sites() {
         // Router incidents by site: a stream, kept like the metrics.
-        topics
-            .push(NewTopic::new(&config.site_topic, config.partitions, replication()).set("retention.ms", &retention));
+        topics.push(stream(&config.site_topic));
         // The latest state of each site incident, by id.
-        topics.push(
-            NewTopic::new(&config.site_incidents_topic, config.partitions, replication())
-                .set("cleanup.policy", "compact"),
-        );
+        topics.push(TopicSpec::new(&config.site_incidents_topic, config.partitions).set("cleanup.policy", "compact"));
     }
+    topics
+}
+
+/// Creates the topics this host uses ([`topics`]) if they are missing.
+pub fn ensure_topics(config: &HostConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(config, &[]).create().context("creating the admin client")?;
+    let specs = topics(config);
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(config.replication));
+            spec.settings.iter().fold(topic, |topic, (key, value)| topic.set(key, value))
+        })
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics(&topics, &options)).context("creating topics")?;
     for result in results {

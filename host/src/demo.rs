@@ -12,7 +12,7 @@ use clap::Args;
 use rdkafka::mocking::MockCluster;
 use routewatch_host::replay::format_ts;
 use routewatch_host::{Host, HostConfig};
-use routewatch_incidents::{Change, IncidentUpdate};
+use routewatch_incidents::{Change, IncidentUpdate, SiteChange, SiteUpdate};
 use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Args)]
@@ -49,14 +49,8 @@ pub struct DemoArgs {
     anomalies: bool,
 }
 
-const TOPICS: [&str; 6] = [
-    "router-metrics",
-    "router-faults",
-    "router-anomalies",
-    "router-incidents",
-    "router-metrics-dlq",
-    "routewatch-state",
-];
+/// The simulator's ground truth, beside the host's own topics.
+const FAULTS_TOPIC: &str = "router-faults";
 
 /// The simulator's sampling interval in the demo.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -64,17 +58,6 @@ const SAMPLE: Duration = Duration::from_secs(1);
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let brokers = cluster.bootstrap_servers();
-    for topic in TOPICS {
-        let partitions = if topic == "routewatch-state" { 1 } else { args.partitions };
-        cluster.create_topic(topic, partitions, 1).with_context(|| format!("creating {topic}"))?;
-    }
-
-    let simulator = args
-        .simulator
-        .clone()
-        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("routewatch-sim"));
-    let mut sim = Simulator::start(&simulator, &brokers, &args)?;
-
     let mut config = HostConfig {
         brokers: brokers.clone(),
         group_id: "routewatch-demo".into(),
@@ -95,6 +78,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     config
         .plugin_config
         .insert("arima".into(), serde_json::json!({"warmup": args.warmup, "window": (args.warmup * 4).max(120)}));
+    // The mock cluster cannot create topics on request: the host's own list, made here.
+    let topics = routewatch_host::broker::topics(&config);
+    for (name, partitions) in topics.iter().map(|t| (t.name.as_str(), t.partitions)).chain([(FAULTS_TOPIC, 1)]) {
+        cluster.create_topic(name, partitions, 1).with_context(|| format!("creating {name}"))?;
+    }
+
+    let simulator = args
+        .simulator
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("routewatch-sim"));
+    let mut sim = Simulator::start(&simulator, &brokers, &args)?;
     let pipeline = Host::start(config)?;
 
     println!("routewatch demo: {} simulated routers, broker {brokers} (librdkafka mock cluster)", args.routers);
@@ -105,6 +99,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         args.simulator_listen
     );
     println!("                   -d '{FAULT_EXAMPLE}'");
+    println!(
+        "  or one at every router of a site: curl -X POST http://{}/sites/{SITE_EXAMPLE}/faults \\",
+        args.simulator_listen
+    );
+    println!("                   -H 'content-type: application/json' -d '{SITE_FAULT_EXAMPLE}'");
     println!(
         "  ARIMA warms up for {} s; incidents appear below{}. Ctrl-C stops.\n",
         args.warmup,
@@ -122,6 +121,28 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     pipeline.shutdown()?;
     drop(cluster);
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// One line per site incident change: when, what, the site, how bad, and its routers.
+fn site_line(update: &SiteUpdate) -> String {
+    let i = &update.incident;
+    let (at, change) = match update.change {
+        SiteChange::Opened => (i.opened, "opened"),
+        SiteChange::Updated => (i.opened, "updated"),
+        SiteChange::Resolved => (i.resolved.unwrap_or(i.opened), "resolved"),
+    };
+    let shown = i.routers.iter().take(4).map(String::as_str).collect::<Vec<_>>().join(", ");
+    let more = if i.routers.len() > 4 { format!(" and {} more", i.routers.len() - 4) } else { String::new() };
+    format!(
+        "{:<24} {:<9} {:<12} {:<8} {:<10} {} routers at once ({} still open), likely upstream: {shown}{more}",
+        format_ts(at),
+        change,
+        "SITE",
+        i.key,
+        i.severity.name(),
+        i.routers.len(),
+        i.open
+    )
 }
 
 /// One line per incident change: when, what, where, how bad, the probable cause and how sure.
@@ -163,6 +184,7 @@ fn incident_line(update: &IncidentUpdate) -> String {
 fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator, anomalies: bool) -> Result<()> {
     let mut live = pipeline.feed().subscribe();
     let mut incidents = pipeline.incidents().subscribe();
+    let mut sites = pipeline.incidents().subscribe_sites();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     crate::block_termination_signals(false);
     runtime.block_on(async {
@@ -173,6 +195,11 @@ fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator, anomalies: bool
                 update = incidents.recv() => match update {
                     Ok(update) => println!("{}", incident_line(&update)),
                     Err(RecvError::Lagged(n)) => println!("... {n} more incident changes"),
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                update = sites.recv() => match update {
+                    Ok(update) => println!("{}", site_line(&update)),
+                    Err(RecvError::Lagged(n)) => println!("... {n} more site incident changes"),
                     Err(RecvError::Closed) => return Ok(()),
                 },
                 event = live.recv(), if anomalies => match event {
@@ -237,6 +264,9 @@ impl Simulator {
 
 /// The fault the demo tells a newcomer to inject (the body of the simulator's `POST /faults`).
 const FAULT_EXAMPLE: &str = r#"{"kind":"cpu-runaway","router":"rtr-000001","duration_s":120}"#;
+/// The site fault it suggests (`POST /sites/{site}/faults`): upstream loss at one site.
+const SITE_EXAMPLE: &str = "fra1";
+const SITE_FAULT_EXAMPLE: &str = r#"{"kind":"packet-loss","duration_s":120}"#;
 
 #[cfg(test)]
 mod tests {
@@ -245,5 +275,21 @@ mod tests {
         let request: routewatch_simulator::engine::FaultRequest =
             serde_json::from_str(super::FAULT_EXAMPLE).expect("the simulator's own request type parses it");
         assert_eq!(request.duration_s, Some(120.0));
+        let request: routewatch_simulator::engine::FaultRequest =
+            serde_json::from_str(super::SITE_FAULT_EXAMPLE).expect("the site fault's body parses too");
+        assert!(request.router.is_none(), "a site fault names no router");
+    }
+
+    #[test]
+    fn the_site_the_demo_suggests_has_routers_in_its_fleet() {
+        let mut engine = routewatch_simulator::engine::Engine::new(
+            1,
+            routewatch_simulator::engine::RuntimeConfig { routers: 1000, ..Default::default() },
+            0,
+        )
+        .expect("the demo's fleet");
+        let request = serde_json::from_str(super::SITE_FAULT_EXAMPLE).unwrap();
+        let faults = engine.inject_site(super::SITE_EXAMPLE, &request).expect("the site exists");
+        assert!(faults.len() >= 3, "enough routers for a site incident: {}", faults.len());
     }
 }

@@ -85,6 +85,7 @@ pub struct IncidentBook {
     acks: Mutex<HashMap<String, Ack>>,
     sites: Mutex<HashMap<String, SiteEntry>>,
     live: tokio::sync::broadcast::Sender<IncidentUpdate>,
+    live_sites: tokio::sync::broadcast::Sender<SiteUpdate>,
 }
 
 impl Default for IncidentBook {
@@ -94,6 +95,7 @@ impl Default for IncidentBook {
             acks: Mutex::new(HashMap::new()),
             sites: Mutex::new(HashMap::new()),
             live: tokio::sync::broadcast::channel(4096).0,
+            live_sites: tokio::sync::broadcast::channel(1024).0,
         }
     }
 }
@@ -223,6 +225,8 @@ impl IncidentBook {
                 }
             }
             sites.insert(incident.id.clone(), SiteEntry { incident, partition });
+            // Nobody listening is fine.
+            let _ = self.live_sites.send(update.clone());
         }
     }
 
@@ -244,6 +248,11 @@ impl IncidentBook {
     /// Every change from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<IncidentUpdate> {
         self.live.subscribe()
+    }
+
+    /// Every site incident change from now on.
+    pub fn subscribe_sites(&self) -> tokio::sync::broadcast::Receiver<SiteUpdate> {
+        self.live_sites.subscribe()
     }
 }
 
@@ -275,6 +284,7 @@ impl AckFollower {
         let thread = std::thread::Builder::new()
             .name("acks".into())
             .spawn(move || {
+                let mut broker_errors = Throttled::new(ACK_ERROR_LOG_INTERVAL);
                 while !flag.load(Ordering::Acquire) {
                     match consumer.poll(Duration::from_millis(200)) {
                         Some(Ok(message)) => match message.payload().filter(|p| p.len() <= MAX_ACK_RECORD_BYTES) {
@@ -290,7 +300,7 @@ impl AckFollower {
                                 "skipping an empty or oversized acknowledgement"
                             ),
                         },
-                        Some(Err(err)) => tracing::warn!("acks topic: {err}"),
+                        Some(Err(err)) => broker_errors.warn(&err),
                         None => {}
                     }
                 }
@@ -306,6 +316,40 @@ impl Drop for AckFollower {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// At most one warning this often about the acks topic: a broker that is down answers every
+/// poll (five a second) with an error, which would drown the log.
+const ACK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A warning logged at most once per interval, with how many like it were held back.
+struct Throttled {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl Throttled {
+    fn new(every: Duration) -> Throttled {
+        Throttled { every, last: None, held_back: 0 }
+    }
+
+    fn warn(&mut self, err: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            self.held_back += 1;
+            return;
+        }
+        tracing::warn!(held_back = self.held_back, "acks topic: {err}");
+        self.last = Some(now);
+        self.held_back = 0;
+    }
+
+    /// Whether the next warning would be logged (for the tests).
+    #[cfg(test)]
+    fn would_log(&self) -> bool {
+        self.last.is_none_or(|last| last.elapsed() >= self.every)
     }
 }
 
@@ -381,5 +425,21 @@ mod tests {
         let all = book.list(usize::MAX, |_| true);
         assert_eq!(all.len(), MAX_INCIDENTS);
         assert!(all.iter().all(|e| e.incident.router != "resolved"));
+    }
+
+    #[test]
+    fn a_broker_that_stays_down_is_warned_about_once_per_interval() {
+        let mut throttled = Throttled::new(Duration::from_millis(300));
+        let err = "all brokers down";
+        throttled.warn(&err);
+        for _ in 0..25 {
+            throttled.warn(&err);
+        }
+        assert_eq!(throttled.held_back, 25, "the polls after the first within the interval are held back");
+        assert!(!throttled.would_log());
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(throttled.would_log());
+        throttled.warn(&err);
+        assert_eq!(throttled.held_back, 0, "the next warning says how many were held back, and the count starts over");
     }
 }
