@@ -18,23 +18,35 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-/// Plugin crates built as Wasm components. The testing ones are deliberately broken detectors
-/// that the host's containment tests load.
-const PLUGINS: &[&str] = &[
-    "routewatch-arima",
-    "routewatch-test-evil",
-    "routewatch-test-wrong-world",
-    "routewatch-test-wrong-version",
-    "routewatch-test-impostor",
-    "routewatch-test-bloated",
-    "routewatch-test-calibrate-only",
-    "routewatch-test-classifier",
-    "routewatch-lstm",
-    "routewatch-seasonal",
-    "routewatch-fleet-outlier",
-    "routewatch-changepoint",
-    "routewatch-classifier-forest",
-];
+/// The workspace's plugin crates, built as Wasm components: every package with a `cdylib`
+/// target, read from `cargo metadata`, so that a new plugin needs no line here. The testing
+/// ones among them are deliberately broken detectors that the host's containment tests load.
+fn plugin_packages() -> Result<Vec<String>> {
+    let output =
+        cargo(&["metadata", "--no-deps", "--format-version", "1"]).output().context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    let is_component = |package: &serde_json::Value| {
+        package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|target| target["crate_types"].as_array().into_iter().flatten().any(|kind| kind == "cdylib"))
+    };
+    let plugins: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|package| is_component(package))
+        .filter_map(|package| package["name"].as_str().map(String::from))
+        .collect();
+    if plugins.is_empty() {
+        bail!("cargo metadata lists no plugin crate (a package with a cdylib target)");
+    }
+    Ok(plugins)
+}
 
 /// The default set (the detectors the demo runs), by component file stem.
 fn default_plugins(root: &Path) -> Result<Vec<String>> {
@@ -142,8 +154,8 @@ fn main() -> Result<()> {
 fn build() -> Result<()> {
     ensure_wasm_target()?;
     let mut plugins = cargo(&["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
-    for plugin in PLUGINS {
-        plugins.args(["-p", plugin]);
+    for plugin in plugin_packages()? {
+        plugins.args(["-p", &plugin]);
     }
     run(&mut plugins)?;
     run(&mut cargo(&["build", "--release", "-p", "routewatch-host", "-p", "routewatch-simulator"]))

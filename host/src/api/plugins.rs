@@ -94,26 +94,9 @@ pub async fn upload(
         ),
         None => None,
     };
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("uploads are capped at {} bytes (max_upload_mib)", state.max_upload),
-        )
-    };
-    // An announced length over the cap is refused before a byte of the body is kept.
-    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if announced.is_some_and(|length| length > state.max_upload) {
-        super::auth::drain(request.into_body()).await;
-        return Err(too_large());
-    }
-    // The body is read up to the cap; past it, the rest is drained (so the client reads the
-    // 413 rather than a reset connection) and nothing is kept.
-    let body = match read_capped(request.into_body(), state.max_upload).await {
-        Ok(body) => body,
-        Err(Some(err)) => return Err(ApiError::bad_request(format!("reading the upload: {err}"))),
-        Err(None) => return Err(too_large()),
-    };
+    // Refused before a byte is kept when the announced length is over the cap, else read up
+    // to the cap; the rest is drained, so the client reads the 413 rather than a reset.
+    let body = capped_body(request, state.max_upload, "an upload (max_upload_mib)").await?;
     if body.is_empty() {
         return Err(ApiError::bad_request("the body must be a Wasm component; it is empty"));
     }
@@ -124,8 +107,6 @@ pub async fn upload(
     Ok((code, Json(status)).into_response())
 }
 
-/// The body, if it holds at most `cap` bytes; `Err(None)` when it holds more (the rest is
-/// drained), `Err(Some(..))` when it could not be read.
 /// A request's body, `what` in errors: a JSON 413 past `cap` bytes (announced or sent), never
 /// buffered whole, and a 400 when it cannot be read.
 pub(super) async fn capped_body(request: Request, cap: usize, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -143,6 +124,8 @@ pub(super) async fn capped_body(request: Request, cap: usize, what: &str) -> Res
     }
 }
 
+/// The body, if it holds at most `cap` bytes; `Err(None)` when it holds more (the rest is
+/// drained), `Err(Some(..))` when it could not be read.
 async fn read_capped(body: axum::body::Body, cap: usize) -> Result<Vec<u8>, Option<axum::Error>> {
     use http_body_util::BodyExt;
     let mut body = body;
