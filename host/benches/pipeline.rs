@@ -73,11 +73,17 @@ fn main() {
     if let Ok(spec) = std::env::var(PRODUCER_ENV) {
         return produce_process(&spec);
     }
+    // `cargo bench -p routewatch-host --bench pipeline -- kafka` runs only the setups whose
+    // name holds one of the words given; such a partial run prints, and writes nothing.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let load = common::load_average();
     let mut rows = String::new();
     let mut split = String::new();
     for setup in SETUPS {
         let name = format!("{}, {}", setup.broker.name(), setup.guarantee());
+        if !filters.is_empty() && !filters.iter().any(|f| name.to_lowercase().contains(&f.to_lowercase())) {
+            continue;
+        }
         let mut runs: Vec<Run> = (0..RUNS).map(|_| throughput(setup)).collect();
         for run in &runs {
             eprintln!("{name}: throughput: {} records in {:?}: {:.0} records/s", run.records, run.elapsed, run.rate());
@@ -131,8 +137,12 @@ fn main() {
         kafka = routewatch_testkit::KAFKA_VERSION,
     );
     println!("{report}");
-    if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
-        common::write_section(Path::new(&path), "## Streaming pipeline", &report).expect("writing BENCHMARKS.md");
+    match std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
+        Some(_) if !filters.is_empty() => eprintln!("a partial run ({filters:?}): BENCHMARKS.md left as it is"),
+        Some(path) => {
+            common::write_section(Path::new(&path), "## Streaming pipeline", &report).expect("writing BENCHMARKS.md")
+        }
+        None => {}
     }
 }
 

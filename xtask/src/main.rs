@@ -108,7 +108,9 @@ fn main() -> Result<()> {
             let deploy_tools = prometheus::ensure_deploy_tools()?;
             // `cargo test` does not build benchmarks; build them so that one that no longer
             // compiles fails the test command, not the next `cargo xtask bench`.
-            run(&mut cargo(&["bench", "--workspace", "--no-run"]))?;
+            // Only the bench targets: `--workspace` alone also builds every library's unit tests
+            // in the bench profile, which `cargo test --release` then builds again.
+            run(&mut cargo(&["bench", "--workspace", "--bench", "*", "--no-run"]))?;
             let mut cmd = cargo(&["test", "--release", "--workspace"]);
             cmd.env("ROUTEWATCH_TANSU", &tansu).env("ROUTEWATCH_KAFKA_HOME", &kafka).envs(deploy_tools).args(&args);
             run(&mut cmd)
