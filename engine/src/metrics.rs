@@ -278,6 +278,8 @@ pub struct Metrics {
     pub site_incidents_opened: Counter,
     /// `routewatch_site_incidents_resolved_total`: Site incidents resolved (every router incident in them resolved).
     pub site_incidents_resolved: Counter,
+    /// `routewatch_site_incidents_reopened_total`: Site incidents reopened because one of their router incidents reopened.
+    pub site_incidents_reopened: Counter,
     /// `routewatch_site_records_rejected_total`: Records of the site topic that were not router incident updates, by reason (skipped).
     pub site_records_rejected: Family<ReasonLabels, Counter>,
     /// `routewatch_classifier_failures_total`: Classifier calls that failed (the incidents keep their previous cause).
@@ -471,6 +473,12 @@ impl Default for Metrics {
             "Site incidents resolved (every router incident in them resolved)",
             site_incidents_resolved.clone(),
         );
+        let site_incidents_reopened = Counter::default();
+        registry.register(
+            "site_incidents_reopened",
+            "Site incidents reopened because one of their router incidents reopened",
+            site_incidents_reopened.clone(),
+        );
         let site_records_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "site_records_rejected",
@@ -623,6 +631,7 @@ impl Default for Metrics {
             incidents_resolved,
             site_incidents_open,
             site_incidents_opened,
+            site_incidents_reopened,
             site_incidents_resolved,
             site_records_rejected,
             classifier_failures,

@@ -130,6 +130,7 @@ fn site_line(update: &SiteUpdate) -> String {
         SiteChange::Opened => (i.opened, "opened"),
         SiteChange::Updated => (i.opened, "updated"),
         SiteChange::Resolved => (i.resolved.unwrap_or(i.opened), "resolved"),
+        SiteChange::Reopened => (i.opened, "reopened"),
     };
     let shown = i.routers.iter().take(4).map(String::as_str).collect::<Vec<_>>().join(", ");
     let more = if i.routers.len() > 4 { format!(" and {} more", i.routers.len() - 4) } else { String::new() };
@@ -185,20 +186,32 @@ fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator, anomalies: bool
     let mut live = pipeline.feed().subscribe();
     let mut incidents = pipeline.incidents().subscribe();
     let mut sites = pipeline.incidents().subscribe_sites();
+    // A site incident changes once per router that joins or leaves: the demo prints its
+    // latest state once a second instead, and its opening and resolution at once.
+    let mut site_changes: std::collections::BTreeMap<String, SiteUpdate> = Default::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     crate::block_termination_signals(false);
     runtime.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // SIGTERM stops the demo as Ctrl-C does, so that its simulator stops with it.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
                 update = incidents.recv() => match update {
                     Ok(update) => println!("{}", incident_line(&update)),
                     Err(RecvError::Lagged(n)) => println!("... {n} more incident changes"),
                     Err(RecvError::Closed) => return Ok(()),
                 },
                 update = sites.recv() => match update {
-                    Ok(update) => println!("{}", site_line(&update)),
+                    Ok(update) if update.change == SiteChange::Updated => {
+                        site_changes.insert(update.incident.id.clone(), update);
+                    }
+                    Ok(update) => {
+                        site_changes.remove(&update.incident.id);
+                        println!("{}", site_line(&update));
+                    }
                     Err(RecvError::Lagged(n)) => println!("... {n} more site incident changes"),
                     Err(RecvError::Closed) => return Ok(()),
                 },
@@ -211,6 +224,9 @@ fn print_until_interrupted(pipeline: &Host, sim: &mut Simulator, anomalies: bool
                     Err(RecvError::Closed) => return Ok(()),
                 },
                 _ = tick.tick() => {
+                    for update in std::mem::take(&mut site_changes).into_values() {
+                        println!("{}", site_line(&update));
+                    }
                     if let Some(status) = sim.exited() {
                         anyhow::bail!("the simulator stopped ({status}); see its log at {}", sim.log.display());
                     }
@@ -250,7 +266,11 @@ impl Simulator {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Stops the simulator (once; stopping a stopped one does nothing).
     fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
         // SIGTERM lets it flush; it has a few seconds before it is killed.
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -259,6 +279,14 @@ impl Simulator {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Simulator {
+    /// A demo that fails after starting its simulator (the host refused to start, say) does
+    /// not leave it running.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

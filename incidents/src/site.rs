@@ -28,6 +28,11 @@ pub struct SiteConfig {
     /// How close the onsets must be, in samples of `interval_ms`: "at once".
     pub onset_window_samples: u32,
     pub interval_ms: i64,
+    /// A resolved site incident comes back, the same incident, when one of its own router
+    /// incidents reopens within this many samples of its resolution (the router stage reopens
+    /// an incident within its reopen or recall period): a fault that goes quiet and then ends
+    /// is one site incident, not two.
+    pub reopen_samples: u32,
     /// Groups (sites) the stage tracks at once; router incidents of further groups are not
     /// grouped (counted in [`SiteStage::refused`]).
     pub max_groups: usize,
@@ -42,6 +47,8 @@ impl Default for SiteConfig {
             min_routers: 3,
             onset_window_samples: 10,
             interval_ms: 60_000,
+            // The router stage's default recall period.
+            reopen_samples: 480,
             max_groups: 100_000,
             max_members: 10_000,
         }
@@ -64,6 +71,10 @@ impl SiteConfig {
 
     fn window_ms(&self) -> i64 {
         i64::from(self.onset_window_samples).saturating_mul(self.interval_ms)
+    }
+
+    fn reopen_ms(&self) -> i64 {
+        i64::from(self.reopen_samples).saturating_mul(self.interval_ms)
     }
 }
 
@@ -98,6 +109,9 @@ pub enum SiteChange {
     Updated,
     /// Every router incident in it resolved.
     Resolved,
+    /// Resolved, and back within `reopen_samples` because one of its router incidents
+    /// reopened: the same id, open again.
+    Reopened,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +132,9 @@ struct Group {
     /// Open router incidents, by id.
     members: BTreeMap<String, Member>,
     incident: Option<SiteIncident>,
+    /// The group's last resolved site incident, while it may still reopen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolved: Option<SiteIncident>,
 }
 
 /// The site stage of one partition of the site-keyed topic (see the crate docs).
@@ -173,7 +190,7 @@ impl SiteStage {
             if inc.state != State::Open {
                 return Vec::new();
             }
-            if self.groups.len() >= self.config.max_groups {
+            if self.groups.len() >= self.config.max_groups && !self.forget_a_resolved_group() {
                 self.refused += 1;
                 return Vec::new();
             }
@@ -203,18 +220,36 @@ impl SiteStage {
                         }
                         if site.incidents.contains(&inc.id) {
                             let severity = site.severity.max(inc.severity);
-                            changed |= severity != site.severity;
+                            let open = count_open(site, &group.members);
+                            // A router incident of its own that reopened is back in it.
+                            changed |= severity != site.severity || open != site.open;
                             site.severity = severity;
-                            site.open = count_open(site, &group.members);
+                            site.open = open;
                         }
                         if changed {
                             updates.push(SiteUpdate { change: SiteChange::Updated, incident: site.clone() });
                         }
                     }
                     None => {
-                        if let Some(site) = together(config, key, &group.members) {
+                        let now = inc.last_anomaly.max(inc.opened);
+                        let until = |site: &SiteIncident| {
+                            site.resolved.unwrap_or(site.opened).saturating_add(config.reopen_ms())
+                        };
+                        if group.resolved.as_ref().is_some_and(|site| now > until(site)) {
+                            group.resolved = None;
+                        }
+                        let back = group.resolved.as_ref().is_some_and(|site| site.incidents.contains(&inc.id));
+                        if let Some(mut site) = back.then(|| group.resolved.take()).flatten() {
+                            site.state = State::Open;
+                            site.resolved = None;
+                            site.severity = site.severity.max(inc.severity);
+                            site.open = count_open(&site, &group.members);
+                            updates.push(SiteUpdate { change: SiteChange::Reopened, incident: site.clone() });
+                            group.incident = Some(site);
+                        } else if let Some(site) = together(config, key, &group.members) {
                             updates.push(SiteUpdate { change: SiteChange::Opened, incident: site.clone() });
                             group.incident = Some(site);
+                            group.resolved = None;
                         }
                     }
                 }
@@ -229,17 +264,29 @@ impl SiteStage {
                         site.state = State::Resolved;
                         site.resolved = Some(inc.resolved.unwrap_or(inc.last_anomaly));
                         updates.push(SiteUpdate { change: SiteChange::Resolved, incident: site.clone() });
-                        group.incident = None;
+                        group.resolved = group.incident.take();
                     } else {
                         updates.push(SiteUpdate { change: SiteChange::Updated, incident: site.clone() });
                     }
                 }
             }
         }
-        if group.members.is_empty() && group.incident.is_none() {
+        if group.members.is_empty() && group.incident.is_none() && group.resolved.is_none() {
             self.groups.remove(key);
         }
         updates
+    }
+
+    /// Makes room for a new group: forgets the group whose site incident resolved longest
+    /// ago, if one holds nothing else (it would no longer reopen). Whether one was forgotten.
+    fn forget_a_resolved_group(&mut self) -> bool {
+        let idle = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.members.is_empty() && g.incident.is_none())
+            .min_by_key(|(_, g)| g.resolved.as_ref().and_then(|s| s.resolved))
+            .map(|(key, _)| key.clone());
+        idle.is_some_and(|key| self.groups.remove(&key).is_some())
     }
 
     /// The whole state, framed and versioned.
@@ -262,12 +309,14 @@ impl SiteStage {
             let bounded = short(&key)
                 && group.members.len() <= max
                 && group.members.iter().all(|(id, m)| short(id) && short(&m.router))
-                && group.incident.as_ref().is_none_or(|s| {
-                    s.incidents.len() <= max
-                        && s.routers.len() <= max
-                        && s.incidents.iter().chain(&s.routers).all(|x| short(x))
-                        && s.state == State::Open
-                        && s.key == key
+                && [(&group.incident, State::Open), (&group.resolved, State::Resolved)].iter().all(|(site, state)| {
+                    site.as_ref().is_none_or(|s| {
+                        s.incidents.len() <= max
+                            && s.routers.len() <= max
+                            && s.incidents.iter().chain(&s.routers).all(|x| short(x))
+                            && s.state == *state
+                            && s.key == key
+                    })
                 });
             if !bounded || stage.groups.insert(key, group).is_some() {
                 return Err(SnapshotError::Invalid("a group is out of bounds, resolved or twice".into()));
@@ -392,6 +441,45 @@ mod tests {
         // The last router (r4, last anomaly at 130) resolved when its quiet period passed.
         assert_eq!(resolved.last().unwrap().incident.resolved, Some(140 * M));
         assert_eq!(site.open().count(), 0);
+    }
+
+    /// A site's routers go quiet mid-fault (their incidents resolve), then one comes back:
+    /// the same site incident reopens, also after a restore, and not once its period passed.
+    #[test]
+    fn a_site_incident_whose_router_incident_reopens_comes_back_under_the_same_id() {
+        let run = |config: SiteConfig, restore_between: bool| {
+            let mut routers = RouterStage::new(RouterConfig::default()).unwrap();
+            let mut site = SiteStage::new(config.clone()).unwrap();
+            let mut out: Vec<SiteUpdate> = Vec::new();
+            for (router, minute) in [("r1", 100), ("r2", 101), ("r3", 102)] {
+                out.extend(
+                    routers.observe(&ev(router, "fra1", "loss_ratio", minute)).iter().flat_map(|u| site.observe(u)),
+                );
+            }
+            out.extend(routers.advance(150 * M).iter().flat_map(|u| site.observe(u)));
+            assert_eq!(out.first().map(|u| u.change), Some(SiteChange::Opened));
+            assert_eq!(out.last().map(|u| u.change), Some(SiteChange::Resolved));
+            if restore_between {
+                site = SiteStage::restore(config, &site.snapshot().unwrap()).unwrap();
+            }
+            // r2's incident resolved at 111; an anomaly at 125 is within its reopen period.
+            let back: Vec<SiteUpdate> =
+                routers.observe(&ev("r2", "fra1", "loss_ratio", 125)).iter().flat_map(|u| site.observe(u)).collect();
+            (out[0].incident.id.clone(), back)
+        };
+        for restore_between in [false, true] {
+            let (id, back) = run(SiteConfig::default(), restore_between);
+            assert_eq!(changes(&back), [SiteChange::Reopened], "restored between: {restore_between}");
+            let again = &back[0].incident;
+            assert_eq!(
+                (again.id.as_str(), again.state, again.resolved, again.open),
+                (id.as_str(), State::Open, None, 1)
+            );
+            assert_eq!(again.routers, ["r1", "r2", "r3"]);
+        }
+        // Past the site's reopen period the router's incident still reopens, alone: no site incident.
+        let (_, back) = run(SiteConfig { reopen_samples: 5, ..SiteConfig::default() }, false);
+        assert!(back.is_empty(), "{back:?}");
     }
 
     #[test]

@@ -259,6 +259,7 @@ impl SiteContext {
             let counter = match update.change {
                 SiteChange::Opened => &self.outputs.metrics.site_incidents_opened,
                 SiteChange::Resolved => &self.outputs.metrics.site_incidents_resolved,
+                SiteChange::Reopened => &self.outputs.metrics.site_incidents_reopened,
                 SiteChange::Updated => continue,
             };
             counter.inc();
