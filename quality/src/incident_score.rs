@@ -11,6 +11,8 @@
 //! * **Top-1 accuracy** of a kind: incidents labelled with the kind whose verdict (the
 //!   classifier's most likely cause, or `unknown` below its confidence threshold) is that
 //!   kind. `unknown` counts as wrong.
+//! * **Top-1 at the opening**: the same, with the verdict on the evidence the incident had when
+//!   it opened: the cause its first alert names (the host classifies again as evidence grows).
 //! * **Time to incident**: samples from the fault's start to the opening of its first
 //!   incident (0 if the incident opened on the first faulty sample or just before it).
 
@@ -52,6 +54,9 @@ struct Kind {
     absorbed: usize,
     incidents: usize,
     correct: usize,
+    /// Right on the evidence at the opening, and `unknown` there.
+    correct_at_opening: usize,
+    unknown_at_opening: usize,
     unknown: usize,
     delays: Vec<i64>,
 }
@@ -84,13 +89,23 @@ pub fn run(args: &QualityArgs) -> Result<()> {
         .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
     let mut instance = plugin.instantiate()?;
     instance.configure("{}")?;
+    // Each incident twice: on its final evidence, and on its evidence at the opening (the
+    // cause its first alert names).
     let mut verdicts = Vec::with_capacity(run.rows.len());
-    for chunk in run.rows.chunks(classifier::MAX_CLASSIFY_BATCH) {
-        let inputs: Vec<Features> =
-            chunk.iter().map(|r| Features { layout: FEATURE_LAYOUT_VERSION, values: r.features.clone() }).collect();
-        verdicts.extend(instance.classify(&inputs)?.into_iter().map(|c| c.verdict));
+    let mut first_verdicts = Vec::with_capacity(run.rows.len());
+    let evidences: [(fn(&incidents::Row) -> &Vec<f64>, &mut Vec<String>); 2] =
+        [(|r| &r.features, &mut verdicts), (|r| &r.at_opening, &mut first_verdicts)];
+    for (evidence, out) in evidences {
+        for chunk in run.rows.chunks(classifier::MAX_CLASSIFY_BATCH) {
+            let inputs: Vec<Features> = chunk
+                .iter()
+                .map(|r| Features { layout: FEATURE_LAYOUT_VERSION, values: evidence(r).clone() })
+                .collect();
+            out.extend(instance.classify(&inputs)?.into_iter().map(|c| c.verdict));
+        }
     }
-    let text = report(args, &run, &verdicts, &format!("{} {}", plugin.info().name, plugin.info().version));
+    let name = format!("{} {}", plugin.info().name, plugin.info().version);
+    let text = report(args, &run, &verdicts, &first_verdicts, &name);
     println!("{text}");
     if let Some(path) = &args.write {
         crate::report::replace_section(path, &heading(args), &text)?;
@@ -103,7 +118,13 @@ fn heading(args: &QualityArgs) -> String {
     format!("## Incident quality, {} profile", args.run.profile)
 }
 
-fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &str) -> String {
+fn report(
+    args: &QualityArgs,
+    run: &Run,
+    verdicts: &[String],
+    first_verdicts: &[String],
+    classifier_name: &str,
+) -> String {
     let interval = run.interval_ms;
     let mut kinds: BTreeMap<&'static str, Kind> = FaultKind::ALL.iter().map(|k| (k.name(), Kind::default())).collect();
     let in_window: Vec<_> = run.faults.iter().filter(|f| f.start >= run.from && f.start < run.to).collect();
@@ -111,7 +132,7 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
     let mut per_fault: HashMap<&str, usize> = HashMap::new();
     let mut confusion: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let (mut false_incidents, mut planned) = (0usize, 0usize);
-    for (row, verdict) in run.rows.iter().zip(verdicts) {
+    for ((row, verdict), first_verdict) in run.rows.iter().zip(verdicts).zip(first_verdicts) {
         match &row.fault {
             Some(id) => {
                 *per_fault.entry(id.as_str()).or_default() += 1;
@@ -120,6 +141,8 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
                 if let Some(k) = kinds.get_mut(row.label.as_str()) {
                     k.incidents += 1;
                     k.correct += usize::from(verdict == &row.label);
+                    k.correct_at_opening += usize::from(first_verdict == &row.label);
+                    k.unknown_at_opening += usize::from(first_verdict == classifier::UNKNOWN);
                     k.unknown += usize::from(verdict == classifier::UNKNOWN);
                 }
                 if let Some((kind, _)) = kinds.get_key_value(row.label.as_str()) {
@@ -157,6 +180,8 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
         t.absorbed += k.absorbed;
         t.incidents += k.incidents;
         t.correct += k.correct;
+        t.correct_at_opening += k.correct_at_opening;
+        t.unknown_at_opening += k.unknown_at_opening;
         t.unknown += k.unknown;
         t.delays.extend(&k.delays);
         t
@@ -231,26 +256,34 @@ fn report(args: &QualityArgs, run: &Run, verdicts: &[String], classifier_name: &
     );
     let _ = writeln!(
         out,
+        "| top-1 cause accuracy at the opening (the first alert's cause), all kinds | {:.3} (unknown: {:.3}) | - |",
+        ratio(total.correct_at_opening, total.incidents),
+        ratio(total.unknown_at_opening, total.incidents)
+    );
+    let _ = writeln!(
+        out,
         "| median time to incident (samples) | {} | <= {DELAY_TARGET} ({}) |\n",
         delay.map_or("-".into(), |d| format!("{d:.1}")),
         met(delay.is_some_and(|d| d <= DELAY_TARGET))
     );
     let _ = writeln!(
         out,
-        "| fault kind | faults | with an incident | absorbed | incidents per fault | top-1 accuracy | unknown | median time to incident |"
+        "| fault kind | faults | with an incident | absorbed | incidents per fault | top-1 accuracy | unknown | top-1 at the opening (unknown) | median time to incident |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, k) in &kinds {
         let accuracy = ratio(k.correct, k.incidents);
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {:.2} | {accuracy:.3}{} | {:.3} | {} |",
+            "| {name} | {} | {} | {} | {:.2} | {accuracy:.3}{} | {:.3} | {:.3} ({:.3}) | {} |",
             k.faults,
             k.with_incident,
             k.absorbed,
             ratio(k.incidents, k.with_incident),
             if k.incidents > 0 && accuracy < ACCURACY_TARGET { " (**not met**)" } else { "" },
             ratio(k.unknown, k.incidents),
+            ratio(k.correct_at_opening, k.incidents),
+            ratio(k.unknown_at_opening, k.incidents),
             median(&k.delays).map_or("-".into(), |d| format!("{d:.1}")),
         );
     }

@@ -81,7 +81,11 @@ pub struct Row {
     /// A fault kind, `planned:<kind>` or `none`.
     pub label: String,
     pub fault: Option<String>,
+    /// The evidence the classifier judges once the feature window closed.
     pub features: Vec<f64>,
+    /// The evidence at the incident's opening: what the host's first verdict (the first alert's
+    /// cause) rests on.
+    pub at_opening: Vec<f64>,
 }
 
 /// The incidents of a run and the ground truth they are scored against.
@@ -137,11 +141,11 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
     let grace_ms = args.grace * data.interval_ms;
     let mut all = Vec::with_capacity(incidents.len());
     let mut rows = Vec::new();
-    for (incident, features) in incidents {
+    for Grouped { incident, features, at_opening } in incidents {
         let (label, fault) = label(&incident, &data.faults, &data.changes, grace_ms);
         all.push((incident.clone(), fault.clone()));
         if incident.opened >= from && incident.opened < data.end {
-            rows.push(Row { incident, label, fault, features });
+            rows.push(Row { incident, label, fault, features, at_opening });
         }
     }
     Ok(Run {
@@ -208,21 +212,29 @@ fn read_events(path: &Path) -> Result<Vec<AnomalyEvent>> {
         .context("reading the anomalies")
 }
 
+/// One incident of a run: its final state and its evidence.
+pub struct Grouped {
+    pub incident: Incident,
+    /// The feature vector as it was when the feature window closed.
+    pub features: Vec<f64>,
+    /// The feature vector when the incident opened.
+    pub at_opening: Vec<f64>,
+}
+
 /// Feeds the anomalies, in order, to a router stage, advancing event time one tick at a time
-/// from `start`, and returns every incident (final state) with its feature vector as it was
-/// when the feature window closed.
-pub fn group(
-    config: &RouterConfig,
-    events: &[AnomalyEvent],
-    start: i64,
-    end: i64,
-) -> Result<Vec<(Incident, Vec<f64>)>> {
+/// from `start`, and returns every incident (final state) with its feature vectors.
+pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i64) -> Result<Vec<Grouped>> {
     let mut stage = RouterStage::new(config.clone())?;
     let mut features: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut at_opening: HashMap<String, Vec<f64>> = HashMap::new();
     let mut last: BTreeMap<String, Incident> = BTreeMap::new();
     let mut tick = start;
     let mut take = |stage: &RouterStage, updates: Vec<routewatch_incidents::IncidentUpdate>| {
         for u in updates {
+            if u.change == Change::Opened {
+                let f = stage.features(&u.incident.router).expect("an incident that opens is held");
+                at_opening.insert(u.incident.id.clone(), f);
+            }
             if u.incident.features_final && !features.contains_key(&u.incident.id) {
                 // The window closed (or the incident resolved first): the evidence is frozen.
                 let f = stage.features(&u.incident.router).expect("the incident is still held");
@@ -246,14 +258,15 @@ pub fn group(
         let updates = stage.advance(tick);
         take(&stage, updates);
     }
-    let mut out: Vec<(Incident, Vec<f64>)> = last
+    let mut out: Vec<Grouped> = last
         .into_values()
         .map(|incident| {
-            let f = features.remove(&incident.id).expect("every incident resolved, so its features are final");
-            (incident, f)
+            let features = features.remove(&incident.id).expect("every incident resolved, so its features are final");
+            let at_opening = at_opening.remove(&incident.id).expect("every incident opened");
+            Grouped { incident, features, at_opening }
         })
         .collect();
-    out.sort_by(|a, b| (a.0.opened, &a.0.id).cmp(&(b.0.opened, &b.0.id)));
+    out.sort_by(|a, b| (a.incident.opened, &a.incident.id).cmp(&(b.incident.opened, &b.incident.id)));
     Ok(out)
 }
 
@@ -420,19 +433,32 @@ mod tests {
             kind: AnomalyKind::Spike,
             reason: String::new(),
         };
-        let events =
-            vec![ev("r1", "cpu_util", 1), ev("r1", "temp_c", 12), ev("r2", "cpu_util", 3), ev("r1", "cpu_util", 60)];
+        let events = vec![
+            ev("r1", "cpu_util", 1),
+            ev("r1", "temp_c", 12),
+            ev("r2", "cpu_util", 3),
+            ev("r1", "cpu_util", 60),
+            ev("r3", "cpu_util", 70),
+            ev("r3", "mem_util", 71),
+        ];
         let out = group(&RouterConfig::default(), &events, 0, 100 * M).unwrap();
         // r1 resolves at 11, reopens at 12 (the same incident), resolves at 22; at 60 it is
         // past the reopen period: a second incident.
-        assert_eq!(out.len(), 3, "r1 twice, r2 once");
-        assert_eq!((out[0].0.router.as_str(), out[0].0.reopened), ("r1", 1));
-        assert_eq!((out[2].0.router.as_str(), out[2].0.opened), ("r1", 60 * M));
-        let (first, f) = &out[0];
+        assert_eq!(out.len(), 4, "r1 twice, r2 and r3 once");
+        assert_eq!((out[0].incident.router.as_str(), out[0].incident.reopened), ("r1", 1));
+        assert_eq!((out[2].incident.router.as_str(), out[2].incident.opened), ("r1", 60 * M));
+        let Grouped { incident: first, features: f, at_opening } = &out[0];
         assert_eq!(first.metrics, ["cpu_util", "temp_c"]);
         assert!(first.resolved.is_some());
         // temp_c came after the feature window: not in the features.
         let temp = routewatch_incidents::PER_METRIC * 2;
         assert_eq!(f[temp], 0.0);
+        // Its first anomaly was all the evidence in its window, at the opening and at the end.
+        assert_eq!(at_opening, f);
+        // r3's memory moved a sample after it opened: evidence its opening did not have.
+        let r3 = &out[3];
+        assert_eq!(r3.incident.router, "r3");
+        assert_eq!(r3.at_opening.len(), r3.features.len());
+        assert_ne!(r3.at_opening, r3.features, "the final evidence has mem_util, the opening's not");
     }
 }
