@@ -284,7 +284,7 @@ impl AckFollower {
         let thread = std::thread::Builder::new()
             .name("acks".into())
             .spawn(move || {
-                let mut broker_errors = Throttled::new(ACK_ERROR_LOG_INTERVAL);
+                let mut broker_errors = Throttled::new("acks topic", ACK_ERROR_LOG_INTERVAL);
                 while !flag.load(Ordering::Acquire) {
                     match consumer.poll(Duration::from_millis(200)) {
                         Some(Ok(message)) => match message.payload().filter(|p| p.len() <= MAX_ACK_RECORD_BYTES) {
@@ -323,16 +323,18 @@ impl Drop for AckFollower {
 /// poll (five a second) with an error, which would drown the log.
 const ACK_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// A warning logged at most once per interval, with how many like it were held back.
+/// A warning about `what`, logged at most once per interval, with how many like it were held
+/// back.
 struct Throttled {
+    what: &'static str,
     every: Duration,
     last: Option<std::time::Instant>,
     held_back: u64,
 }
 
 impl Throttled {
-    fn new(every: Duration) -> Throttled {
-        Throttled { every, last: None, held_back: 0 }
+    fn new(what: &'static str, every: Duration) -> Throttled {
+        Throttled { what, every, last: None, held_back: 0 }
     }
 
     fn warn(&mut self, err: &dyn std::fmt::Display) {
@@ -341,7 +343,7 @@ impl Throttled {
             self.held_back += 1;
             return;
         }
-        tracing::warn!(held_back = self.held_back, "acks topic: {err}");
+        tracing::warn!(held_back = self.held_back, "{}: {err}", self.what);
         self.last = Some(now);
         self.held_back = 0;
     }
@@ -429,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_broker_that_stays_down_is_warned_about_once_per_interval() {
-        let mut throttled = Throttled::new(Duration::from_millis(300));
+        let mut throttled = Throttled::new("acks topic", Duration::from_millis(300));
         let err = "all brokers down";
         throttled.warn(&err);
         for _ in 0..25 {

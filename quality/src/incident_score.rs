@@ -91,19 +91,19 @@ pub fn run(args: &QualityArgs) -> Result<()> {
     instance.configure("{}")?;
     // Each incident twice: on its final evidence, and on its evidence at the opening (the
     // cause its first alert names).
-    let mut verdicts = Vec::with_capacity(run.rows.len());
-    let mut first_verdicts = Vec::with_capacity(run.rows.len());
-    let evidences: [(fn(&incidents::Row) -> &Vec<f64>, &mut Vec<String>); 2] =
-        [(|r| &r.features, &mut verdicts), (|r| &r.at_opening, &mut first_verdicts)];
-    for (evidence, out) in evidences {
+    let mut classify = |evidence: &dyn Fn(&incidents::Row) -> &Vec<f64>| -> Result<Vec<String>> {
+        let mut verdicts = Vec::with_capacity(run.rows.len());
         for chunk in run.rows.chunks(classifier::MAX_CLASSIFY_BATCH) {
             let inputs: Vec<Features> = chunk
                 .iter()
                 .map(|r| Features { layout: FEATURE_LAYOUT_VERSION, values: evidence(r).clone() })
                 .collect();
-            out.extend(instance.classify(&inputs)?.into_iter().map(|c| c.verdict));
+            verdicts.extend(instance.classify(&inputs)?.into_iter().map(|c| c.verdict));
         }
-    }
+        Ok(verdicts)
+    };
+    let verdicts = classify(&|r| &r.features)?;
+    let first_verdicts = classify(&|r| &r.at_opening)?;
     let name = format!("{} {}", plugin.info().name, plugin.info().version);
     let text = report(args, &run, &verdicts, &first_verdicts, &name);
     println!("{text}");
