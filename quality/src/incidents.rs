@@ -1,9 +1,10 @@
 //! Incidents on a simulated labelled fleet: the shipped detectors' anomalies grouped by the
 //! incidents crate, each incident labelled with the fault it belongs to.
 //!
-//! * `incident-dataset` writes one CSV row per incident: its id, router, opening time, label
-//!   and the feature vector (layout `routewatch_incidents::FEATURE_LAYOUT_VERSION`). The
-//!   classifier's training script (`plugins/classifier-forest/train/`) reads it.
+//! * `incident-dataset` writes one CSV row per evidence state of each incident: its id, router,
+//!   opening time, label, the state's age and whether it is the final one, and the feature
+//!   vector (layout `routewatch_incidents::FEATURE_LAYOUT_VERSION`). The classifier's training
+//!   script (`plugins/classifier-forest/train/`) reads it.
 //! * `incident-quality` runs the classifier component over the incidents too, and scores them
 //!   (see [`crate::incident_score`]).
 //!
@@ -16,6 +17,17 @@
 //! **Replay.** Anomalies are fed in the order the replay wrote them (batch order), and event
 //! time is advanced tick by tick up to each anomaly's timestamp, as the engine advances it
 //! after each batch, so the quiet period runs on record time.
+//!
+//! **Evidence states.** The host names an incident's cause whenever the incident changes, on
+//! the evidence it holds at the end of that batch: first when it opens, with every anomaly of
+//! the batch it opened in (a record holds all metrics of a router's sample, so a batch holds
+//! whole samples), and last when its feature window closes. So the harness keeps the evidence
+//! each time the stream's event time moves past a sample, one state per distinct vector: the
+//! classifier is trained on each (a forest trained on final evidence only named the first
+//! alert's cause wrongly a third of the time) and scored on the first and the last. A replay
+//! batch reaches into the next sample or two and lists its anomalies metric by metric, so an
+//! incident can open after event time already moved on: its first state is then 1 or 2
+//! samples old, as the host's first verdict is when a batch spans samples.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufWriter, Write};
@@ -83,9 +95,19 @@ pub struct Row {
     pub fault: Option<String>,
     /// The evidence the classifier judges once the feature window closed.
     pub features: Vec<f64>,
-    /// The evidence at the incident's opening: what the host's first verdict (the first alert's
-    /// cause) rests on.
+    /// The evidence the incident opened with (its first state): what the host's first verdict
+    /// (the first alert's cause) rests on.
     pub at_opening: Vec<f64>,
+    /// Every distinct evidence state of the window, oldest first (see the module docs).
+    pub states: Vec<State>,
+}
+
+/// The evidence of an incident when event time moved past one sample of its feature window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// Samples from the incident's opening to the latest sample seen when this was taken.
+    pub age: u32,
+    pub features: Vec<f64>,
 }
 
 /// The incidents of a run and the ground truth they are scored against.
@@ -141,11 +163,12 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
     let grace_ms = args.grace * data.interval_ms;
     let mut all = Vec::with_capacity(incidents.len());
     let mut rows = Vec::new();
-    for Grouped { incident, features, at_opening } in incidents {
+    for Grouped { incident, features, states } in incidents {
         let (label, fault) = label(&incident, &data.faults, &data.changes, grace_ms);
         all.push((incident.clone(), fault.clone()));
         if incident.opened >= from && incident.opened < data.end {
-            rows.push(Row { incident, label, fault, features, at_opening });
+            let at_opening = states[0].features.clone();
+            rows.push(Row { incident, label, fault, features, at_opening, states });
         }
     }
     Ok(Run {
@@ -217,27 +240,53 @@ pub struct Grouped {
     pub incident: Incident,
     /// The feature vector as it was when the feature window closed.
     pub features: Vec<f64>,
-    /// The feature vector when the incident opened.
-    pub at_opening: Vec<f64>,
+    /// The distinct evidence states of the window, oldest first: the first is what the
+    /// incident opened with, the last equals `features`.
+    pub states: Vec<State>,
 }
 
 /// Feeds the anomalies, in order, to a router stage, advancing event time one tick at a time
-/// from `start`, and returns every incident (final state) with its feature vectors.
+/// from `start`, and returns every incident (final state) with its evidence.
 pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i64) -> Result<Vec<Grouped>> {
     let mut stage = RouterStage::new(config.clone())?;
     let mut features: HashMap<String, Vec<f64>> = HashMap::new();
-    let mut at_opening: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut states: HashMap<String, Vec<State>> = HashMap::new();
+    // Incidents whose window is open: id -> (router, opening time).
+    let mut growing: BTreeMap<String, (String, i64)> = BTreeMap::new();
     let mut last: BTreeMap<String, Incident> = BTreeMap::new();
     let mut tick = start;
-    let mut take = |stage: &RouterStage, updates: Vec<routewatch_incidents::IncidentUpdate>| {
+    // The end of a sample: every growing incident's evidence, if it changed.
+    let sample_ends = |stage: &RouterStage,
+                       growing: &BTreeMap<String, (String, i64)>,
+                       states: &mut HashMap<String, Vec<State>>| {
+        for (id, (router, opened)) in growing {
+            let Some(f) = stage.features_of(router, id) else { continue };
+            let list = states.entry(id.clone()).or_default();
+            if list.last().is_none_or(|s| s.features != f) {
+                let age = u32::try_from((stage.watermark() - opened) / config.interval_ms).unwrap_or(u32::MAX);
+                list.push(State { age, features: f });
+            }
+        }
+    };
+    let mut take = |stage: &RouterStage,
+                    updates: Vec<routewatch_incidents::IncidentUpdate>,
+                    growing: &mut BTreeMap<String, (String, i64)>,
+                    states: &mut HashMap<String, Vec<State>>| {
         for u in updates {
             if u.change == Change::Opened {
-                let f = stage.features(&u.incident.router).expect("an incident that opens is held");
-                at_opening.insert(u.incident.id.clone(), f);
+                growing.insert(u.incident.id.clone(), (u.incident.router.clone(), u.incident.opened));
             }
             if u.incident.features_final && !features.contains_key(&u.incident.id) {
                 // The window closed (or the incident resolved first): the evidence is frozen.
                 let f = stage.features(&u.incident.router).expect("the incident is still held");
+                if growing.remove(&u.incident.id).is_some() {
+                    let list = states.entry(u.incident.id.clone()).or_default();
+                    if list.last().is_none_or(|s| s.features != f) {
+                        let age = u32::try_from((stage.watermark() - u.incident.opened) / config.interval_ms)
+                            .unwrap_or(u32::MAX);
+                        list.push(State { age, features: f.clone() });
+                    }
+                }
                 features.insert(u.incident.id.clone(), f);
             }
             debug_assert!(u.change != Change::Opened || !last.contains_key(&u.incident.id));
@@ -245,25 +294,29 @@ pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i6
         }
     };
     for event in events {
+        if tick + config.interval_ms <= event.ts {
+            sample_ends(&stage, &growing, &mut states);
+        }
         while tick + config.interval_ms <= event.ts {
             tick += config.interval_ms;
             let updates = stage.advance(tick);
-            take(&stage, updates);
+            take(&stage, updates, &mut growing, &mut states);
         }
         let updates = stage.observe(event);
-        take(&stage, updates);
+        take(&stage, updates, &mut growing, &mut states);
     }
+    sample_ends(&stage, &growing, &mut states);
     while tick < end + config.interval_ms * i64::from(config.quiet_samples * config.flap_quiet_factor) {
         tick += config.interval_ms;
         let updates = stage.advance(tick);
-        take(&stage, updates);
+        take(&stage, updates, &mut growing, &mut states);
     }
     let mut out: Vec<Grouped> = last
         .into_values()
         .map(|incident| {
             let features = features.remove(&incident.id).expect("every incident resolved, so its features are final");
-            let at_opening = at_opening.remove(&incident.id).expect("every incident opened");
-            Grouped { incident, features, at_opening }
+            let states = states.remove(&incident.id).expect("every incident ended a sample");
+            Grouped { incident, features, states }
         })
         .collect();
     out.sort_by(|a, b| (a.incident.opened, &a.incident.id).cmp(&(b.incident.opened, &b.incident.id)));
@@ -294,32 +347,38 @@ pub fn label(
     }
 }
 
-/// Writes the rows as CSV: `id,router,opened,label,fault,<feature names>`.
+/// Writes the rows as CSV, one line per evidence state:
+/// `id,router,opened,label,fault,age,final,<feature names>` (`final` 1 on the state the window
+/// closed with, else 0).
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let mut w = BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-    write!(w, "id,router,opened,label,fault")?;
+    write!(w, "id,router,opened,label,fault,age,final")?;
     for name in feature_names() {
         write!(w, ",{name}")?;
     }
     writeln!(w)?;
     for row in rows {
-        write!(
-            w,
-            "{},{},{},{},{}",
-            row.incident.id,
-            row.incident.router,
-            row.incident.opened,
-            row.label,
-            row.fault.as_deref().unwrap_or("")
-        )?;
-        // `{}` prints the shortest text that reads back as the same f64.
-        for x in &row.features {
-            write!(w, ",{x}")?;
+        for (i, state) in row.states.iter().enumerate() {
+            write!(
+                w,
+                "{},{},{},{},{},{},{}",
+                row.incident.id,
+                row.incident.router,
+                row.incident.opened,
+                row.label,
+                row.fault.as_deref().unwrap_or(""),
+                state.age,
+                u8::from(i + 1 == row.states.len())
+            )?;
+            // `{}` prints the shortest text that reads back as the same f64.
+            for x in &state.features {
+                write!(w, ",{x}")?;
+            }
+            writeln!(w)?;
         }
-        writeln!(w)?;
     }
     w.flush()?;
     Ok(())
@@ -344,6 +403,7 @@ pub fn dataset(args: &DatasetArgs) -> Result<()> {
     }
     tracing::info!(
         incidents = run.rows.len(),
+        states = run.rows.iter().map(|r| r.states.len()).sum::<usize>(),
         anomalies = run.anomalies,
         layout = FEATURE_LAYOUT_VERSION,
         "wrote {}: {by_label:?}",
@@ -359,16 +419,16 @@ mod tests {
 
     const M: i64 = 60_000;
 
-    fn incident(router: &str, opened: i64, last: i64) -> Incident {
-        let mut stage = RouterStage::new(RouterConfig::default()).unwrap();
-        let mut ev = AnomalyEvent {
+    /// An anomaly of ARIMA on `metric` at `minute`, score 0.9.
+    fn ev(router: &str, metric: &str, minute: i64) -> AnomalyEvent {
+        AnomalyEvent {
             router: router.into(),
             site: None,
             role: None,
-            metric: "cpu_util".into(),
+            metric: metric.into(),
             plugin: "arima".into(),
             plugin_version: "1".into(),
-            ts: opened * M,
+            ts: minute * M,
             detected_at: None,
             value: 1.0,
             expected: 0.5,
@@ -377,10 +437,13 @@ mod tests {
             score: 0.9,
             kind: AnomalyKind::Spike,
             reason: String::new(),
-        };
-        stage.observe(&ev);
-        ev.ts = last * M;
-        stage.observe(&ev);
+        }
+    }
+
+    fn incident(router: &str, opened: i64, last: i64) -> Incident {
+        let mut stage = RouterStage::new(RouterConfig::default()).unwrap();
+        stage.observe(&ev(router, "cpu_util", opened));
+        stage.observe(&ev(router, "cpu_util", last));
         stage.open().next().unwrap().clone()
     }
 
@@ -416,23 +479,6 @@ mod tests {
 
     #[test]
     fn grouping_resolves_everything_and_freezes_features() {
-        let ev = |router: &str, metric: &str, minute: i64| AnomalyEvent {
-            router: router.into(),
-            site: None,
-            role: None,
-            metric: metric.into(),
-            plugin: "arima".into(),
-            plugin_version: "1".into(),
-            ts: minute * M,
-            detected_at: None,
-            value: 1.0,
-            expected: 0.5,
-            lower: None,
-            upper: None,
-            score: 0.9,
-            kind: AnomalyKind::Spike,
-            reason: String::new(),
-        };
         let events = vec![
             ev("r1", "cpu_util", 1),
             ev("r1", "temp_c", 12),
@@ -447,18 +493,72 @@ mod tests {
         assert_eq!(out.len(), 4, "r1 twice, r2 and r3 once");
         assert_eq!((out[0].incident.router.as_str(), out[0].incident.reopened), ("r1", 1));
         assert_eq!((out[2].incident.router.as_str(), out[2].incident.opened), ("r1", 60 * M));
-        let Grouped { incident: first, features: f, at_opening } = &out[0];
+        let Grouped { incident: first, features: f, states } = &out[0];
         assert_eq!(first.metrics, ["cpu_util", "temp_c"]);
         assert!(first.resolved.is_some());
         // temp_c came after the feature window: not in the features.
         let temp = routewatch_incidents::PER_METRIC * 2;
         assert_eq!(f[temp], 0.0);
-        // Its first anomaly was all the evidence in its window, at the opening and at the end.
-        assert_eq!(at_opening, f);
-        // r3's memory moved a sample after it opened: evidence its opening did not have.
+        // Its first anomaly was all the evidence in its window: one state, at the opening.
+        assert_eq!(states.len(), 1);
+        assert_eq!((states[0].age, &states[0].features), (0, f));
+        // r3's memory moved a sample after it opened: a second state, the final one.
         let r3 = &out[3];
         assert_eq!(r3.incident.router, "r3");
-        assert_eq!(r3.at_opening.len(), r3.features.len());
-        assert_ne!(r3.at_opening, r3.features, "the final evidence has mem_util, the opening's not");
+        assert_eq!(r3.states.iter().map(|s| s.age).collect::<Vec<_>>(), [0, 1]);
+        assert_ne!(r3.states[0].features, r3.features, "the final evidence has mem_util, the opening's not");
+        assert_eq!(r3.states[1].features, r3.features);
+    }
+
+    #[test]
+    fn the_opening_state_holds_the_whole_opening_sample() {
+        let by = |router: &str, metric: &str, plugin: &str, minute: i64| AnomalyEvent { plugin: plugin.into(), ..ev(router, metric, minute) };
+        // A replay batch lists one sample's anomalies detector by detector: r1's temperature
+        // comes after another router's, and the second detector's after both.
+        let events = vec![
+            by("r1", "fan_rpm", "arima", 5),
+            by("r2", "cpu_util", "arima", 5),
+            by("r1", "temp_c", "arima", 5),
+            by("r1", "fan_rpm", "seasonal", 5),
+            by("r1", "temp_c", "arima", 7),
+        ];
+        let out = group(&RouterConfig::default(), &events, 0, 40 * M).unwrap();
+        let r1 = out.iter().find(|g| g.incident.router == "r1").unwrap();
+        let at_opening = &r1.states[0].features;
+        let value = |metric: usize, offset: usize| at_opening[metric * routewatch_incidents::PER_METRIC + offset];
+        // fan_rpm (3) and temp_c (2) both present, and two detectors, at the opening already.
+        assert_eq!((value(3, 0), value(2, 0)), (1.0, 1.0));
+        assert_eq!(at_opening[routewatch_incidents::FEATURE_COUNT - 1], 2.0);
+        // Minute 7 adds a second temperature anomaly: the final state, two samples in.
+        assert_eq!(r1.states.iter().map(|s| s.age).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(r1.states[1].features, r1.features);
+    }
+
+    #[test]
+    fn the_csv_has_a_line_per_state() {
+        let events = vec![ev("r1", "cpu_util", 10), ev("r1", "mem_util", 11)];
+        let grouped = group(&RouterConfig::default(), &events, 0, 40 * M).unwrap();
+        let rows: Vec<Row> = grouped
+            .into_iter()
+            .map(|g| Row {
+                at_opening: g.states[0].features.clone(),
+                incident: g.incident,
+                label: "memory-leak".into(),
+                fault: Some("f1".into()),
+                features: g.features,
+                states: g.states,
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.csv");
+        write_csv(&path, &rows).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(lines[0][..7], ["id", "router", "opened", "label", "fault", "age", "final"]);
+        assert_eq!(lines[0].len(), 7 + routewatch_incidents::FEATURE_COUNT);
+        assert_eq!(lines.len(), 3, "a header and two states");
+        assert_eq!((lines[1][5], lines[1][6]), ("0", "0"));
+        assert_eq!((lines[2][5], lines[2][6]), ("1", "1"));
+        assert_eq!(lines[1][0], lines[2][0], "both of one incident");
     }
 }

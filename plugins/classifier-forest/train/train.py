@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
 """Train the routewatch incident cause classifier (a random forest) and export it.
 
-Reads incident CSVs written by `routewatch-quality incident-dataset` (one row per incident:
-id, router, opened, label, fault, then the feature vector), trains scikit-learn's
-RandomForestClassifier on the rows labelled with a fault kind, and writes:
+Reads incident CSVs written by `routewatch-quality incident-dataset` (one row per evidence
+state of an incident: id, router, opened, label, fault, age, final, then the feature vector),
+trains scikit-learn's RandomForestClassifier on the rows labelled with a fault kind, and
+writes:
 
 * model/forest.json: the trees as data, read by the component (src/forest.rs);
 * model/parity.json: a fixed set of feature vectors with scikit-learn's probabilities, which
   the parity test checks the component against (within 1e-6);
 * on stdout: validation figures in Markdown (overall and per-kind top-1 accuracy, the share
-  the component would call `unknown`, the confusion matrix), pasted into the README.
+  the component would call `unknown`, the confusion matrix), on the evidence when the window
+  closed and on the evidence at the opening (the first alert's cause), pasted into the README.
+
+Every state of an incident's window is a training row, not only the last: the host names the
+cause on the evidence it has whenever the incident changes, first when it opens, and a forest
+that saw only complete windows names early evidence wrongly (about a third of first alerts
+on seed 42 did).
 
 Usage (see ../README.md for the exact command that made the committed model):
 
@@ -48,27 +55,39 @@ MIN_CONFIDENCE = 0.5
 MAX_MODEL_BYTES = 4 << 20
 # Vectors in the parity set.
 PARITY_ROWS = 300
+# The columns before the features.
+KEY_COLUMNS = ["id", "router", "opened", "label", "fault", "age", "final"]
 
 
 def read(paths):
-    """Rows with a fault-kind label: (ids, X, y, feature names)."""
-    ids, xs, ys, names = [], [], [], None
+    """Rows with a fault-kind label: (keys, X, y, feature names).
+
+    A key is (id, age, final, first): `first` marks an incident's first state, the evidence it
+    opened with (age 0, or 1 or 2 when its replay batch reached into later samples)."""
+    keys, xs, ys, names = [], [], [], None
+    n = len(KEY_COLUMNS)
     for path in paths:
         with open(path, newline="") as f:
             reader = csv.reader(f)
             header = next(reader)
+            if header[:n] != KEY_COLUMNS:
+                sys.exit(f"{path}: the columns should begin {','.join(KEY_COLUMNS)} "
+                         "(a data set of an older routewatch-quality? write it again)")
             if names is None:
-                names = header[5:]
-            elif names != header[5:]:
+                names = header[n:]
+            elif names != header[n:]:
                 sys.exit(f"{path}: another feature layout than the first file")
+            seen = set()  # ids are unique within a file, not across files
             for row in reader:
+                first = row[0] not in seen
+                seen.add(row[0])
                 label = row[3]
                 if label == "none" or label.startswith("planned:"):
                     continue  # not a fault: nothing to name
-                ids.append(row[0])
-                xs.append([float(v) for v in row[5:]])
+                keys.append((row[0], int(row[5]), row[6] == "1", first))
+                xs.append([float(v) for v in row[n:]])
                 ys.append(label)
-    return ids, np.array(xs, dtype=np.float64), np.array(ys), names
+    return keys, np.array(xs, dtype=np.float64), np.array(ys), names
 
 
 def read_feedback(paths, n_features):
@@ -139,7 +158,7 @@ def markdown(classes, y_true, proba):
     out = []
     acc = float(np.mean(pred == y_true))
     sure = top >= MIN_CONFIDENCE
-    out.append(f"Validation incidents: {len(y_true)}; top-1 accuracy {acc:.3f}; "
+    out.append(f"Incidents: {len(y_true)}; top-1 accuracy {acc:.3f}; "
                f"called unknown (top probability < {MIN_CONFIDENCE}): {np.mean(~sure):.3f}; "
                f"accuracy of the rest: {np.mean(pred[sure] == y_true[sure]):.3f}\n")
     out.append("| fault kind | incidents | top-1 accuracy | unknown |")
@@ -177,10 +196,10 @@ def main():
         print(f"feedback: {len(fy)} confirmed incidents with a cause added, {fp} false positives left out",
               file=sys.stderr)
         x, y = np.vstack([x, fx]), np.concatenate([y, fy])
-    vids, vx, vy, vnames = read(args.validate)
+    vkeys, vx, vy, vnames = read(args.validate)
     if vnames != names:
         sys.exit("training and validation files have different feature layouts")
-    print(f"training on {len(y)} incidents: " + ", ".join(f"{c} {n}" for c, n in zip(*np.unique(y, return_counts=True))),
+    print(f"training on {len(y)} evidence states: " + ", ".join(f"{c} {n}" for c, n in zip(*np.unique(y, return_counts=True))),
           file=sys.stderr)
     forest = RandomForestClassifier(n_estimators=N_TREES, max_depth=MAX_DEPTH, random_state=SEED, n_jobs=1)
     forest.fit(x, y)
@@ -192,8 +211,9 @@ def main():
     with open(f"{args.model_dir}/forest.json", "w") as f:
         f.write(text)
 
-    # The parity set: the first validation incidents by id, plus the all-zero vector.
-    order = np.argsort(np.array(vids), kind="stable")[:PARITY_ROWS]
+    # The parity set: the first validation states by incident id and age, plus the all-zero
+    # vector.
+    order = sorted(range(len(vkeys)), key=lambda i: vkeys[i][:2])[:PARITY_ROWS]
     px = np.vstack([vx[order], np.zeros((1, len(names)))])
     pproba = forest.predict_proba(px)
     with open(f"{args.model_dir}/parity.json", "w") as f:
@@ -202,7 +222,13 @@ def main():
 
     print(f"model: {len(forest.estimators_)} trees, {sum(e.tree_.node_count for e in forest.estimators_)} nodes, "
           f"max depth {max(e.tree_.max_depth for e in forest.estimators_)}, {len(text)} bytes", file=sys.stderr)
-    print(markdown(forest.classes_, vy, forest.predict_proba(vx)))
+    proba = forest.predict_proba(vx)
+    final = np.array([k[2] for k in vkeys])
+    opening = np.array([k[3] for k in vkeys])
+    print("On the evidence when the feature window closed (the cause the incident keeps):\n")
+    print(markdown(forest.classes_, vy[final], proba[final]))
+    print("\nOn the first evidence, when the incident opened (the cause its first alert names):\n")
+    print(markdown(forest.classes_, vy[opening], proba[opening]))
 
 
 if __name__ == "__main__":
