@@ -11,6 +11,8 @@
 //! * **Top-1 accuracy** of a kind: incidents labelled with the kind whose verdict (the
 //!   classifier's most likely cause, or `unknown` below its confidence threshold) is that
 //!   kind. `unknown` counts as wrong.
+//! * **Incidents of no fault named a cause**: false incidents and incidents during planned
+//!   changes whose verdict is a cause, not `unknown`: what a self-healing policy would act on.
 //! * **Top-1 at the opening**: the same, with the verdict on the evidence the incident had when
 //!   it opened: the cause its first alert names (the host classifies again as evidence grows).
 //! * **Time to incident**: samples from the fault's start to the opening of its first
@@ -131,7 +133,7 @@ fn report(
     let mut first_incident: HashMap<&str, i64> = HashMap::new();
     let mut per_fault: HashMap<&str, usize> = HashMap::new();
     let mut confusion: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    let (mut false_incidents, mut planned) = (0usize, 0usize);
+    let (mut false_incidents, mut planned, mut named_without_fault) = (0usize, 0usize, 0usize);
     for ((row, verdict), first_verdict) in run.rows.iter().zip(verdicts).zip(first_verdicts) {
         match &row.fault {
             Some(id) => {
@@ -153,6 +155,10 @@ fn report(
             }
             None if row.label.starts_with("planned:") => planned += 1,
             None => false_incidents += 1,
+        }
+        if row.fault.is_none() {
+            // An incident of no fault with a cause: what a self-healing policy would act on.
+            named_without_fault += usize::from(verdict != classifier::UNKNOWN);
         }
     }
     let grace = args.run.grace * interval;
@@ -247,6 +253,12 @@ fn report(
         out,
         "| incidents during planned changes, per router-day | {:.3} ({planned}) | - |",
         planned as f64 / router_days
+    );
+    let _ = writeln!(
+        out,
+        "| incidents of no fault (false or planned) named a cause, not `unknown` | {:.3} ({named_without_fault} of {}) | - |",
+        ratio(named_without_fault, false_incidents + planned),
+        false_incidents + planned
     );
     let _ = writeln!(
         out,

@@ -250,28 +250,25 @@ pub struct Grouped {
 pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i64) -> Result<Vec<Grouped>> {
     let mut stage = RouterStage::new(config.clone())?;
     let mut features: HashMap<String, Vec<f64>> = HashMap::new();
-    let mut states: HashMap<String, Vec<State>> = HashMap::new();
-    // Incidents whose window is open: id -> (router, opening time).
-    let mut growing: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    let mut states = States::new();
+    let mut growing = Growing::new();
     let mut last: BTreeMap<String, Incident> = BTreeMap::new();
     let mut tick = start;
-    // The end of a sample: every growing incident's evidence, if it changed.
-    let sample_ends = |stage: &RouterStage,
-                       growing: &BTreeMap<String, (String, i64)>,
-                       states: &mut HashMap<String, Vec<State>>| {
+    let age = |stage: &RouterStage, opened: i64| {
+        u32::try_from((stage.watermark() - opened) / config.interval_ms).unwrap_or(u32::MAX)
+    };
+    // Event time passed a sample: every growing incident's evidence, if it changed.
+    let sample_ends = |stage: &RouterStage, growing: &Growing, states: &mut States| {
         for (id, (router, opened)) in growing {
-            let Some(f) = stage.features_of(router, id) else { continue };
-            let list = states.entry(id.clone()).or_default();
-            if list.last().is_none_or(|s| s.features != f) {
-                let age = u32::try_from((stage.watermark() - opened) / config.interval_ms).unwrap_or(u32::MAX);
-                list.push(State { age, features: f });
+            if let Some(f) = stage.features_of(router, id) {
+                add_state(states, id, age(stage, *opened), f);
             }
         }
     };
     let mut take = |stage: &RouterStage,
                     updates: Vec<routewatch_incidents::IncidentUpdate>,
-                    growing: &mut BTreeMap<String, (String, i64)>,
-                    states: &mut HashMap<String, Vec<State>>| {
+                    growing: &mut Growing,
+                    states: &mut States| {
         for u in updates {
             if u.change == Change::Opened {
                 growing.insert(u.incident.id.clone(), (u.incident.router.clone(), u.incident.opened));
@@ -280,12 +277,7 @@ pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i6
                 // The window closed (or the incident resolved first): the evidence is frozen.
                 let f = stage.features(&u.incident.router).expect("the incident is still held");
                 if growing.remove(&u.incident.id).is_some() {
-                    let list = states.entry(u.incident.id.clone()).or_default();
-                    if list.last().is_none_or(|s| s.features != f) {
-                        let age = u32::try_from((stage.watermark() - u.incident.opened) / config.interval_ms)
-                            .unwrap_or(u32::MAX);
-                        list.push(State { age, features: f.clone() });
-                    }
+                    add_state(states, &u.incident.id, age(stage, u.incident.opened), f.clone());
                 }
                 features.insert(u.incident.id.clone(), f);
             }
@@ -321,6 +313,19 @@ pub fn group(config: &RouterConfig, events: &[AnomalyEvent], start: i64, end: i6
         .collect();
     out.sort_by(|a, b| (a.incident.opened, &a.incident.id).cmp(&(b.incident.opened, &b.incident.id)));
     Ok(out)
+}
+
+/// Incidents whose feature window is open: id -> (router, opening time).
+type Growing = BTreeMap<String, (String, i64)>;
+/// Each incident's evidence states so far, by id.
+type States = HashMap<String, Vec<State>>;
+
+/// Adds `features` as the newest state of incident `id`, unless its evidence did not change.
+fn add_state(states: &mut States, id: &str, age: u32, features: Vec<f64>) {
+    let list = states.entry(id.to_owned()).or_default();
+    if list.last().is_none_or(|s| s.features != features) {
+        list.push(State { age, features });
+    }
 }
 
 /// The label of an incident (see the module docs) and the fault id.
@@ -512,7 +517,10 @@ mod tests {
 
     #[test]
     fn the_opening_state_holds_the_whole_opening_sample() {
-        let by = |router: &str, metric: &str, plugin: &str, minute: i64| AnomalyEvent { plugin: plugin.into(), ..ev(router, metric, minute) };
+        let by = |router: &str, metric: &str, plugin: &str, minute: i64| AnomalyEvent {
+            plugin: plugin.into(),
+            ..ev(router, metric, minute)
+        };
         // A replay batch lists one sample's anomalies detector by detector: r1's temperature
         // comes after another router's, and the second detector's after both.
         let events = vec![

@@ -123,9 +123,10 @@ impl Model {
     }
 }
 
-/// The top `k` causes, most likely first; ties go to the class that comes first.
-pub fn top(classes: &[String], proba: &[f64], k: usize) -> Vec<(String, f64)> {
-    let mut order: Vec<usize> = (0..proba.len()).collect();
+/// The top `k` of the classes that `keep` accepts, most likely first; ties go to the class
+/// that comes first.
+pub fn top(classes: &[String], proba: &[f64], k: usize, keep: impl Fn(&str) -> bool) -> Vec<(String, f64)> {
+    let mut order: Vec<usize> = (0..proba.len()).filter(|&i| keep(&classes[i])).collect();
     order.sort_by(|&a, &b| proba[b].total_cmp(&proba[a]).then(a.cmp(&b)));
     order.into_iter().take(k).map(|i| (classes[i].clone(), proba[i])).collect()
 }
@@ -149,8 +150,9 @@ mod tests {
         assert_eq!(m.predict_proba(&[9.0, 0.6]), [0.0, 1.0]);
         // 0.50000001 rounds to 0.5 in f32, as scikit-learn's float32 input does.
         assert_eq!(m.predict_proba(&[0.0, 0.500_000_01]), [0.75, 0.25]);
-        let t = top(&m.classes, &[0.2, 0.2], 3);
+        let t = top(&m.classes, &[0.2, 0.2], 3, |_| true);
         assert_eq!(t, [("a".to_string(), 0.2), ("b".to_string(), 0.2)], "ties go to the first class");
+        assert_eq!(top(&m.classes, &[0.7, 0.3], 3, |c| c != "a"), [("b".to_string(), 0.3)], "a class left out");
     }
 
     #[test]

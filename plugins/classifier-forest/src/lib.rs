@@ -7,6 +7,11 @@
 //! probabilities, and the verdict `unknown` when the most likely cause has a probability
 //! below `min_confidence` (0.5 by default: a verdict must be more likely than all the other
 //! causes together).
+//!
+//! The forest has one class that is not a cause, [`NO_FAULT`]: incidents of no fault (false,
+//! or during a planned change). It is never a verdict nor among the causes; its probability is
+//! what the causes' probabilities lack of 1, so an incident that looks like noise is
+//! `unknown` instead of a confident cause that a self-healing policy could act on.
 
 pub mod forest;
 
@@ -24,6 +29,13 @@ pub const TOP_K: usize = 3;
 pub const MAX_BATCH: usize = 1024;
 /// The verdict when the classifier is not sure.
 pub const UNKNOWN: &str = "unknown";
+/// The model's class for incidents of no fault: not a cause (see the crate docs).
+pub const NO_FAULT: &str = "none";
+
+/// The causes the model names: its classes but [`NO_FAULT`].
+pub fn causes(model: &Model) -> Vec<String> {
+    model.classes.iter().filter(|c| *c != NO_FAULT).cloned().collect()
+}
 
 /// The JSON Schema of the configuration.
 pub const CONFIG_SCHEMA: &str = r#"{"type":"object","additionalProperties":false,"properties":{"min_confidence":{"type":"number","minimum":0,"maximum":1,"default":0.5,"description":"Below this probability of the most likely cause the verdict is unknown."}}}"#;
@@ -91,7 +103,7 @@ pub fn classify(config: &Config, incidents: &[(u32, &[f64])]) -> Result<Vec<Answ
                 return Err(format!("incident {i}: feature {j} is not finite"));
             }
             let proba = model.predict_proba(values);
-            let top = forest::top(&model.classes, &proba, TOP_K);
+            let top = forest::top(&model.classes, &proba, TOP_K, |c| c != NO_FAULT);
             let verdict = match top.first() {
                 Some((cause, p)) if *p >= config.min_confidence => cause.clone(),
                 _ => UNKNOWN.to_owned(),
@@ -123,12 +135,12 @@ mod glue {
                 name: "forest".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 description: format!(
-                    "Random forest of {} trees (scikit-learn, trained on the simulator's ground truth); top {} causes, `unknown` below min_confidence.",
+                    "Random forest of {} trees (scikit-learn, trained on the simulator's ground truth, incidents of no fault included); top {} causes, `unknown` below min_confidence.",
                     model.trees.len(),
                     super::TOP_K
                 ),
                 layouts: vec![model.layout],
-                causes: model.classes.clone(),
+                causes: super::causes(model),
                 config_schema: super::CONFIG_SCHEMA.into(),
             }
         }
@@ -180,7 +192,7 @@ mod tests {
         assert!(classify(&Config::default(), &many).is_err());
         // The verdict is the top cause at or above min_confidence, unknown below it.
         let answer = &classify(&Config::default(), &[(model().layout, &zeros)]).unwrap()[0];
-        assert_eq!(answer.top.len(), TOP_K.min(model().classes.len()));
+        assert_eq!(answer.top.len(), TOP_K.min(causes(model()).len()));
         assert!(answer.top.windows(2).all(|w| w[0].1 >= w[1].1), "most likely first");
         let p = answer.top[0].1;
         let at = &classify(&Config { min_confidence: p }, &[(model().layout, &zeros)]).unwrap()[0];
@@ -189,5 +201,30 @@ mod tests {
             let above = Config { min_confidence: (p + 1e-9).min(1.0) };
             assert_eq!(classify(&above, &[(model().layout, &zeros)]).unwrap()[0].verdict, UNKNOWN);
         }
+    }
+
+    #[test]
+    fn no_fault_is_a_class_of_the_model_but_never_a_cause() {
+        assert!(model().classes.iter().any(|c| c == NO_FAULT), "the committed model learnt incidents of no fault");
+        assert!(!causes(model()).iter().any(|c| c == NO_FAULT));
+        assert_eq!(causes(model()).len(), model().classes.len() - 1);
+        // The vectors where the forest is surest there is no fault: the causes' share is
+        // what is left, and the verdict is unknown.
+        let parity: serde_json::Value = serde_json::from_str(include_str!("../model/parity.json")).unwrap();
+        let none = model().classes.iter().position(|c| c == NO_FAULT).unwrap();
+        let mut seen = 0;
+        for values in parity["features"].as_array().unwrap() {
+            let values: Vec<f64> = values.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let proba = model().predict_proba(&values);
+            let answer = &classify(&Config::default(), &[(model().layout, &values)]).unwrap()[0];
+            assert!(answer.top.iter().all(|(c, _)| c != NO_FAULT) && answer.verdict != NO_FAULT);
+            if proba[none] > 0.5 {
+                seen += 1;
+                assert_eq!(answer.verdict, UNKNOWN);
+                let named: f64 = answer.top.iter().map(|(_, p)| p).sum();
+                assert!(named <= 1.0 - proba[none] + 1e-9, "the causes get what no-fault leaves");
+            }
+        }
+        assert!(seen > 0, "the parity set has incidents of no fault");
     }
 }
