@@ -172,11 +172,14 @@ def markdown(all_classes, all_y, all_proba):
     classes, proba = all_classes[causes], all_proba[:, causes]
     fault = all_y != NO_FAULT
     out = []
-    named = proba[~fault].max(axis=1) >= MIN_CONFIDENCE
-    counts = ", ".join(f"{c} {n}" for c, n in zip(*np.unique(classes[np.argmax(proba[~fault][named], axis=1)],
-                                                              return_counts=True)))
-    out.append(f"Incidents of no fault: {int((~fault).sum())}; named a cause (at {MIN_CONFIDENCE} or more): "
-               f"{np.mean(named) if named.size else 0:.3f}{' (' + counts + ')' if counts else ''}\n")
+    if (~fault).any():
+        named = proba[~fault].max(axis=1) >= MIN_CONFIDENCE
+        verdicts = classes[np.argmax(proba[~fault][named], axis=1)]
+        counts = ", ".join(f"{c} {n}" for c, n in zip(*np.unique(verdicts, return_counts=True)))
+        out.append(f"Incidents of no fault: {int((~fault).sum())}; named a cause (at {MIN_CONFIDENCE} or more): "
+                   f"{np.mean(named):.3f}{' (' + counts + ')' if counts else ''}\n")
+    else:
+        out.append("Incidents of no fault: none in this data\n")
     y_true, proba = all_y[fault], proba[fault]
     pred = classes[np.argmax(proba, axis=1)]
     top = proba.max(axis=1)
