@@ -93,19 +93,19 @@ pub fn run(args: &QualityArgs) -> Result<()> {
     instance.configure("{}")?;
     // Each incident twice: on its final evidence, and on its evidence at the opening (the
     // cause its first alert names).
-    let mut classify = |evidence: &dyn Fn(&incidents::Row) -> &Vec<f64>| -> Result<Vec<String>> {
+    let mut classify = |evidence: &dyn Fn(&incidents::Row) -> &[f64]| -> Result<Vec<String>> {
         let mut verdicts = Vec::with_capacity(run.rows.len());
         for chunk in run.rows.chunks(classifier::MAX_CLASSIFY_BATCH) {
             let inputs: Vec<Features> = chunk
                 .iter()
-                .map(|r| Features { layout: FEATURE_LAYOUT_VERSION, values: evidence(r).clone() })
+                .map(|r| Features { layout: FEATURE_LAYOUT_VERSION, values: evidence(r).to_vec() })
                 .collect();
             verdicts.extend(instance.classify(&inputs)?.into_iter().map(|c| c.verdict));
         }
         Ok(verdicts)
     };
     let verdicts = classify(&|r| &r.features)?;
-    let first_verdicts = classify(&|r| &r.at_opening)?;
+    let first_verdicts = classify(&|r| r.at_opening())?;
     let name = format!("{} {}", plugin.info().name, plugin.info().version);
     let text = report(args, &run, &verdicts, &first_verdicts, &name);
     println!("{text}");

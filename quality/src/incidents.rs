@@ -95,11 +95,16 @@ pub struct Row {
     pub fault: Option<String>,
     /// The evidence the classifier judges once the feature window closed.
     pub features: Vec<f64>,
-    /// The evidence the incident opened with (its first state): what the host's first verdict
-    /// (the first alert's cause) rests on.
-    pub at_opening: Vec<f64>,
     /// Every distinct evidence state of the window, oldest first (see the module docs).
     pub states: Vec<State>,
+}
+
+impl Row {
+    /// The evidence the incident opened with (its first state): what the host's first verdict
+    /// (the first alert's cause) rests on.
+    pub fn at_opening(&self) -> &[f64] {
+        &self.states[0].features
+    }
 }
 
 /// The evidence of an incident when event time moved past one sample of its feature window.
@@ -167,8 +172,7 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
         let (label, fault) = label(&incident, &data.faults, &data.changes, grace_ms);
         all.push((incident.clone(), fault.clone()));
         if incident.opened >= from && incident.opened < data.end {
-            let at_opening = states[0].features.clone();
-            rows.push(Row { incident, label, fault, features, at_opening, states });
+            rows.push(Row { incident, label, fault, features, states });
         }
     }
     Ok(Run {
@@ -549,7 +553,6 @@ mod tests {
         let rows: Vec<Row> = grouped
             .into_iter()
             .map(|g| Row {
-                at_opening: g.states[0].features.clone(),
                 incident: g.incident,
                 label: "memory-leak".into(),
                 fault: Some("f1".into()),
