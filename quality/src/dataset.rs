@@ -79,6 +79,13 @@ pub fn make(dir: &Path, p: Params, reuse: bool) -> Result<Dataset> {
         return Ok(Dataset { records, faults, changes, profile, end, interval_ms, routers });
     }
     tracing::info!("simulating {params}");
+    // The stamp goes first and comes back last: a run stopped halfway leaves no stamp, so the
+    // next `--reuse` simulates again instead of scoring a half-written set against the wrong
+    // ground truth.
+    match std::fs::remove_file(&stamp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     // Without consequences: the scorer does not yet credit a crash's anomalies to the leak
     // behind it, and would count them as false alarms.
     let config = RuntimeConfig { routers, interval_ms: interval_ms as u64, fault_rate, profile, consequences: false };
