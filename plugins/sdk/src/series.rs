@@ -125,6 +125,16 @@ impl<S: Default + Clone> SeriesTable<S> {
 }
 
 impl<S> SeriesTable<S> {
+    /// The same table with every series converted by `f`: a snapshot of an older layout
+    /// brought up to date.
+    pub fn map<T>(self, f: impl FnMut(S) -> T) -> SeriesTable<T> {
+        let mut f = f;
+        SeriesTable {
+            metrics: self.metrics,
+            series: self.series.into_iter().map(|list| list.into_iter().map(&mut f).collect()).collect(),
+        }
+    }
+
     /// Every series, metric by metric.
     pub fn iter(&self) -> impl Iterator<Item = &S> {
         self.series.iter().flatten()

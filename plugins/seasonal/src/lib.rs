@@ -35,13 +35,15 @@ use routewatch_plugin_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use config::Config;
+pub use config::{Config, Cycle};
 
 routewatch_plugin_sdk::export_detector!(Seasonal);
 
 /// 2: the configuration gained `log_metrics`. 3: series carry the SDK's calibrator and
-/// episode, and their own scale.
-const SNAPSHOT_VERSION: u8 = 4;
+/// episode, and their own scale. 5: the cycle's lengths may be left to each series' interval
+/// (a day), which series measure; version 4 is still read.
+const SNAPSHOT_VERSION: u8 = 5;
+const SNAPSHOT_VERSION_SAMPLES: u8 = 4;
 /// Two-sided 95% normal quantile: the in-sample interval level asked of augurs.
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -74,6 +76,44 @@ pub struct Series {
     /// How the samples are modelled, decided at the first fit.
     scale: Option<Scale>,
     /// Calibrated scores of the one-step errors and the onsets of departures.
+    judge: Judge,
+    run_side: i8,
+    run_len: u32,
+    run_sum: f64,
+    /// Intervals (ms) between the first samples, until they decide `day`.
+    intervals: Vec<i64>,
+    /// Samples in a day at this series' sampling interval: its default period.
+    day: Option<u32>,
+}
+
+impl SeriesV4 {
+    /// A version-4 series ran with a period in samples, which its configuration keeps.
+    fn upgrade(self) -> Series {
+        let SeriesV4 { last_ts, history, since_fit, model, scale, judge, run_side, run_len, run_sum } = self;
+        Series {
+            last_ts,
+            history,
+            since_fit,
+            model,
+            scale,
+            judge,
+            run_side,
+            run_len,
+            run_sum,
+            intervals: Vec::new(),
+            day: None,
+        }
+    }
+}
+
+/// A series as snapshot version 4 wrote it (before `intervals` and `day`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SeriesV4 {
+    last_ts: Option<i64>,
+    history: VecDeque<f32>,
+    since_fit: usize,
+    model: Option<Fitted>,
+    scale: Option<Scale>,
     judge: Judge,
     run_side: i8,
     run_len: u32,
@@ -126,7 +166,21 @@ impl Series {
         if self.last_ts.is_some_and(|last| ts <= last) {
             return quiet;
         }
+        // The default period is a day at the series' own interval: the median of its first
+        // intervals, so that a few gaps do not shorten it.
+        if self.day.is_none()
+            && let Some(last) = self.last_ts
+        {
+            self.intervals.push(ts - last);
+            if self.intervals.len() >= config::INTERVALS {
+                self.intervals.sort_unstable();
+                let median = self.intervals[self.intervals.len() / 2];
+                self.day = Some(config::period_of_a_day(median) as u32);
+                self.intervals = Vec::new();
+            }
+        }
         self.last_ts = Some(ts);
+        let cycle = config.cycle(self.day.map(|d| d as usize));
         // Before the first fit the samples are kept as they are; the fit decides the scale.
         let scale = self.scale.unwrap_or(Scale::Linear);
         let value = scale.to_model(raw);
@@ -202,13 +256,16 @@ impl Series {
             return verdict;
         }
         self.history.push_back(kept as f32);
-        while self.history.len() > config.window {
+        // Until the period is known the history is kept up to the longest window.
+        let window = cycle.map_or(config::MAX_WINDOW, |c| c.window);
+        while self.history.len() > window {
             self.history.pop_front();
         }
         self.since_fit += 1;
+        let Some(cycle) = cycle else { return verdict };
         let due = match self.model {
-            None => self.history.len() >= config.window,
-            Some(_) => self.since_fit >= config.refit_every,
+            None => self.history.len() >= cycle.window,
+            Some(_) => self.since_fit >= cycle.refit_every,
         };
         if due {
             self.since_fit = 0;
@@ -223,7 +280,7 @@ impl Series {
             }
             let history: Vec<f64> = self.history.iter().map(|&v| f64::from(v)).collect();
             if history.iter().all(|v| v.is_finite())
-                && let Some(model) = fit(&history, config.period)
+                && let Some(model) = fit(&history, cycle.period)
             {
                 if self.model.is_none() {
                     self.judge.calibrator.seed(model.sigma);
@@ -374,7 +431,13 @@ impl Detector for Seasonal {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let (config, series): (Config, SeriesTable<Series>) = snapshot::decode(bytes, SNAPSHOT_VERSION, "seasonal")?;
+        let (config, series): (Config, SeriesTable<Series>) = if bytes.first() == Some(&SNAPSHOT_VERSION_SAMPLES) {
+            let (config, series): (config::ConfigV4, SeriesTable<SeriesV4>) =
+                snapshot::decode(bytes, SNAPSHOT_VERSION_SAMPLES, "seasonal")?;
+            (config.upgrade(), series.map(SeriesV4::upgrade))
+        } else {
+            snapshot::decode(bytes, SNAPSHOT_VERSION, "seasonal")?
+        };
         // A snapshot's configuration passes the checks `configure` makes.
         config.check().map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
         series.check().map_err(|e| format!("corrupt seasonal snapshot: {e}"))?;
@@ -429,6 +492,48 @@ mod tests {
             }
         }
         assert_eq!(found, vec![(300, AnomalyKind::Spike)]);
+    }
+
+    /// By default the period is a day at the series' own interval: a series sampled every
+    /// five minutes is judged from its third day (two days of 288 samples), not left silent
+    /// for ten days as a fixed 2,880-sample window would leave it; one every minute is fitted
+    /// on 1,440-sample days as before.
+    #[test]
+    fn the_default_period_is_a_day_at_the_series_interval() {
+        for (interval_ms, day) in [(300_000i64, 288usize), (60_000, 1440)] {
+            let config = Config::default();
+            let y = cycle(3 * day, day);
+            let mut series = Series::default();
+            let mut found = Vec::new();
+            let mut first_scored = None;
+            for (i, &v) in y.iter().enumerate() {
+                let v = if i == 2 * day + day / 2 { v + 3.0 } else { v };
+                let verdict = series.observe(i as i64 * interval_ms, v, "cpu_util", Some(Scale::Linear), &config);
+                if verdict.score > 0.0 && first_scored.is_none() {
+                    first_scored = Some(i);
+                }
+                if let Some(a) = verdict.anomaly {
+                    found.push((i, a.kind));
+                }
+            }
+            assert_eq!(series.day, Some(day as u32), "{interval_ms} ms");
+            assert_eq!(series.model.as_ref().map(|m| m.profile.len()), Some(day));
+            assert_eq!(first_scored, Some(2 * day), "{interval_ms} ms: scored from the first sample after two days");
+            assert_eq!(found, vec![(2 * day + day / 2, AnomalyKind::Spike)], "{interval_ms} ms");
+        }
+    }
+
+    /// A version-4 snapshot (lengths in samples) is still read, its lengths kept as set.
+    #[test]
+    fn a_version_4_snapshot_is_read_with_its_lengths() {
+        let old_config = (60usize, 150usize, 45usize, 6.0f64, 3u32, Vec::<String>::new(), vec!["rx_bps".to_owned()]);
+        let bytes = snapshot::encode(SNAPSHOT_VERSION_SAMPLES, &(old_config, SeriesTable::<SeriesV4>::default()));
+        let mut detector = Seasonal::default();
+        detector.restore(&bytes).unwrap();
+        assert_eq!(detector.config.period, Some(60));
+        assert_eq!(detector.config.cycle(Some(288)), Some(Cycle { period: 60, window: 150, refit_every: 45 }));
+        assert_eq!(detector.config.log_metrics, vec!["rx_bps".to_owned()]);
+        assert_eq!(detector.snapshot()[0], SNAPSHOT_VERSION);
     }
 
     #[test]

@@ -18,8 +18,8 @@ fn a_snapshot_configuration_is_checked_like_configure() {
     assert_eq!(detector.restore(&snapshot_with(&Config::default())), Ok(()));
     let before = detector.snapshot();
     for (bad, needle) in [
-        (Config { period: 0, ..Config::default() }, "period"),
-        (Config { refit_every: 0, ..Config::default() }, "refit_every"),
+        (Config { period: Some(0), ..Config::default() }, "period"),
+        (Config { refit_every: Some(0), ..Config::default() }, "refit_every"),
     ] {
         let err = detector.restore(&snapshot_with(&bad)).unwrap_err();
         assert!(err.contains("snapshot") && err.contains(needle), "{err}");
