@@ -65,9 +65,10 @@ pub struct Fitted {
     sigma: f64,
 }
 
-/// One (router, metric) series.
+/// One (router, metric) series, with its sampling rate of type `R`: a [`Rate`] now, nothing in
+/// snapshot version 4 ([`SeriesV4`]); the rest of the layout is the same in both.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Series {
+pub struct SeriesOf<R> {
     last_ts: Option<i64>,
     /// The latest samples (anomalies replaced by their forecasts), for refits.
     history: VecDeque<f32>,
@@ -80,44 +81,57 @@ pub struct Series {
     run_side: i8,
     run_len: u32,
     run_sum: f64,
-    /// Intervals (ms) between the first samples, until they decide `day`.
-    intervals: Vec<i64>,
-    /// Samples in a day at this series' sampling interval: its default period.
-    day: Option<u32>,
+    rate: R,
 }
+
+/// A series as the detector keeps it.
+pub type Series = SeriesOf<Rate>;
+/// A series as snapshot version 4 wrote it, before series measured their rate (`()` takes no
+/// bytes in postcard).
+type SeriesV4 = SeriesOf<()>;
 
 impl SeriesV4 {
     /// A version-4 series ran with a period in samples, which its configuration keeps.
     fn upgrade(self) -> Series {
-        let SeriesV4 { last_ts, history, since_fit, model, scale, judge, run_side, run_len, run_sum } = self;
-        Series {
-            last_ts,
-            history,
-            since_fit,
-            model,
-            scale,
-            judge,
-            run_side,
-            run_len,
-            run_sum,
-            intervals: Vec::new(),
-            day: None,
-        }
+        let SeriesOf { last_ts, history, since_fit, model, scale, judge, run_side, run_len, run_sum, rate: () } = self;
+        SeriesOf { last_ts, history, since_fit, model, scale, judge, run_side, run_len, run_sum, rate: Rate::default() }
     }
 }
 
-/// A series as snapshot version 4 wrote it (before `intervals` and `day`).
+/// A series' sampling rate, as the length of its day in samples: its default period.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct SeriesV4 {
-    last_ts: Option<i64>,
-    history: VecDeque<f32>,
-    since_fit: usize,
-    model: Option<Fitted>,
-    scale: Option<Scale>,
-    judge: Judge,
-    run_side: i8,
-    run_len: u32,
-    run_sum: f64,
+pub struct Rate {
+    /// Intervals (ms) between the first samples, until they decide `day`.
+    intervals: Vec<i64>,
+    day: Option<u32>,
+}
+
+impl Rate {
+    /// Counts the interval to a new sample until [`config::INTERVALS`] of them decide the day:
+    /// their median, so that a few gaps do not shorten it.
+    fn observe(&mut self, interval_ms: i64) {
+        if self.day.is_some() {
+            return;
+        }
+        self.intervals.push(interval_ms);
+        if self.intervals.len() >= config::INTERVALS {
+            self.intervals.sort_unstable();
+            let median = self.intervals[self.intervals.len() / 2];
+            self.day = Some(config::period_of_a_day(median) as u32);
+            self.intervals = Vec::new();
+        }
+    }
+
+    /// Samples in a day at the series' interval, once known.
+    fn day(&self) -> Option<usize> {
+        self.day.map(|d| d as usize)
+    }
+
+    /// Whether a restored rate is one `observe` could have made.
+    fn is_sound(&self) -> bool {
+        self.intervals.len() < config::INTERVALS
+            && self.day.is_none_or(|d| (2..=config::MAX_PERIOD).contains(&(d as usize)))
+    }
 }
 
 /// How a metric's samples are modelled: as they are, or in logarithms.
@@ -166,21 +180,12 @@ impl Series {
         if self.last_ts.is_some_and(|last| ts <= last) {
             return quiet;
         }
-        // The default period is a day at the series' own interval: the median of its first
-        // intervals, so that a few gaps do not shorten it.
-        if self.day.is_none()
-            && let Some(last) = self.last_ts
-        {
-            self.intervals.push(ts - last);
-            if self.intervals.len() >= config::INTERVALS {
-                self.intervals.sort_unstable();
-                let median = self.intervals[self.intervals.len() / 2];
-                self.day = Some(config::period_of_a_day(median) as u32);
-                self.intervals = Vec::new();
-            }
+        // The default period is a day at the series' own interval.
+        if let Some(last) = self.last_ts {
+            self.rate.observe(ts - last);
         }
         self.last_ts = Some(ts);
-        let cycle = config.cycle(self.day.map(|d| d as usize));
+        let cycle = config.cycle(self.rate.day());
         // Before the first fit the samples are kept as they are; the fit decides the scale.
         let scale = self.scale.unwrap_or(Scale::Linear);
         let value = scale.to_model(raw);
@@ -446,6 +451,9 @@ impl Detector for Seasonal {
         if series.iter().any(bad_model) {
             return Err("corrupt seasonal snapshot: a fitted model has no profile".into());
         }
+        if !series.iter().all(|s| s.rate.is_sound()) {
+            return Err("corrupt seasonal snapshot: a sampling rate out of range".into());
+        }
         self.config = config;
         self.series = series;
         Ok(())
@@ -516,7 +524,7 @@ mod tests {
                     found.push((i, a.kind));
                 }
             }
-            assert_eq!(series.day, Some(day as u32), "{interval_ms} ms");
+            assert_eq!(series.rate.day(), Some(day), "{interval_ms} ms");
             assert_eq!(series.model.as_ref().map(|m| m.profile.len()), Some(day));
             assert_eq!(first_scored, Some(2 * day), "{interval_ms} ms: scored from the first sample after two days");
             assert_eq!(found, vec![(2 * day + day / 2, AnomalyKind::Spike)], "{interval_ms} ms");
@@ -534,6 +542,24 @@ mod tests {
         assert_eq!(detector.config.cycle(Some(288)), Some(Cycle { period: 60, window: 150, refit_every: 45 }));
         assert_eq!(detector.config.log_metrics, vec!["rx_bps".to_owned()]);
         assert_eq!(detector.snapshot()[0], SNAPSHOT_VERSION);
+    }
+
+    /// A snapshot whose series carries a day of 0 samples (a period `fit` cannot take) is
+    /// refused, and the state stays as it was.
+    #[test]
+    fn a_snapshot_with_a_rate_out_of_range_is_refused() {
+        let mut detector = Seasonal::default();
+        let batch = Batch::new(&[0], &[0], vec![("cpu_util", &[1.0][..])]);
+        detector.process(&batch, &mut Output::default()).unwrap();
+        let before = detector.snapshot();
+        let table = detector.series.clone().map(|mut s| {
+            s.rate.day = Some(0);
+            s
+        });
+        let bytes = snapshot::encode(SNAPSHOT_VERSION, &(&detector.config, &table));
+        let err = detector.restore(&bytes).unwrap_err();
+        assert!(err.contains("sampling rate"), "{err}");
+        assert_eq!(detector.snapshot(), before);
     }
 
     #[test]
