@@ -336,23 +336,30 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<String, Vec<(i64, i64)>>> {
     Ok(labels)
 }
 
-/// The timestamps of a CSV series, read with the replay's own parser; they must increase.
-fn timestamps(path: &Path) -> Result<Vec<i64>> {
+/// The timestamps of a CSV series, read with the replay's own parser, and how many rows repeat
+/// the timestamp of the row before. Timestamps must not decrease: a window is a range of rows,
+/// which only holds in time order. Repeats are kept (real exports have them: NAB's
+/// realTraffic files do); the rows are replayed in file order, as any source would deliver them.
+fn timestamps(path: &Path) -> Result<(Vec<i64>, usize)> {
     let mut reader = RowReader::open(path, InputFormat::Csv, "series")?;
     let mut out = Vec::new();
+    let mut repeated = 0;
     while let Some(row) = reader.next_row() {
         let ts = row?.ts;
         if let Some(&last) = out.last() {
             ensure!(
-                ts > last,
-                "{}: timestamps must increase (row {} has {ts} after {last})",
+                ts >= last,
+                "{}: timestamps must not decrease (row {} has {} after {}); sort the file by time",
                 path.display(),
-                out.len() + 1
+                out.len() + 1,
+                format_ts(ts),
+                format_ts(last)
             );
+            repeated += usize::from(ts == last);
         }
         out.push(ts);
     }
-    Ok(out)
+    Ok((out, repeated))
 }
 
 pub fn run(args: &CorpusArgs) -> Result<()> {
@@ -382,12 +389,18 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
     let mut figures: Vec<DetectorFigures> =
         loaded.iter().map(|(name, _)| DetectorFigures { detector: (*name).to_owned(), ..Default::default() }).collect();
     let mut rows_total = 0;
+    let mut repeated_total = 0;
 
     for (path, name) in files.iter().zip(&names) {
-        let ts = timestamps(path)?;
+        let (ts, repeated) = timestamps(path)?;
         rows_total += ts.len();
+        repeated_total += repeated;
         let labelled = Labelled::new(&ts, &labels[name], args.probation);
-        let row_of: HashMap<i64, usize> = ts.iter().enumerate().map(|(i, &t)| (t, i)).collect();
+        // An anomaly at a repeated timestamp counts at the first row of that timestamp.
+        let mut row_of: HashMap<i64, usize> = HashMap::with_capacity(ts.len());
+        for (i, &t) in ts.iter().enumerate() {
+            row_of.entry(t).or_insert(i);
+        }
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let metric = if args.metric_from_name {
             stem.rsplit_once('.')
@@ -435,7 +448,7 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
     for f in &mut figures {
         f.nab_standard = f.nab.normalised();
     }
-    let text = report(args, files.len(), rows_total, &figures);
+    let text = report(args, files.len(), rows_total, repeated_total, &figures);
     println!("{text}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
@@ -446,12 +459,13 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
     Ok(())
 }
 
-fn report(args: &CorpusArgs, files: usize, rows: usize, figures: &[DetectorFigures]) -> String {
+fn report(args: &CorpusArgs, files: usize, rows: usize, repeated: usize, figures: &[DetectorFigures]) -> String {
     let mut out = String::from("## Corpus mode\n\n");
     let _ = writeln!(
         out,
         "Command: `routewatch-quality {}`  \nMachine: {}  \n\
-         Corpus: {files} series, {rows} rows, {} scored windows; the first {:.0}% of each series is warm-up. \
+         Corpus: {files} series, {rows} rows ({repeated} repeating the timestamp of the row before, kept), \
+         {} scored windows; the first {:.0}% of each series is warm-up. \
          Detections at most {} rows apart form an alarm. NAB score: standard profile (TP 1, FP 0.11, FN 1), \
          normalised so that 100 is perfect and 0 is a detector that never fires (see quality/README.md).\n",
         std::env::args().skip(1).collect::<Vec<_>>().join(" "),

@@ -133,3 +133,68 @@ fn corpus_mode_refuses_files_without_labels() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no labels for [\"b.csv\"]"), "{stderr}");
 }
+
+/// Writes `c/a.csv` (600 samples at 5 minutes of seeded noise, with a spike at row 400) and its
+/// labels; `edit` may change the rows first.
+fn one_series(dir: &Path, edit: impl FnOnce(&mut Vec<(i64, f64)>)) {
+    let mut state = 7u64;
+    let mut rows: Vec<(i64, f64)> = (0..600)
+        .map(|i| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            let spike = if i == 400 { 40.0 } else { 0.0 };
+            (1_736_121_600 + i * 300, 50.0 + noise + spike)
+        })
+        .collect();
+    edit(&mut rows);
+    let mut csv = String::from("timestamp,value\n");
+    for (ts, v) in &rows {
+        csv.push_str(&format!("{ts},{v:.4}\n"));
+    }
+    std::fs::create_dir_all(dir.join("c")).unwrap();
+    std::fs::write(dir.join("c/a.csv"), csv).unwrap();
+    let window = [1_736_121_600 + 398 * 300, 1_736_121_600 + 404 * 300];
+    std::fs::write(dir.join("labels.json"), format!(r#"{{"a.csv": [{window:?}]}}"#)).unwrap();
+}
+
+const ARIMA_ONLY: [&str; 8] =
+    ["--skip", "lstm", "--skip", "seasonal", "--skip", "fleet-outlier", "--skip", "changepoint"];
+
+#[test]
+fn corpus_mode_keeps_rows_that_repeat_a_timestamp() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Real exports repeat a timestamp now and then (NAB's realTraffic files do).
+    one_series(tmp.path(), |rows| {
+        rows.insert(201, rows[200]);
+        rows.insert(402, (rows[401].0, rows[401].1 + 0.1));
+    });
+    let results = tmp.path().join("results.json");
+    let write = tmp.path().join("BENCHMARKS.md");
+    let mut args = vec!["corpus", "c", "--labels", "labels.json", "--out-dir", "run"];
+    args.extend(["--json", results.to_str().unwrap(), "--write", write.to_str().unwrap()]);
+    args.extend(ARIMA_ONLY);
+    quality(&args, tmp.path());
+    let md = std::fs::read_to_string(&write).unwrap();
+    assert!(md.contains("602 rows (2 repeating the timestamp of the row before, kept)"), "{md}");
+    let figures: Vec<Value> = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    let events = &figures[0]["events"];
+    assert_eq!(events["windows"], 1, "{events}");
+    assert_eq!(events["detected"], 1, "the spike after the repeated rows is still found: {events}");
+}
+
+#[test]
+fn corpus_mode_refuses_a_series_out_of_time_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    one_series(tmp.path(), |rows| rows.swap(100, 101));
+    let mut args = vec!["corpus", "c", "--labels", "labels.json", "--out-dir", "run"];
+    args.extend(ARIMA_ONLY);
+    let out = Command::new(BIN).args(&args).current_dir(tmp.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "timestamps must not decrease (row 102 has 2025-01-06T08:20:00.000Z after 2025-01-06T08:25:00.000Z)"
+        ),
+        "{stderr}"
+    );
+}
