@@ -147,14 +147,26 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
     let data = dataset::make(&dir, params, args.reuse)?;
     let anomalies_path = dir.join(format!("anomalies-{}.jsonl", args.detectors.join("+")));
     let stamp = dir.join(format!("anomalies-{}.params", args.detectors.join("+")));
-    let data_stamp = std::fs::read_to_string(dir.join("fleet.params")).unwrap_or_default();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(args.out_dir.join("components")),
+        limits: Limits { cpu_budget: std::time::Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
+        ..RuntimeConfig::default()
+    })?;
+    let plugins = load_detectors(args, &runtime)?;
+    // The anomalies are those of this data and of these builds of the detectors: a rebuilt
+    // component replays again.
+    let mut anomalies_stamp = std::fs::read_to_string(dir.join("fleet.params")).unwrap_or_default();
+    for (name, p) in args.detectors.iter().zip(&plugins) {
+        anomalies_stamp.push_str(&format!("\n{name} {}", p.plugin.sha256()));
+    }
     let fresh =
-        args.reuse && anomalies_path.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == data_stamp);
+        args.reuse && anomalies_path.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == anomalies_stamp);
     if fresh {
         tracing::info!("reusing {}", anomalies_path.display());
     } else {
-        replay_detectors(args, &data, &anomalies_path)?;
-        std::fs::write(&stamp, &data_stamp)?;
+        let _ = std::fs::remove_file(&stamp);
+        replay_detectors(args, plugins, &data, &anomalies_path)?;
+        std::fs::write(&stamp, &anomalies_stamp)?;
     }
     let events = read_events(&anomalies_path)?;
     let config = RouterConfig {
@@ -188,12 +200,9 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
     })
 }
 
-fn replay_detectors(args: &IncidentArgs, data: &dataset::Dataset, out: &Path) -> Result<()> {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(args.out_dir.join("components")),
-        limits: Limits { cpu_budget: std::time::Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
-        ..RuntimeConfig::default()
-    })?;
+/// The components of `args.detectors`, loaded from `--plugins` (the runtime must outlive
+/// their calls: its epoch ticker enforces the CPU budget).
+fn load_detectors(args: &IncidentArgs, runtime: &Runtime) -> Result<Vec<routewatch_engine::replay::ReplayPlugin>> {
     let dir = match &args.plugins {
         Some(dir) => dir.clone(),
         None => crate::default_plugin_dir()?,
@@ -210,6 +219,15 @@ fn replay_detectors(args: &IncidentArgs, data: &dataset::Dataset, out: &Path) ->
             .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
         plugins.push(routewatch_engine::replay::ReplayPlugin { plugin, config: None });
     }
+    Ok(plugins)
+}
+
+fn replay_detectors(
+    args: &IncidentArgs,
+    plugins: Vec<routewatch_engine::replay::ReplayPlugin>,
+    data: &dataset::Dataset,
+    out: &Path,
+) -> Result<()> {
     let options = ReplayOptions {
         input: data.records.clone(),
         format: InputFormat::Jsonl,
