@@ -71,6 +71,10 @@ pub struct IncidentArgs {
     /// Recall period of the router stage, samples (`RouterConfig::recall_samples`; 0 off).
     #[arg(long, default_value_t = RouterConfig::default().recall_samples)]
     pub recall_samples: u32,
+    /// Feature window of the router stage, samples (`RouterConfig::feature_window_samples`);
+    /// a classifier is trained on one window.
+    #[arg(long, default_value_t = RouterConfig::default().feature_window_samples)]
+    pub feature_window_samples: u32,
     /// Detectors whose anomalies make the incidents; by default the default set
     /// (`deploy/default-detectors.txt`), which the shipped classifier was trained on.
     #[arg(long, value_delimiter = ',', default_values_t = crate::default_set_names().into_iter().map(String::from).collect::<Vec<_>>())]
@@ -173,6 +177,7 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
         interval_ms: data.interval_ms,
         reopen_samples: args.reopen_samples,
         recall_samples: args.recall_samples,
+        feature_window_samples: args.feature_window_samples,
         ..RouterConfig::default()
     };
     let from = data.end - i64::from(args.eval_days) * 86_400_000;
