@@ -86,7 +86,7 @@ fn main() {
          | **ratio native / Wasm** | **{ratio:.2}x** |\n\n\
          Crossing the boundary (lowering a {per_batch}-point batch, lifting its scores) costs {per_call:?} \
          per call, measured with a detector that only writes zero scores.\n\n\
-         Targets: Wasm at least 1,000,000 points/s ({wasm_ok}); within 1.3x of native ({ratio_ok}).\n\n\
+         Targets: Wasm at least 1,000,000 points/s ({wasm_ok}); within 1.2x of native (issue 13) ({ratio_ok}).\n\n\
          ### What calibration costs\n\n\
          The same run, the same batches: ARIMA (its calibrated scores included) beside the SDK's calibration \
          and episodes alone behind a naive forecast (`plugins/testing/calibrate-only`), each through Wasm, \
@@ -106,7 +106,7 @@ fn main() {
         series = ROUTERS as usize * METRICS.len(),
         per_batch = ROUTERS as usize * METRICS.len(),
         wasm_ok = if wasm >= 1e6 { "met" } else { "NOT met" },
-        ratio_ok = if ratio <= 1.3 { "met" } else { "NOT met" },
+        ratio_ok = if ratio <= 1.2 { "met" } else { "NOT met" },
     );
     println!("{report}");
     if let Some(path) = std::env::var_os("ROUTEWATCH_BENCH_WRITE") {
