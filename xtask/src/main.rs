@@ -98,7 +98,7 @@ enum Task {
 
 fn main() -> Result<()> {
     let root = workspace_root();
-    std::env::set_current_dir(&root)?;
+    std::env::set_current_dir(&root).with_context(|| format!("entering the workspace {}", root.display()))?;
     match Cli::parse().task {
         Task::Build => build(),
         Task::Test { args } => {
@@ -201,8 +201,13 @@ fn target_dir() -> Result<PathBuf> {
     }
 }
 
+/// The workspace this xtask was run from. `cargo run` sets `CARGO_MANIFEST_DIR` for the process;
+/// the path compiled in is only a fallback, since a target directory shared by two clones runs
+/// one xtask binary for both.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.parent().map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
 }
 
 fn cargo(args: &[&str]) -> Command {
