@@ -71,6 +71,9 @@ pub struct IncidentArgs {
     /// Recall period of the router stage, samples (`RouterConfig::recall_samples`; 0 off).
     #[arg(long, default_value_t = RouterConfig::default().recall_samples)]
     pub recall_samples: u32,
+    /// Score that opens an incident (`RouterConfig::open_score`).
+    #[arg(long, default_value_t = RouterConfig::default().open_score)]
+    pub open_score: f64,
     /// Feature window of the router stage, samples (`RouterConfig::feature_window_samples`);
     /// a classifier is trained on one window.
     #[arg(long, default_value_t = RouterConfig::default().feature_window_samples)]
@@ -178,6 +181,7 @@ pub fn build(args: &IncidentArgs) -> Result<Run> {
         reopen_samples: args.reopen_samples,
         recall_samples: args.recall_samples,
         feature_window_samples: args.feature_window_samples,
+        open_score: args.open_score,
         ..RouterConfig::default()
     };
     let from = data.end - i64::from(args.eval_days) * 86_400_000;
