@@ -13,7 +13,8 @@ pub struct Config {
     /// Least robust z-score at which a single point is anomalous. The calibrated threshold is
     /// higher where the series' own errors are heavy-tailed (see the SDK's `calibrate`).
     pub threshold: f64,
-    /// Samples a series collects before its first fit; it is not scored until then.
+    /// Samples a series collects before its first fit, plus its own share of up to half as
+    /// many again (`series::first_fit_after`); it is not scored until then.
     pub warmup: usize,
     /// Samples kept for refitting (the most recent, with anomalies replaced by forecasts).
     pub window: usize,
@@ -107,7 +108,7 @@ impl Config {
     "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 6.0,
       "description": "Least robust z-score at which a single point is anomalous; higher on heavy-tailed series."},
     "warmup": {"type": "integer", "minimum": 30, "default": 120,
-      "description": "Samples before a series' first fit."},
+      "description": "Samples before a series' first fit, plus its share of up to half as many again (spread over the fleet)."},
     "window": {"type": "integer", "minimum": 30, "maximum": 10000, "default": 240,
       "description": "Samples kept for refitting; at least warmup."},
     "refit_every": {"type": "integer", "minimum": 1, "default": 1440,

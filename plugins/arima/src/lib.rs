@@ -130,7 +130,8 @@ impl Detector for Arima {
                     *entry = state.series.len() as u32;
                 }
                 let series = &mut state.series[*entry as usize - 1].2;
-                let verdict = series.observe(ts, value, &state.config, column.metric, min_deviation);
+                let key = u64::from(router) << 32 | metric as u64;
+                let verdict = series.observe(ts, value, &state.config, column.metric, min_deviation, key);
                 out.scores.push(verdict.score as f32);
                 if let Some(mut anomaly) = verdict.anomaly {
                     anomaly.row = row as u32;

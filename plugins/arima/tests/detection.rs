@@ -68,14 +68,24 @@ fn flags_a_dip_as_a_dip() {
     assert_eq!(anomalies, vec![(400, AnomalyKind::Dip)]);
 }
 
+/// Gaussian noise alarms at the calibrator's design rate: `DECISION_P` (1e-5) for each of
+/// about five kinds of evidence (a single error, runs of 2 to 4, three of four), about 0.5 an
+/// alarm in 10,000 points. Asserted over four seeds, since one seed's count is luck: this
+/// test once asserted none on seed 42 alone, which held only for the fit made at exactly the
+/// 120th sample (seed 2 gave one even then).
 #[test]
 fn stays_quiet_on_ten_thousand_points_of_stationary_noise() {
-    let mut rng = StdRng::seed_from_u64(42);
     let noise = Normal::new(50.0, 5.0).unwrap();
-    let values: Vec<f64> = (0..10_000).map(|_| noise.sample(&mut rng)).collect();
-    let (scores, anomalies) = run(&mut Arima::default(), &values);
-    assert!(anomalies.is_empty(), "{anomalies:?}");
-    assert!(scores.iter().all(|s| (0.0..0.5).contains(s)));
+    let mut alarms = Vec::new();
+    for seed in [42, 1, 2, 3] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let values: Vec<f64> = (0..10_000).map(|_| noise.sample(&mut rng)).collect();
+        let (scores, anomalies) = run(&mut Arima::default(), &values);
+        let high = scores.iter().filter(|&&s| s >= 0.5).count();
+        assert!(anomalies.len() <= 2 && high <= 2, "seed {seed}: {anomalies:?}, {high} scores of 0.5 or more");
+        alarms.extend(anomalies);
+    }
+    assert!(alarms.len() <= 4, "{} alarms in 40,000 points: {alarms:?}", alarms.len());
 }
 
 #[test]
