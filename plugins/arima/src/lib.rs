@@ -22,7 +22,7 @@ mod optimize;
 mod series;
 mod window;
 
-use routewatch_plugin_sdk::{Batch, Detector, Info, Output};
+use routewatch_plugin_sdk::{Batch, Detector, Info, Output, SeriesKey};
 
 pub use config::Config;
 use series::{Series, SeriesV4};
@@ -130,7 +130,7 @@ impl Detector for Arima {
                     *entry = state.series.len() as u32;
                 }
                 let series = &mut state.series[*entry as usize - 1].2;
-                let key = u64::from(router) << 32 | metric as u64;
+                let key = SeriesKey { router, metric: metric as u32 };
                 let verdict = series.observe(ts, value, &state.config, column.metric, min_deviation, key);
                 out.scores.push(verdict.score as f32);
                 if let Some(mut anomaly) = verdict.anomaly {

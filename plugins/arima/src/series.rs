@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use routewatch_plugin_sdk::{Anomaly, Judge};
+use routewatch_plugin_sdk::{Anomaly, Judge, SeriesKey};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -20,24 +20,17 @@ const MAD_TO_SD: f64 = 1.482_602_218_505_602;
 /// seed: a ramp that is not yet anomalous was followed too slowly.)
 const FILTER_CLIP: f64 = 5.0;
 
-/// Samples, beyond `warmup`, by which a series may put off its first fit: its own share of
-/// `warmup / 2`, from its key (see [`first_fit_after`]).
+/// When a series fits first: after `warmup` samples and its own share of up to half as many
+/// again ([`SeriesKey::share`]).
 ///
-/// Every series of a fleet that starts together (a new host, a new detector, a replay) would
-/// otherwise reach its warm-up at the same timestamp, and the first fit, which chooses the
-/// order, costs about 100 µs a series: 10,000 series of one partition (1,000 routers) came to a
-/// second of CPU in one call, which is the sandbox's budget, so the detector was stopped at
-/// warm-up. Spread over a further half warm-up, the first fits (and, counted from them, the
-/// routine refits) cost a sixtieth of that a batch at the default warm-up.
-pub fn first_fit_after(key: u64, config: &Config) -> usize {
-    let span = (config.warmup / 2).min(config.window - config.warmup) as u64 + 1;
-    // splitmix64's finaliser: the keys of neighbouring routers land far apart; key 0 (the
-    // first series, and a single-series replay) is not put off.
-    let mut z = key;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    config.warmup + (z % span) as usize
+/// Every series of a fleet that starts together would otherwise reach its warm-up at the same
+/// timestamp, and the first fit, which chooses the order, costs about 100 µs a series: 10,000
+/// series of one partition (1,000 routers) came to a second of CPU in one call, which is the
+/// sandbox's budget, so the detector was stopped at warm-up. Spread over a further half
+/// warm-up, the first fits (and, counted from them, the routine refits) cost a sixtieth of that
+/// a batch at the default warm-up.
+pub fn first_fit_after(key: SeriesKey, config: &Config) -> usize {
+    config.warmup + key.share((config.warmup / 2).min(config.window - config.warmup))
 }
 
 /// What one observation came to.
@@ -137,7 +130,7 @@ impl Series {
         config: &Config,
         metric: &str,
         min_deviation: f64,
-        key: u64,
+        key: SeriesKey,
     ) -> Verdict {
         if !value.is_finite() || ts <= self.last_ts {
             // A gap or a replayed sample: nothing to learn, nothing to say.
@@ -272,9 +265,9 @@ mod tests {
     fn first_fits_spread_over_half_a_warm_up_evenly() {
         let config = Config::default();
         let mut per_offset = vec![0usize; config.warmup / 2 + 1];
-        for router in 0..10_000u64 {
-            for metric in 0..10u64 {
-                let at = first_fit_after(router << 32 | metric, &config);
+        for router in 0..10_000 {
+            for metric in 0..10 {
+                let at = first_fit_after(SeriesKey { router, metric }, &config);
                 assert!((config.warmup..=config.warmup + config.warmup / 2).contains(&at));
                 per_offset[at - config.warmup] += 1;
             }
@@ -284,8 +277,8 @@ mod tests {
         assert!(most < mean * 3 / 2, "one offset has {most} series against a mean of {mean}: {per_offset:?}");
         // The first series (and a single-series replay) is not put off, and a window no
         // longer than the warm-up leaves nothing to spread over.
-        assert_eq!(first_fit_after(0, &config), config.warmup);
+        assert_eq!(first_fit_after(SeriesKey { router: 0, metric: 0 }, &config), config.warmup);
         let tight = Config { window: config.warmup, ..Config::default() };
-        assert!((0..1000).all(|key| first_fit_after(key << 32, &tight) == tight.warmup));
+        assert!((0..1000).all(|router| first_fit_after(SeriesKey { router, metric: 0 }, &tight) == tight.warmup));
     }
 }

@@ -47,7 +47,7 @@ mod types;
 pub use calibrate::{Calibration, Calibrator};
 pub use episode::{Episode, Judge, Judgement, MAX_REASON_BYTES, Report};
 pub use score::{Z_SCORE_SLOPE, score_from_z};
-pub use series::{MAX_ROUTER_ID, SeriesTable, Verdict};
+pub use series::{MAX_ROUTER_ID, SeriesKey, SeriesTable, Verdict};
 pub use types::{Anomaly, AnomalyKind, Batch, Column, Info, Level, Output};
 
 /// The WIT package version this SDK builds against (see `wit/detector.wit`).

@@ -16,6 +16,43 @@ pub struct Verdict {
     pub anomaly: Option<Anomaly>,
 }
 
+/// Which series a sample belongs to, among one detector instance's: the batch's router id and
+/// the metric's place in the order the instance first saw the metrics. It is part of the
+/// state, so it is the same after a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub router: u32,
+    pub metric: u32,
+}
+
+impl SeriesKey {
+    /// The series' own share of `span` samples, in `0..=span`: by how much to put off work
+    /// that every series would otherwise do at the same sample, such as a first fit.
+    ///
+    /// Every series of a fleet that starts together (a new host, a new detector, a replay)
+    /// reaches its warm-up at the same timestamp; a fit there for all of them at once can take
+    /// longer than the sandbox's CPU budget for one call, and the detector is stopped. Shares
+    /// spread such work evenly over `span + 1` samples. The first series (router 0, the first
+    /// metric: a single-series replay) has a share of 0.
+    ///
+    /// ```
+    /// use routewatch_plugin_sdk::SeriesKey;
+    ///
+    /// assert_eq!(SeriesKey { router: 0, metric: 0 }.share(60), 0);
+    /// let shares: Vec<usize> = (0..1000).map(|router| SeriesKey { router, metric: 3 }.share(60)).collect();
+    /// assert!(shares.iter().all(|&s| s <= 60));
+    /// assert!((0..=60).all(|s| shares.contains(&s)));
+    /// ```
+    pub fn share(self, span: usize) -> usize {
+        // splitmix64's finaliser: neighbouring routers land far apart, and 0 stays 0.
+        let mut z = u64::from(self.router) << 32 | u64::from(self.metric);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % (span as u64 + 1)) as usize
+    }
+}
+
 /// One `S` per (metric, router), created on first sight with `S::default()`.
 ///
 /// It serialises as the metric names followed by the series, so it can go into a snapshot
@@ -77,8 +114,22 @@ impl<S: Default + Clone> SeriesTable<S> {
         &mut self,
         batch: &Batch<'_>,
         out: &mut Output,
-        mut watch: impl FnMut(&str) -> Option<C>,
+        watch: impl FnMut(&str) -> Option<C>,
         mut observe: impl FnMut(&mut S, &str, &C, i64, f64) -> Verdict,
+    ) -> Result<(), String> {
+        self.process_keyed(batch, out, watch, |series, _, metric, context, ts, value| {
+            observe(series, metric, context, ts, value)
+        })
+    }
+
+    /// [`SeriesTable::process_named`], with the series' [`SeriesKey`] handed to `observe` too
+    /// (to spread work over the fleet, see [`SeriesKey::share`]).
+    pub fn process_keyed<C>(
+        &mut self,
+        batch: &Batch<'_>,
+        out: &mut Output,
+        mut watch: impl FnMut(&str) -> Option<C>,
+        mut observe: impl FnMut(&mut S, SeriesKey, &str, &C, i64, f64) -> Verdict,
     ) -> Result<(), String> {
         let rows = batch.rows();
         out.scores.reserve(batch.points());
@@ -90,7 +141,7 @@ impl<S: Default + Clone> SeriesTable<S> {
                 out.scores.extend(std::iter::repeat_n(0.0, rows));
                 continue;
             };
-            let table = self.metric(column.metric);
+            let (metric, table) = self.metric(column.metric);
             for (row, ((&router, &ts), &value)) in
                 batch.routers.iter().zip(batch.timestamps).zip(column.values).enumerate()
             {
@@ -98,7 +149,8 @@ impl<S: Default + Clone> SeriesTable<S> {
                 if r >= table.len() {
                     table.resize(r + 1, S::default());
                 }
-                let verdict = observe(&mut table[r], column.metric, &context, ts, value);
+                let key = SeriesKey { router, metric };
+                let verdict = observe(&mut table[r], key, column.metric, &context, ts, value);
                 out.scores.push(verdict.score as f32);
                 if let Some(mut anomaly) = verdict.anomaly {
                     anomaly.row = row as u32;
@@ -110,8 +162,8 @@ impl<S: Default + Clone> SeriesTable<S> {
         Ok(())
     }
 
-    /// The series of `metric`, by router id, added on first sight.
-    fn metric(&mut self, metric: &str) -> &mut Vec<S> {
+    /// The id of `metric` and its series, by router id, added on first sight.
+    fn metric(&mut self, metric: &str) -> (u32, &mut Vec<S>) {
         let id = match self.metrics.iter().position(|m| m == metric) {
             Some(id) => id,
             None => {
@@ -120,7 +172,7 @@ impl<S: Default + Clone> SeriesTable<S> {
                 self.metrics.len() - 1
             }
         };
-        &mut self.series[id]
+        (id as u32, &mut self.series[id])
     }
 }
 
