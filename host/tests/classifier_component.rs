@@ -19,7 +19,7 @@ struct Parity {
 }
 
 fn parity() -> Parity {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/classifier-forest/model/parity.json");
+    let path = common::repo_root().join("plugins/classifier-forest/model/parity.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("the committed parity set")).expect("parity JSON")
 }
 

@@ -37,7 +37,8 @@ fn binary() -> PathBuf {
 pub fn start() -> Daemon {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/alertmanager/alertmanager.yml");
+    let config = super::repo_root().join("deploy/alertmanager/alertmanager.yml");
+    let config = config.display();
     let child = Command::new(binary())
         .arg(format!("--config.file={config}"))
         .arg(format!("--storage.path={}", dir.path().display()))

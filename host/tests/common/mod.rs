@@ -19,6 +19,15 @@ pub fn plugin_dir() -> PathBuf {
     target.join("wasm32-wasip2").join("plugin")
 }
 
+/// The repository root, from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests
+/// (the path compiled in is a fallback only: clones that share a target directory share the
+/// compiled tests, and that path is the other clone's).
+pub fn repo_root() -> PathBuf {
+    let host =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    host.parent().expect("host/ lives in the repository").to_path_buf()
+}
+
 /// Path of a built component, by crate name with underscores (e.g. `routewatch_arima`).
 pub fn component(name: &str) -> PathBuf {
     let path = plugin_dir().join(format!("{name}.wasm"));
