@@ -255,9 +255,10 @@ fn changepoint_is_quiet_on_healthy_routers() {
 fn seasonal_scores_outside_its_interval_and_is_quiet_otherwise() {
     let runtime = runtime();
     let plugin = load(&runtime, "routewatch_seasonal", "seasonal");
-    // The default configuration: a daily season, fitted on two days, then four hours scored.
+    // The default configuration: a daily season, fitted on two days (each series after its
+    // share of up to a quarter day more), then four hours scored.
     let faults = [(FaultKind::CpuRunaway, 3), (FaultKind::TrafficSpike, 7)];
-    let (found, onset) = scenario(&plugin, None, 20, 2 * 1440 + 10, &faults, 240);
+    let (found, onset) = scenario(&plugin, None, 20, 2 * 1440 + 360 + 10, &faults, 240);
     assert!(hits(&found, 3, onset, 2, &["cpu_util", "temp_c"]) > 0, "cpu-runaway: {found:?}");
     assert!(hits(&found, 7, onset, 2, &["rx_bps", "tx_bps", "cpu_util"]) > 0, "traffic-spike: {found:?}");
     // 18 healthy routers for four hours are three router-days: at most one alarm per router-day.
