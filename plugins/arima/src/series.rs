@@ -30,7 +30,7 @@ const FILTER_CLIP: f64 = 5.0;
 /// warm-up, the first fits (and, counted from them, the routine refits) cost a sixtieth of that
 /// a batch at the default warm-up.
 pub fn first_fit_after(key: SeriesKey, config: &Config) -> usize {
-    config.warmup + key.share((config.warmup / 2).min(config.window - config.warmup))
+    config.warmup + key.share((config.warmup / 2).min(config.window.saturating_sub(config.warmup)))
 }
 
 /// What one observation came to.
