@@ -11,19 +11,7 @@ use std::time::Duration;
 
 use common::{Noise, component};
 use routewatch_host::runtime::{Batch, Column, Instance, Limits, Runtime, RuntimeConfig};
-
-const METRICS: [&str; 10] = [
-    "cpu_util",
-    "mem_util",
-    "temp_c",
-    "fan_rpm",
-    "latency_ms",
-    "loss_ratio",
-    "rx_bps",
-    "tx_bps",
-    "if_errors",
-    "bgp_up",
-];
+use routewatch_telemetry::Metric;
 
 fn instance(name: &str, config: Option<&str>) -> Instance {
     let runtime = Runtime::new(RuntimeConfig {
@@ -44,14 +32,14 @@ fn instance(name: &str, config: Option<&str>) -> Instance {
 /// fitted one above 0 almost surely).
 fn run_fleet(instance: &mut Instance, routers: u32, ticks: i64) -> Vec<usize> {
     let mut noise = Noise::new(11);
-    let mut scored = vec![false; routers as usize * METRICS.len()];
+    let mut scored = vec![false; routers as usize * Metric::ALL.len()];
     let mut first_scored = Vec::new();
     for tick in 0..ticks {
-        let columns = METRICS
+        let columns = Metric::ALL
             .iter()
             .enumerate()
-            .map(|(m, name)| Column {
-                metric: (*name).into(),
+            .map(|(m, metric)| Column {
+                metric: metric.name().into(),
                 values: (0..routers)
                     .map(|r| {
                         let cycle = (tick as f64 * std::f64::consts::TAU / 60.0).sin();
