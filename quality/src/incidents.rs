@@ -222,10 +222,7 @@ fn load_detectors(args: &IncidentArgs, runtime: &Runtime) -> Result<Vec<routewat
             .iter()
             .find(|(_, n)| n == name)
             .with_context(|| format!("unknown detector {name}; known: {:?}", DETECTORS.map(|d| d.1)))?;
-        let path = dir.join(format!("{stem}.wasm"));
-        let plugin = runtime
-            .load_file(&path)
-            .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
+        let plugin = crate::load_component(runtime, &dir, stem)?;
         plugins.push(routewatch_engine::replay::ReplayPlugin { plugin, config: None });
     }
     Ok(plugins)

@@ -24,7 +24,7 @@ mod report;
 mod score;
 mod speed;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -165,10 +165,7 @@ impl DetectorArgs {
         };
         let mut plugins = Vec::new();
         for (stem, name) in self.selected() {
-            let path = dir.join(format!("{stem}.wasm"));
-            let plugin = runtime
-                .load_file(&path)
-                .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))?;
+            let plugin = load_component(runtime, &dir, stem)?;
             let config = self.configs.iter().find(|(n, _)| n == name).map(|(_, c)| c.clone());
             plugins.push((name, routewatch_engine::replay::ReplayPlugin { plugin, config }));
         }
@@ -213,6 +210,18 @@ fn parse_config(s: &str) -> Result<(String, String), String> {
 }
 
 /// `<target>/wasm32-wasip2/plugin`, found from this binary's path (`<target>/release/...`).
+/// The component `<dir>/<stem>.wasm`.
+pub fn load_component(
+    runtime: &routewatch_runtime::Runtime,
+    dir: &Path,
+    stem: &str,
+) -> Result<routewatch_runtime::Plugin> {
+    let path = dir.join(format!("{stem}.wasm"));
+    runtime
+        .load_file(&path)
+        .with_context(|| format!("loading {} (build the plugins first: cargo xtask build)", path.display()))
+}
+
 pub fn default_plugin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let target = exe.ancestors().nth(2).context("binary lives in <target>/<profile>")?;

@@ -145,7 +145,7 @@ fn simulate(args: &RepairArgs, heal: bool, runtime: &Runtime, dir: &std::path::P
     let metrics = Arc::new(Metrics::default());
     let plugins = crate::default_set()
         .into_iter()
-        .map(|stem| Ok(FixedPlugin { plugin: crate::speed::load(runtime, dir, stem)?, config: None }))
+        .map(|stem| Ok(FixedPlugin { plugin: crate::load_component(runtime, dir, stem)?, config: None }))
         .collect::<Result<Vec<_>>>()?;
     let forest = routewatch_runtime::classifier::load_file(runtime, &dir.join("routewatch_classifier_forest.wasm"))
         .context("loading the forest classifier")?;

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use routewatch_runtime::{Batch, Column, Limits, Runtime, RuntimeConfig};
 use routewatch_simulator::{Engine, RuntimeConfig as SimConfig};
 use routewatch_telemetry::Metric;
@@ -45,7 +45,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     let runtime = bench_runtime()?;
     let mut table = String::new();
     for (stem, name) in DETECTORS {
-        let plugin = load(&runtime, &plugin_dir, stem)?;
+        let plugin = crate::load_component(&runtime, &plugin_dir, stem)?;
         let mut instance = plugin.instantiate()?;
         let config = if name == "seasonal" { Some(SEASONAL_BENCH_CONFIG) } else { None };
         if let Some(config) = config {
@@ -106,7 +106,7 @@ pub fn snapshots(args: &SnapshotArgs) -> Result<()> {
     let mut table = String::new();
     let mut arima_per_series = None;
     for (stem, name) in DETECTORS {
-        let plugin = load(&runtime, &plugin_dir, stem)?;
+        let plugin = crate::load_component(&runtime, &plugin_dir, stem)?;
         let mut instance = plugin.instantiate()?;
         for batch in &all {
             instance.process(batch)?;
@@ -167,10 +167,4 @@ pub(crate) fn bench_runtime() -> Result<Runtime> {
         limits: Limits { cpu_budget: Duration::from_secs(600), memory_bytes: 2 << 30, ..Limits::default() },
         ..RuntimeConfig::default()
     })?)
-}
-
-/// Loads the component `stem` from `dir`.
-pub(crate) fn load(runtime: &Runtime, dir: &std::path::Path, stem: &str) -> Result<routewatch_runtime::Plugin> {
-    let path = dir.join(format!("{stem}.wasm"));
-    runtime.load_file(&path).with_context(|| format!("loading {}", path.display()))
 }
